@@ -1,0 +1,317 @@
+"""Tests for nrnp.data: loaders (image folder, TFDS mock, digits), errors and batch iterators."""
+
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nrnp import data
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get('NRNP_SHARED') or os.path.join(REPO, '..', 'shared')
+CIFAR10_JPEG = os.path.join(SHARED, 'data', 'cifar10-jpeg')
+
+
+def _write_folder(root, split='train', classes=('cat', 'ant', 'bee'), per_class=3, size=(6, 5),
+                  seed=0):
+    """Writes random RGB PNGs; returns {path: [H, W, 3] uint8}."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for name in classes:
+        os.makedirs(os.path.join(root, split, name), exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            path = os.path.join(root, split, name, f'{i:03d}.png')
+            Image.fromarray(img).save(path)
+            written[path] = img
+    return written
+
+
+def _tiny(n=10, h=4, w=4, c=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return data.Dataset(rng.integers(0, 256, (n, h, w, c), dtype=np.uint8),
+                        np.arange(n, dtype=np.int32) % 3, 3, ('a', 'b', 'c'))
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def test_image_folder_round_trip_and_labels(tmp_path):
+    root = str(tmp_path / 'imgs')
+    written = _write_folder(root)
+    ds = data.load_image_folder(root, 'train')
+    assert ds.class_names == ('ant', 'bee', 'cat')
+    assert ds.num_classes == 3
+    assert ds.images.shape == (9, 5, 6, 3) and ds.images.dtype == np.uint8
+    assert ds.labels.dtype == np.int32
+    np.testing.assert_array_equal(ds.labels, [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    order = sorted(written)  # class folders and file names sort the same way here
+    np.testing.assert_array_equal(ds.images, np.stack([written[p] for p in order]))
+
+
+def test_image_folder_grayscale_and_resize(tmp_path):
+    root = tmp_path / 'g'
+    os.makedirs(root / 'test' / 'x')
+    Image.fromarray(np.full((7, 9), 200, np.uint8), mode='L').save(root / 'test' / 'x' / 'a.png')
+    Image.fromarray(np.full((3, 3, 3), 10, np.uint8)).save(root / 'test' / 'x' / 'b.bmp')
+    ds = data.load_image_folder(str(root), 'test', image_size=4)
+    assert ds.images.shape == (2, 4, 4, 3)
+    np.testing.assert_array_equal(ds.images[0], 200)
+    np.testing.assert_array_equal(ds.images[1], 10)
+
+
+def test_image_folder_cache(tmp_path):
+    root = str(tmp_path / 'imgs')
+    cache = str(tmp_path / 'cache')
+    _write_folder(root)
+    a = data.load_image_folder(root, 'train', cache_dir=cache)
+    files = os.listdir(cache)
+    assert len(files) == 1 and files[0].endswith('.npz')  # no temp file left behind
+    b = data.load_image_folder(root, 'train', cache_dir=cache)
+    assert os.listdir(cache) == files
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.class_names == b.class_names and a.num_classes == b.num_classes
+    # A changed mtime or a different image_size is a different key.
+    os.utime(os.path.join(root, 'train', 'bee', '000.png'), ns=(1, 1))
+    data.load_image_folder(root, 'train', cache_dir=cache)
+    data.load_image_folder(root, 'train', cache_dir=cache, image_size=3)
+    assert len(os.listdir(cache)) == 3
+
+
+def test_image_folder_cache_hit_skips_decoding(tmp_path, monkeypatch):
+    root = str(tmp_path / 'imgs')
+    cache = str(tmp_path / 'cache')
+    _write_folder(root)
+    a = data.load_image_folder(root, 'train', cache_dir=cache)
+
+    def fail(*args):
+        raise AssertionError('decoded despite cache')
+
+    monkeypatch.setattr(data, '_decode', fail)
+    b = data.load_image_folder(root, 'train', cache_dir=cache)
+    np.testing.assert_array_equal(a.images, b.images)
+
+
+def test_image_folder_errors_name_the_path(tmp_path):
+    missing = str(tmp_path / 'nope')
+    with pytest.raises(data.DataError, match='nope'):
+        data.load_image_folder(missing, 'train')
+
+    root = tmp_path / 'r'
+    _write_folder(str(root), split='train')
+    with pytest.raises(data.DataError, match=r"(?s)r/test.*\['train'\]"):
+        data.load_image_folder(str(root), 'test')
+
+    os.makedirs(root / 'empty')
+    with pytest.raises(data.DataError, match='empty.*no class folders'):
+        data.load_image_folder(str(root), 'empty')
+
+    os.makedirs(root / 'train' / 'dog')
+    (root / 'train' / 'dog' / 'notes.txt').write_text('x')
+    with pytest.raises(data.DataError, match='train/dog.*no images'):
+        data.load_image_folder(str(root), 'train')
+    shutil.rmtree(root / 'train' / 'dog')
+
+    bad = root / 'train' / 'ant' / 'zzz.jpg'
+    bad.write_bytes(b'not an image')
+    with pytest.raises(data.DataError, match='zzz.jpg.*cannot decode|cannot decode.*zzz.jpg'):
+        data.load_image_folder(str(root), 'train')
+    bad.unlink()
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / 'train' / 'cat' / 'zzz.png')
+    with pytest.raises(data.DataError, match=r'zzz.png.*8x8.*6x5'):
+        data.load_image_folder(str(root), 'train')
+    assert data.load_image_folder(str(root), 'train', image_size=4).images.shape == (10, 4, 4, 3)
+
+
+def test_check_splits(tmp_path):
+    root = str(tmp_path / 'r')
+    _write_folder(root, 'train', classes=('a', 'b'))
+    _write_folder(root, 'test', classes=('a', 'b'))
+    assert data.check_splits(root, ('train', 'test')) == ('a', 'b')
+    _write_folder(root, 'test', classes=('c',))
+    with pytest.raises(data.DataError, match=r"(?s)r/test.*only in test: \['c'\]"):
+        data.check_splits(root, ('train', 'test'))
+
+
+def test_load_dataset_prefers_image_folder(tmp_path):
+    root = str(tmp_path / 'r')
+    _write_folder(root, 'test', classes=('a',), per_class=2)
+    ds = data.load_dataset(name='cifar10', split='test', image_folder=root)
+    assert ds.images.shape == (2, 5, 6, 3)
+    ds = data.load_dataset(name='digits', split='test', image_size=16)
+    assert ds.images.shape == (360, 16, 16, 1)
+
+
+# ---------------------------------------------------------------- TFDS and digits
+
+
+@pytest.mark.parametrize('name,num_classes', [('cifar10', 10), ('cifar100', 100)])
+def test_tfds_mock(name, num_classes, tmp_path):
+    tfds = pytest.importorskip('tensorflow_datasets')
+    with tfds.testing.mock_data(num_examples=12):
+        ds = data.load_tfds(name, 'train', data_dir=str(tmp_path))
+        via_config = data.load_dataset(name=name, split='test', data_dir=str(tmp_path))
+    assert ds.images.shape == (12, 32, 32, 3) and ds.images.dtype == np.uint8
+    assert ds.labels.shape == (12,) and ds.labels.dtype == np.int32
+    assert ds.num_classes == num_classes and len(ds.class_names) == num_classes
+    assert 0 <= ds.labels.min() and ds.labels.max() < num_classes
+    assert via_config.images.shape == (12, 32, 32, 3)
+
+
+def test_tfds_not_prepared_fails_fast(tmp_path):
+    pytest.importorskip('tensorflow_datasets')
+    start = time.time()
+    with pytest.raises(data.DataError, match=r'(?s)cifar100.*cannot download.*array_record'
+                                             r'.*downloads/manual.*image_folder'):
+        data.load_tfds('cifar100', 'test', data_dir=str(tmp_path))
+    assert time.time() - start < 5
+    with pytest.raises(data.DataError, match='no dataset named'):
+        data.load_tfds('no_such_dataset_xyz', 'test', data_dir=str(tmp_path))
+
+
+def test_digits():
+    train = data.load_digits('train')
+    test = data.load_digits('test')
+    assert len(train) == 1437 and len(test) == 360
+    assert train.images.shape == (1437, 8, 8, 1) and train.images.dtype == np.uint8
+    assert train.images.min() == 0 and train.images.max() == 255
+    assert set(np.unique(test.labels)) == set(range(10))
+    np.testing.assert_array_equal(data.load_digits('test').images, test.images)
+    with pytest.raises(data.DataError):
+        data.load_digits('validation')
+
+
+# ---------------------------------------------------------------- batches
+
+
+def test_normalise():
+    x = np.array([[0, 255, 51]], np.uint8)  # [1, 3]
+    y = data.normalise(x, (0.0, 0.5, 0.2), (1.0, 0.5, 0.1))
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, [[0.0, 1.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(data.normalise(x, (0.5,), (0.5,)), [[-1, 1, -0.6]], atol=1e-6)
+    with pytest.raises(data.DataError, match='length 1 or 3'):
+        data.normalise(x, (0.1, 0.2), (1.0,))
+
+
+def test_augment_hand_made():
+    img = np.arange(2 * 3 * 3 * 1, dtype=np.uint8).reshape(2, 3, 3, 1) + 1  # no zeros
+    rng = np.random.default_rng(5)
+    out = data.augment_cifar(img, rng, pad=0)  # crop of the whole image: flip only
+    assert out.shape == img.shape and out.dtype == np.uint8
+    flips = np.random.default_rng(5)
+    flips.integers(0, 1, (2, 2))
+    flip = flips.random(2) < 0.5
+    for b in range(2):
+        np.testing.assert_array_equal(out[b], img[b, :, ::-1] if flip[b] else img[b])
+
+
+
+class _FixedDraws:
+    """Stands in for np.random.Generator with chosen offsets and flip draws."""
+
+    def __init__(self, offsets, uniforms):
+        self.offsets, self.uniforms = np.asarray(offsets), np.asarray(uniforms)
+
+    def integers(self, low, high, size):
+        assert (low, high, size) == (0, 3, self.offsets.shape)
+        return self.offsets
+
+    def random(self, size):
+        return self.uniforms
+
+
+def test_augment_crop_flip_pixels():
+    one = np.array([[1, 2], [3, 4]], np.uint8)[None, :, :, None]  # [1, 2, 2, 1]
+    images = np.repeat(one, 3, axis=0)  # [3, 2, 2, 1]
+    # Padded (pad=1): [[0,0,0,0],[0,1,2,0],[0,3,4,0],[0,0,0,0]].
+    rng = _FixedDraws([[0, 0], [1, 2], [2, 1]], [0.9, 0.1, 0.7])
+    out = data.augment_cifar(images, rng, pad=1)[..., 0]
+    np.testing.assert_array_equal(out[0], [[0, 0], [0, 1]])  # top-left crop
+    np.testing.assert_array_equal(out[1], [[0, 2], [0, 4]])  # [[2, 0], [4, 0]] flipped
+    np.testing.assert_array_equal(out[2], [[3, 4], [0, 0]])  # bottom crop, no flip
+
+
+def test_augment_matches_loop():
+    images = np.random.default_rng(0).integers(1, 256, (16, 8, 8, 3), dtype=np.uint8)
+    out = data.augment_cifar(images, np.random.default_rng(1), pad=4)
+    draws = np.random.default_rng(1)
+    offsets = draws.integers(0, 9, (16, 2))
+    flip = draws.random(16) < 0.5
+    for b in range(16):
+        p = np.pad(images[b], ((4, 4), (4, 4), (0, 0)))
+        want = p[offsets[b, 0]:offsets[b, 0] + 8, offsets[b, 1]:offsets[b, 1] + 8]
+        np.testing.assert_array_equal(out[b], want[:, ::-1] if flip[b] else want)
+
+
+@pytest.mark.parametrize('augment', ['crop_flip', 'none'])
+def test_train_batches_deterministic_and_resumable(augment):
+    ds = _tiny(n=10)
+    it = data.train_batches(ds, 3, seed=7, augment=augment, mean=(0.5,), std=(0.25,))
+    full = [next(it) for _ in range(8)]  # 3 steps per epoch: crosses two epoch boundaries
+    assert full[0][0].shape == (3, 4, 4, 3) and full[0][0].dtype == np.float32
+    assert full[0][1].shape == (3,) and full[0][1].dtype == np.int32
+    again = data.train_batches(ds, 3, seed=7, augment=augment, mean=(0.5,), std=(0.25,))
+    for k in (0, 2, 3, 5):
+        resumed = data.train_batches(ds, 3, seed=7, start_step=k, augment=augment,
+                                     mean=(0.5,), std=(0.25,))
+        for step in range(k, 8):
+            x, y = next(resumed)
+            np.testing.assert_array_equal(x, full[step][0])
+            np.testing.assert_array_equal(y, full[step][1])
+    for step in range(8):
+        np.testing.assert_array_equal(next(again)[0], full[step][0])
+    other = next(data.train_batches(ds, 3, seed=8, augment=augment, mean=(0.5,), std=(0.25,)))
+    assert not np.array_equal(other[0], full[0][0])
+
+
+def test_train_batches_epoch_is_permutation():
+    ds = data.Dataset(np.zeros((10, 1, 1, 1), np.uint8), np.arange(10, dtype=np.int32), 10,
+                      tuple('abcdefghij'))
+    it = data.train_batches(ds, 3, seed=1, augment='none')
+    epoch0 = np.concatenate([next(it)[1] for _ in range(3)])
+    epoch1 = np.concatenate([next(it)[1] for _ in range(3)])
+    perm0 = np.random.default_rng([1, 0]).permutation(10)
+    np.testing.assert_array_equal(epoch0, perm0[:9])
+    assert len(set(epoch0)) == 9 and not np.array_equal(epoch0, epoch1)
+    with pytest.raises(data.DataError):
+        next(data.train_batches(ds, 11, seed=0))
+
+
+def test_eval_batches_padding():
+    ds = _tiny(n=7)
+    batches = list(data.eval_batches(ds, 3, mean=(0.0,), std=(1.0,)))
+    assert len(batches) == 3
+    for x, y, m in batches:
+        assert x.shape == (3, 4, 4, 3) and x.dtype == np.float32
+        assert y.shape == (3,) and y.dtype == np.int32 and m.dtype == np.bool_
+    np.testing.assert_array_equal(batches[2][2], [True, False, False])
+    assert all(m.all() for _, _, m in batches[:2])
+    labels = np.concatenate([y[m] for _, y, m in batches])
+    np.testing.assert_array_equal(labels, ds.labels)
+    images = np.concatenate([x[m] for x, _, m in batches])
+    np.testing.assert_allclose(images, ds.images / 255.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- real data
+
+
+def test_cifar10_jpeg_subset(tmp_path):
+    if not os.path.isdir(CIFAR10_JPEG):
+        pytest.skip(f'real CIFAR-10 JPEG folder not found at {CIFAR10_JPEG} (set NRNP_SHARED)')
+    classes = sorted(os.listdir(os.path.join(CIFAR10_JPEG, 'test')))
+    assert classes[:3] == ['airplane', 'automobile', 'bird'] and len(classes) == 10
+    for name in ('bird', 'airplane'):
+        dst = tmp_path / 'test' / name
+        os.makedirs(dst)
+        for f in sorted(os.listdir(os.path.join(CIFAR10_JPEG, 'test', name)))[:50]:
+            shutil.copy(os.path.join(CIFAR10_JPEG, 'test', name, f), dst)
+    ds = data.load_image_folder(str(tmp_path), 'test')
+    assert ds.images.shape == (100, 32, 32, 3) and ds.class_names == ('airplane', 'bird')
+    np.testing.assert_array_equal(np.bincount(ds.labels), [50, 50])
+    assert 20 < ds.images.mean() < 235
