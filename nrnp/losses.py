@@ -1,8 +1,8 @@
 """Losses of the two phases: reconstruction RMSE, knowledge distillation, feature maps.
 
-  rec = reconstruction_loss(pred, target, mask)            # pooled RMSE
-  kd = kd_loss(teacher_logits, student_logits, temperature=1.0, stable=True)
-  fm = feature_map_loss(teacher_maps, student_maps)
+rec = reconstruction_loss(pred, target, mask)            # pooled RMSE
+kd = kd_loss(teacher_logits, student_logits, temperature=1.0, stable=True)
+fm = feature_map_loss(teacher_maps, student_maps)
 """
 
 from __future__ import annotations
@@ -12,60 +12,60 @@ import jax.numpy as jnp
 
 
 def reconstruction_loss(pred, target, mask, weights=None):
-  """One RMSE pooled over all real weights: sqrt(sum w m (W - What)^2 / sum w m).
+    """One RMSE pooled over all real weights: sqrt(sum w m (W - What)^2 / sum w m).
 
-  Args:
-    pred: `[N, 9]` predicted kernel rows.
-    target: `[N, 9]` target kernel rows.
-    mask: `[N, 9]` 1 where an entry is a real weight (a 1x1 kernel has one).
-    weights: optional `[N]` row multiplicities (a row drawn m times counts m times).
+    Args:
+      pred: `[N, 9]` predicted kernel rows.
+      target: `[N, 9]` target kernel rows.
+      mask: `[N, 9]` 1 where an entry is a real weight (a 1x1 kernel has one).
+      weights: optional `[N]` row multiplicities (a row drawn m times counts m times).
 
-  Returns:
-    Scalar float32.
-  """
-  m = mask if weights is None else mask * weights[:, None]
-  sq = jnp.sum(m * jnp.square(pred - target))
-  return jnp.sqrt(sq / jnp.maximum(jnp.sum(m), 1.0))
+    Returns:
+      Scalar float32.
+    """
+    m = mask if weights is None else mask * weights[:, None]
+    sq = jnp.sum(m * jnp.square(pred - target))
+    return jnp.sqrt(sq / jnp.maximum(jnp.sum(m), 1.0))
 
 
 def kd_loss(teacher_logits, student_logits, temperature: float = 1.0, stable: bool = True):
-  """KL(p_T || p_S), batch mean.
+    """KL(p_T || p_S), batch mean.
 
-  Args:
-    teacher_logits: `[B, classes]`.
-    student_logits: `[B, classes]`.
-    temperature: T; the loss is scaled by T^2 (standard KD; 1 at T=1).
-    stable: NeRN's form, log(p_S + 1e-4) instead of log p_S (only at T=1 in NeRN).
+    Args:
+      teacher_logits: `[B, classes]`.
+      student_logits: `[B, classes]`.
+      temperature: T; the loss is scaled by T^2 (standard KD; 1 at T=1).
+      stable: NeRN's form, log(p_S + 1e-4) instead of log p_S (only at T=1 in NeRN).
 
-  Returns:
-    Scalar float32.
-  """
-  t = temperature
-  p_t = jax.nn.softmax(teacher_logits / t, axis=-1)
-  log_p_t = jax.nn.log_softmax(teacher_logits / t, axis=-1)
-  if stable:
-    log_p_s = jnp.log(jax.nn.softmax(student_logits / t, axis=-1) + 1e-4)
-  else:
-    log_p_s = jax.nn.log_softmax(student_logits / t, axis=-1)
-  kl = jnp.sum(p_t * (log_p_t - log_p_s), axis=-1)
-  return jnp.mean(kl) * t * t
+    Returns:
+      Scalar float32.
+    """
+    t = temperature
+    p_t = jax.nn.softmax(teacher_logits / t, axis=-1)
+    log_p_t = jax.nn.log_softmax(teacher_logits / t, axis=-1)
+    if stable:
+        log_p_s = jnp.log(jax.nn.softmax(student_logits / t, axis=-1) + 1e-4)
+    else:
+        log_p_s = jax.nn.log_softmax(student_logits / t, axis=-1)
+    kl = jnp.sum(p_t * (log_p_t - log_p_s), axis=-1)
+    return jnp.mean(kl) * t * t
 
 
 def feature_map_loss(teacher_maps, student_maps):
-  """NeRN's normalised feature-map loss.
+    """NeRN's normalised feature-map loss.
 
-  Each map `[B, H, W, C]` is L2-normalised per sample over H*W*C (A / (|A| + 1e-3));
-  the squared distances are summed over maps and elements, averaged over the batch.
-  """
-  if len(teacher_maps) != len(student_maps):
-    raise ValueError(f'{len(teacher_maps)} teacher maps vs {len(student_maps)} student maps')
-  total = 0.0
-  for a, b in zip(teacher_maps, student_maps):
-    if a.shape != b.shape:
-      raise ValueError(f'feature map shapes differ: teacher {a.shape}, student {b.shape}')
-    a = a.reshape(a.shape[0], -1)
-    b = b.reshape(b.shape[0], -1)
-    a = a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + 1e-3)
-    b = b / (jnp.linalg.norm(b, axis=-1, keepdims=True) + 1e-3)
-    total = total + jnp.sum(jnp.square(a - b)) / a.shape[0]
-  return total
+    Each map `[B, H, W, C]` is L2-normalised per sample over H*W*C (A / (|A| + 1e-3));
+    the squared distances are summed over maps and elements, averaged over the batch.
+    """
+    if len(teacher_maps) != len(student_maps):
+        raise ValueError(f'{len(teacher_maps)} teacher maps vs {len(student_maps)} student maps')
+    total = 0.0
+    for a, b in zip(teacher_maps, student_maps):
+        if a.shape != b.shape:
+            raise ValueError(f'feature map shapes differ: teacher {a.shape}, student {b.shape}')
+        a = a.reshape(a.shape[0], -1)
+        b = b.reshape(b.shape[0], -1)
+        a = a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + 1e-3)
+        b = b / (jnp.linalg.norm(b, axis=-1, keepdims=True) + 1e-3)
+        total = total + jnp.sum(jnp.square(a - b)) / a.shape[0]
+    return total

@@ -9,97 +9,106 @@ from nrnp import kernels
 
 
 def _params(rng):
-  return {
-      'conv1': {'kernel': rng.normal(size=(3, 3, 3, 4)).astype(np.float32)},
-      'bn1': {'scale': np.ones(4, np.float32), 'bias': np.zeros(4, np.float32)},
-      'layer1_10': {'conv1': {'kernel': rng.normal(size=(3, 3, 4, 4)).astype(np.float32)}},
-      'layer1_9': {'conv1': {'kernel': rng.normal(size=(3, 3, 4, 4)).astype(np.float32)},
-                   'shortcut_conv': {'kernel': rng.normal(size=(1, 1, 4, 2)).astype(np.float32)}},
-      'stem7': {'kernel': rng.normal(size=(7, 7, 2, 3)).astype(np.float32)},
-      'linear': {'kernel': rng.normal(size=(4, 10)).astype(np.float32),
-                 'bias': np.zeros(10, np.float32)},
-  }
+    return {
+        'conv1': {'kernel': rng.normal(size=(3, 3, 3, 4)).astype(np.float32)},
+        'bn1': {'scale': np.ones(4, np.float32), 'bias': np.zeros(4, np.float32)},
+        'layer1_10': {'conv1': {'kernel': rng.normal(size=(3, 3, 4, 4)).astype(np.float32)}},
+        'layer1_9': {
+            'conv1': {'kernel': rng.normal(size=(3, 3, 4, 4)).astype(np.float32)},
+            'shortcut_conv': {'kernel': rng.normal(size=(1, 1, 4, 2)).astype(np.float32)},
+        },
+        'stem7': {'kernel': rng.normal(size=(7, 7, 2, 3)).astype(np.float32)},
+        'linear': {
+            'kernel': rng.normal(size=(4, 10)).astype(np.float32),
+            'bias': np.zeros(10, np.float32),
+        },
+    }
 
 
 def test_selection_and_natural_order():
-  params = _params(np.random.default_rng(0))
-  layout = kernels.kernel_layout(params, kernels.select_kernels())
-  names = [layer.name for layer in layout.layers]
-  assert names == ['conv1/kernel', 'layer1_9/conv1/kernel', 'layer1_9/shortcut_conv/kernel',
-                   'layer1_10/conv1/kernel']
-  assert layout.num_kernels == 12 + 16 + 8 + 16
-  assert layout.num_params == 108 + 144 + 8 + 144
-  assert [layer.offset for layer in layout.layers] == [0, 12, 28, 36]
+    params = _params(np.random.default_rng(0))
+    layout = kernels.kernel_layout(params, kernels.select_kernels())
+    names = [layer.name for layer in layout.layers]
+    assert names == [
+        'conv1/kernel',
+        'layer1_9/conv1/kernel',
+        'layer1_9/shortcut_conv/kernel',
+        'layer1_10/conv1/kernel',
+    ]
+    assert layout.num_kernels == 12 + 16 + 8 + 16
+    assert layout.num_params == 108 + 144 + 8 + 144
+    assert [layer.offset for layer in layout.layers] == [0, 12, 28, 36]
 
 
 def test_round_trip_is_exact_and_copies_the_rest():
-  params = _params(np.random.default_rng(1))
-  layout = kernels.kernel_layout(params, kernels.select_kernels(large='tile'))
-  table = kernels.gather(layout, params)
-  assert table.shape == (layout.num_kernels, 9) and table.dtype == jnp.float32
-  back = kernels.scatter(layout, table, params)
-  assert jax.tree.structure(back) == jax.tree.structure(params)
-  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert np.asarray(a).dtype == np.asarray(b).dtype
-  # Non-represented leaves are the very same objects.
-  assert back['linear']['kernel'] is params['linear']['kernel']
+    params = _params(np.random.default_rng(1))
+    layout = kernels.kernel_layout(params, kernels.select_kernels(large='tile'))
+    table = kernels.gather(layout, params)
+    assert table.shape == (layout.num_kernels, 9) and table.dtype == jnp.float32
+    back = kernels.scatter(layout, table, params)
+    assert jax.tree.structure(back) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+    # Non-represented leaves are the very same objects.
+    assert back['linear']['kernel'] is params['linear']['kernel']
 
 
 def test_row_layout_filter_major_and_row_major_taps():
-  w = np.arange(3 * 3 * 2 * 2, dtype=np.float32).reshape(3, 3, 2, 2)  # HWIO
-  params = {'c': {'kernel': w}}
-  layout = kernels.kernel_layout(params, kernels.select_kernels())
-  table = np.asarray(kernels.gather(layout, params))
-  # Row f * I + c holds W[:, :, c, f] flattened row-major.
-  for f in range(2):
-    for c in range(2):
-      np.testing.assert_array_equal(table[f * 2 + c], w[:, :, c, f].reshape(9))
+    w = np.arange(3 * 3 * 2 * 2, dtype=np.float32).reshape(3, 3, 2, 2)  # HWIO
+    params = {'c': {'kernel': w}}
+    layout = kernels.kernel_layout(params, kernels.select_kernels())
+    table = np.asarray(kernels.gather(layout, params))
+    # Row f * I + c holds W[:, :, c, f] flattened row-major.
+    for f in range(2):
+        for c in range(2):
+            np.testing.assert_array_equal(table[f * 2 + c], w[:, :, c, f].reshape(9))
 
 
 def test_one_by_one_uses_the_centre():
-  w = np.array([[[[1.0, 2.0], [3.0, 4.0]]]], np.float32)  # [1, 1, I=2, O=2]
-  params = {'s': {'kernel': w}}
-  layout = kernels.kernel_layout(params, kernels.select_kernels())
-  table = np.asarray(kernels.gather(layout, params))
-  expected = np.zeros((4, 9), np.float32)
-  expected[:, 4] = [1.0, 3.0, 2.0, 4.0]  # rows (f, c): (0,0)=w[c0,f0], (0,1)=w[c1,f0], ...
-  np.testing.assert_array_equal(table, expected)
-  np.testing.assert_array_equal(layout.mask(), (expected != 0).astype(np.float32))
-  # Off-centre predictions are ignored when writing back.
-  noisy = table + np.where(layout.mask() > 0, 0.0, 7.0)
-  np.testing.assert_array_equal(kernels.scatter(layout, jnp.asarray(noisy), params)['s']['kernel'],
-                                w)
+    w = np.array([[[[1.0, 2.0], [3.0, 4.0]]]], np.float32)  # [1, 1, I=2, O=2]
+    params = {'s': {'kernel': w}}
+    layout = kernels.kernel_layout(params, kernels.select_kernels())
+    table = np.asarray(kernels.gather(layout, params))
+    expected = np.zeros((4, 9), np.float32)
+    expected[:, 4] = [1.0, 3.0, 2.0, 4.0]  # rows (f, c): (0,0)=w[c0,f0], (0,1)=w[c1,f0], ...
+    np.testing.assert_array_equal(table, expected)
+    np.testing.assert_array_equal(layout.mask(), (expected != 0).astype(np.float32))
+    # Off-centre predictions are ignored when writing back.
+    noisy = table + np.where(layout.mask() > 0, 0.0, 7.0)
+    np.testing.assert_array_equal(
+        kernels.scatter(layout, jnp.asarray(noisy), params)['s']['kernel'], w
+    )
 
 
 def test_tiling_large_kernels():
-  w = np.random.default_rng(2).normal(size=(7, 7, 1, 1)).astype(np.float32)
-  params = {'stem': {'kernel': w}}
-  assert kernels.kernel_layout.__name__  # smoke: copied by default
-  with pytest.raises(ValueError, match='No conv kernel'):
-    kernels.kernel_layout(params, kernels.select_kernels())
-  layout = kernels.kernel_layout(params, kernels.select_kernels(large='tile'))
-  assert layout.layers[0].tiles == 9 and layout.num_kernels == 9
-  mask = layout.mask()
-  assert mask.sum() == 49  # 7x7 real entries in a 9x9 zero-padded grid
-  table = np.asarray(kernels.gather(layout, params))
-  np.testing.assert_array_equal(table[0], w[0:3, 0:3, 0, 0].reshape(9))  # top-left tile
-  np.testing.assert_array_equal(table[1], w[0:3, 3:6, 0, 0].reshape(9))  # next to the right
-  back = kernels.scatter(layout, jnp.asarray(table), params)
-  np.testing.assert_array_equal(back['stem']['kernel'], w)
+    w = np.random.default_rng(2).normal(size=(7, 7, 1, 1)).astype(np.float32)
+    params = {'stem': {'kernel': w}}
+    assert kernels.kernel_layout.__name__  # smoke: copied by default
+    with pytest.raises(ValueError, match='No conv kernel'):
+        kernels.kernel_layout(params, kernels.select_kernels())
+    layout = kernels.kernel_layout(params, kernels.select_kernels(large='tile'))
+    assert layout.layers[0].tiles == 9 and layout.num_kernels == 9
+    mask = layout.mask()
+    assert mask.sum() == 49  # 7x7 real entries in a 9x9 zero-padded grid
+    table = np.asarray(kernels.gather(layout, params))
+    np.testing.assert_array_equal(table[0], w[0:3, 0:3, 0, 0].reshape(9))  # top-left tile
+    np.testing.assert_array_equal(table[1], w[0:3, 3:6, 0, 0].reshape(9))  # next to the right
+    back = kernels.scatter(layout, jnp.asarray(table), params)
+    np.testing.assert_array_equal(back['stem']['kernel'], w)
 
 
 def test_exclude_and_shape_errors():
-  params = _params(np.random.default_rng(3))
-  layout = kernels.kernel_layout(params, kernels.select_kernels(sizes=(3,), exclude='layer1_10'))
-  assert [layer.name for layer in layout.layers] == ['conv1/kernel', 'layer1_9/conv1/kernel']
-  with pytest.raises(ValueError, match='layout expects'):
-    kernels.scatter(layout, jnp.zeros((3, 9)), params)
+    params = _params(np.random.default_rng(3))
+    layout = kernels.kernel_layout(params, kernels.select_kernels(sizes=(3,), exclude='layer1_10'))
+    assert [layer.name for layer in layout.layers] == ['conv1/kernel', 'layer1_9/conv1/kernel']
+    with pytest.raises(ValueError, match='layout expects'):
+        kernels.scatter(layout, jnp.zeros((3, 9)), params)
 
 
 def test_gather_scatter_under_jit():
-  params = _params(np.random.default_rng(4))
-  layout = kernels.kernel_layout(params, kernels.select_kernels())
-  fn = jax.jit(lambda p: kernels.scatter(layout, kernels.gather(layout, p) * 2.0, p))
-  out = fn(params)
-  np.testing.assert_allclose(out['conv1']['kernel'], 2 * params['conv1']['kernel'])
+    params = _params(np.random.default_rng(4))
+    layout = kernels.kernel_layout(params, kernels.select_kernels())
+    fn = jax.jit(lambda p: kernels.scatter(layout, kernels.gather(layout, p) * 2.0, p))
+    out = fn(params)
+    np.testing.assert_allclose(out['conv1']['kernel'], 2 * params['conv1']['kernel'])

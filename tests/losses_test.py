@@ -9,40 +9,43 @@ from nrnp import losses
 
 
 def test_reconstruction_rmse_pooled_over_real_weights():
-  pred = jnp.array([[1.0] * 9, [0.0] * 9])
-  target = jnp.zeros((2, 9))
-  mask = jnp.array([[1.0] * 9, [0, 0, 0, 0, 1, 0, 0, 0, 0]])
-  # 9 squared errors of 1 and one of 0 over 10 real weights.
-  assert float(losses.reconstruction_loss(pred, target, mask)) == pytest.approx(np.sqrt(0.9))
-  # Row weights count a row m times.
-  w = jnp.array([2.0, 1.0])
-  assert float(losses.reconstruction_loss(pred, target, mask, w)) == pytest.approx(
-      np.sqrt(18 / 19))
+    pred = jnp.array([[1.0] * 9, [0.0] * 9])
+    target = jnp.zeros((2, 9))
+    mask = jnp.array([[1.0] * 9, [0, 0, 0, 0, 1, 0, 0, 0, 0]])
+    # 9 squared errors of 1 and one of 0 over 10 real weights.
+    assert float(losses.reconstruction_loss(pred, target, mask)) == pytest.approx(np.sqrt(0.9))
+    # Row weights count a row m times.
+    w = jnp.array([2.0, 1.0])
+    assert float(losses.reconstruction_loss(pred, target, mask, w)) == pytest.approx(
+        np.sqrt(18 / 19)
+    )
 
 
 def test_kd_loss_values():
-  t = jnp.array([[2.0, 0.0]])
-  s = jnp.array([[0.0, 0.0]])
-  p = np.exp([2.0, 0.0]) / np.exp([2.0, 0.0]).sum()
-  exact = float(np.sum(p * (np.log(p) - np.log([0.5, 0.5]))))
-  assert float(losses.kd_loss(t, s, stable=False)) == pytest.approx(exact, rel=1e-5)
-  stable = float(np.sum(p * (np.log(p) - np.log(np.array([0.5, 0.5]) + 1e-4))))
-  assert float(losses.kd_loss(t, s, stable=True)) == pytest.approx(stable, rel=1e-5)
-  assert float(losses.kd_loss(t, t, stable=False)) == pytest.approx(0.0, abs=1e-6)
-  # Temperature T: KL of the softened distributions times T^2.
-  q = np.exp([1.0, 0.0]) / np.exp([1.0, 0.0]).sum()
-  soft = float(np.sum(q * (np.log(q) - np.log([0.5, 0.5])))) * 4
-  assert float(losses.kd_loss(t, s, temperature=2.0, stable=False)) == pytest.approx(soft, rel=1e-5)
+    t = jnp.array([[2.0, 0.0]])
+    s = jnp.array([[0.0, 0.0]])
+    p = np.exp([2.0, 0.0]) / np.exp([2.0, 0.0]).sum()
+    exact = float(np.sum(p * (np.log(p) - np.log([0.5, 0.5]))))
+    assert float(losses.kd_loss(t, s, stable=False)) == pytest.approx(exact, rel=1e-5)
+    stable = float(np.sum(p * (np.log(p) - np.log(np.array([0.5, 0.5]) + 1e-4))))
+    assert float(losses.kd_loss(t, s, stable=True)) == pytest.approx(stable, rel=1e-5)
+    assert float(losses.kd_loss(t, t, stable=False)) == pytest.approx(0.0, abs=1e-6)
+    # Temperature T: KL of the softened distributions times T^2.
+    q = np.exp([1.0, 0.0]) / np.exp([1.0, 0.0]).sum()
+    soft = float(np.sum(q * (np.log(q) - np.log([0.5, 0.5])))) * 4
+    assert float(losses.kd_loss(t, s, temperature=2.0, stable=False)) == pytest.approx(
+        soft, rel=1e-5
+    )
 
 
 def test_feature_map_loss():
-  a = jnp.zeros((2, 1, 1, 2)).at[:, 0, 0, 0].set(3.0)  # unit direction e0
-  b = jnp.zeros((2, 1, 1, 2)).at[:, 0, 0, 1].set(4.0)  # unit direction e1
-  na, nb = 3 / (3 + 1e-3), 4 / (4 + 1e-3)
-  expected = na**2 + nb**2  # per sample, averaged over the batch of 2 identical samples
-  assert float(losses.feature_map_loss([a], [b])) == pytest.approx(expected, rel=1e-6)
-  assert float(losses.feature_map_loss([a, a], [b, b])) == pytest.approx(2 * expected, rel=1e-6)
-  with pytest.raises(ValueError, match='shapes differ'):
-    losses.feature_map_loss([a], [jnp.zeros((2, 1, 1, 3))])
-  g = jax.grad(lambda x: losses.feature_map_loss([a], [x]))(b)
-  assert np.isfinite(np.asarray(g)).all()
+    a = jnp.zeros((2, 1, 1, 2)).at[:, 0, 0, 0].set(3.0)  # unit direction e0
+    b = jnp.zeros((2, 1, 1, 2)).at[:, 0, 0, 1].set(4.0)  # unit direction e1
+    na, nb = 3 / (3 + 1e-3), 4 / (4 + 1e-3)
+    expected = na**2 + nb**2  # per sample, averaged over the batch of 2 identical samples
+    assert float(losses.feature_map_loss([a], [b])) == pytest.approx(expected, rel=1e-6)
+    assert float(losses.feature_map_loss([a, a], [b, b])) == pytest.approx(2 * expected, rel=1e-6)
+    with pytest.raises(ValueError, match='shapes differ'):
+        losses.feature_map_loss([a], [jnp.zeros((2, 1, 1, 3))])
+    g = jax.grad(lambda x: losses.feature_map_loss([a], [x]))(b)
+    assert np.isfinite(np.asarray(g)).all()

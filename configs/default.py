@@ -1,0 +1,93 @@
+"""The embedded default: compress a small CNN on scikit-learn's handwritten digits, offline.
+
+Recipe (2-core CPU, no GPU, no download: the data ships inside scikit-learn):
+
+  pip install -e . && python -m nrnp.main --config=configs/default.py --workdir=/tmp/nrnp
+
+trains a small CNN teacher on the 8x8 digits (cached in the workdir), then
+compresses its three convs with a predictor and reports the accuracy of the
+original and rebuilt nets on the 360 held-out digits. `--config=configs/default.py:tiny`
+is the smoke-test size the tests use.
+
+Every field any nrnp config uses is declared here once, with its meaning;
+experiment configs import this file and override a few fields.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # root PRNG seed: predictor init, kernel batches, data order
+
+    c.teacher = ml_collections.ConfigDict()
+    c.teacher.model = 'smallcnn'  # resnet20/32/44/56/110 (CIFAR), resnet18/34 (ImageNet), smallcnn
+    c.teacher.shortcut = 'A'  # CIFAR ResNets: 'A' zero-pad (akamaster) or 'B' 1x1 conv + BN
+    c.teacher.checkpoint = ''  # .th/.pt/.pth/.npz state dict or an orbax dir; '' = train one
+    c.teacher.train_steps = 600  # only when checkpoint == '': steps to train a teacher (cached)
+    c.teacher.train_learning_rate = 3e-3  # Adam learning rate of that teacher training
+    c.teacher.train_batch_size = 128  # images per teacher training step
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = 'digits'  # TFDS name (cifar10, cifar100, imagenet2012, ...) or 'digits'
+    c.data.data_dir = ''  # TFDS data_dir holding the prepared dataset ('' = TFDS default)
+    c.data.image_folder = ''  # <root>/<split>/<class>/*.jpg|png; overrides data.name when set
+    c.data.train_split = 'train'  # split used for teacher training and distillation
+    c.data.test_split = 'test'  # split every accuracy in the report is measured on
+    c.data.num_classes = 10  # classes of the target's head
+    c.data.image_size = 8  # input height = width
+    c.data.channels = 1  # input channels
+    c.data.mean = (0.5,)  # normalisation: (x / 255 - mean) / std, per channel
+    c.data.std = (0.25,)
+    c.data.test_limit = 0  # evaluate on the first N test images only (0 = all)
+    c.data.eval_batch_size = 500  # images per evaluation forward pass
+
+    c.kernels = ml_collections.ConfigDict()
+    c.kernels.sizes = (1, 3)  # spatial kernel sizes that are represented
+    c.kernels.exclude = ''  # regex over 'a/b/kernel' paths of convs to copy instead
+    c.kernels.large = 'copy'  # kernels bigger than 3x3: 'copy' or 'tile' (3x3 tiles)
+    c.kernels.ordering = 'crossfilter'  # 'none' | 'infilter' | 'crossfilter'
+
+    c.encoding = ml_collections.ConfigDict()
+    c.encoding.kind = 'nern'  # 'nern' (raw coords, sin/cos pyramid) or 'gaussian' (Fourier feats)
+    c.encoding.levels = 40  # nern: levels per coordinate (input = 6 * levels)
+    c.encoding.base = 0.76  # nern: wavelength base
+    c.encoding.features = 120  # gaussian: random frequencies (input = 2 * features)
+    c.encoding.scale = 10.0  # gaussian: std of the frequencies
+
+    c.predictor = ml_collections.ConfigDict()
+    c.predictor.hidden = 64  # width h of the predictor MLP
+    c.predictor.layers = 5  # Dense layers in total (NeRN: 5)
+    c.predictor.init = 'torch'  # 'torch' (NeRN) or 'lecun'
+    c.predictor.residual = False  # skip connections around hidden layers
+
+    c.reconstruct = ml_collections.ConfigDict()
+    c.reconstruct.steps = 3000  # reconstruction steps in total, split evenly over the rounds
+    c.reconstruct.rounds = 1  # progressive rounds; round r > 1 fits round r - 1's rebuild
+    c.reconstruct.fresh_predictor = False  # each round starts from a new predictor
+    c.reconstruct.batch_size = 4096  # kernels per gradient batch (capped at the table size)
+    c.reconstruct.magnitude_fraction = 0.2  # share of steps with norm-weighted batches
+    c.reconstruct.optimizer = 'ranger'  # 'ranger' | 'adam' | 'adamw'
+    c.reconstruct.learning_rate = 5e-3  # peak, cosine-decayed per step to final_learning_rate
+    c.reconstruct.final_learning_rate = 1e-6
+    c.reconstruct.warmup = 0  # linear warm-up steps
+    c.reconstruct.b1 = 0.5
+    c.reconstruct.b2 = 0.999
+    c.reconstruct.eps = 1e-5
+    c.reconstruct.weight_decay = 1e-3  # decoupled
+
+    c.distill = ml_collections.ConfigDict()
+    c.distill.steps = 0  # distillation steps after reconstruction (0 = reconstruction only)
+
+    c.log_every = 200  # progress line every N steps (and at least every 10 s)
+    c.eval_every = 0  # also evaluate the rebuilt net every N steps (0 = per phase only)
+
+    if arg == 'tiny':
+        c.teacher.train_steps = 60
+        c.predictor.hidden = 16
+        c.reconstruct.steps = 40
+        c.reconstruct.batch_size = 512
+        c.log_every = 20
+    elif arg:
+        raise ValueError(f"unknown config argument {arg!r}; valid: '' or 'tiny'")
+    return c
