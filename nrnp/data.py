@@ -47,8 +47,9 @@ class Dataset:
 
     def __post_init__(self):
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
-            raise DataError(f'images must be [N, H, W, C] uint8, got {self.images.shape} '
-                            f'{self.images.dtype}')
+            raise DataError(
+                f'images must be [N, H, W, C] uint8, got {self.images.shape} {self.images.dtype}'
+            )
         if self.labels.shape != self.images.shape[:1]:
             raise DataError(f'labels {self.labels.shape} do not match images {self.images.shape}')
 
@@ -66,24 +67,35 @@ def _subdirs(path: str) -> list[str]:
 def _list_image_folder(root: str, split: str) -> tuple[list[str], list[str], np.ndarray]:
     """Returns (class_names, file paths, labels [N] int32) of `<root>/<split>/<class>/*`."""
     if not os.path.isdir(root):
-        raise DataError(f'image folder root {root!r} does not exist; point data.image_folder at '
-                        'a directory laid out as <root>/<split>/<class>/*.jpg')
+        raise DataError(
+            f'image folder root {root!r} does not exist; point data.image_folder at '
+            'a directory laid out as <root>/<split>/<class>/*.jpg'
+        )
     split_dir = os.path.join(root, split)
     if not os.path.isdir(split_dir):
-        raise DataError(f'split folder {split_dir!r} not found; splits found under {root!r}: '
-                        f'{_subdirs(root)}; use one of them or add <root>/{split}/<class>/')
+        raise DataError(
+            f'split folder {split_dir!r} not found; splits found under {root!r}: '
+            f'{_subdirs(root)}; use one of them or add <root>/{split}/<class>/'
+        )
     class_names = _subdirs(split_dir)
     if not class_names:
-        raise DataError(f'{split_dir!r} has no class folders; expected '
-                        f'{split_dir}/<class>/*{{{",".join(IMAGE_EXTENSIONS)}}}')
+        raise DataError(
+            f'{split_dir!r} has no class folders; expected '
+            f'{split_dir}/<class>/*{{{",".join(IMAGE_EXTENSIONS)}}}'
+        )
     paths, labels = [], []
     for label, name in enumerate(class_names):
         class_dir = os.path.join(split_dir, name)
-        files = sorted(e.name for e in os.scandir(class_dir)
-                       if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+        files = sorted(
+            e.name
+            for e in os.scandir(class_dir)
+            if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+        )
         if not files:
-            raise DataError(f'class folder {class_dir!r} contains no images '
-                            f'({", ".join(IMAGE_EXTENSIONS)}); add images or remove the folder')
+            raise DataError(
+                f'class folder {class_dir!r} contains no images '
+                f'({", ".join(IMAGE_EXTENSIONS)}); add images or remove the folder'
+            )
         paths.extend(os.path.join(class_dir, f) for f in files)
         labels.extend([label] * len(files))
     return class_names, paths, np.asarray(labels, np.int32)
@@ -108,9 +120,11 @@ def check_splits(root: str, splits: Sequence[str] = ('train', 'test')) -> tuple[
         if names != found[first]:
             only_a = sorted(set(found[first]) - set(names))
             only_b = sorted(set(names) - set(found[first]))
-            raise DataError(f'class folders differ between {os.path.join(root, first)!r} and '
-                            f'{os.path.join(root, split)!r}: only in {first}: {only_a}, only in '
-                            f'{split}: {only_b}; labels would not agree, make the folders match')
+            raise DataError(
+                f'class folders differ between {os.path.join(root, first)!r} and '
+                f'{os.path.join(root, split)!r}: only in {first}: {only_a}, only in '
+                f'{split}: {only_b}; labels would not agree, make the folders match'
+            )
     return tuple(found[first])
 
 
@@ -126,8 +140,9 @@ def _decode(path: str, image_size: int | None) -> np.ndarray:
         raise DataError(f'cannot decode image {path!r} ({e}); delete or replace the file') from e
 
 
-def _cache_path(cache_dir: str, root: str, split: str, paths: list[str],
-                image_size: int | None) -> str:
+def _cache_path(
+    cache_dir: str, root: str, split: str, paths: list[str], image_size: int | None
+) -> str:
     digest = hashlib.sha256(repr((os.path.abspath(root), split, image_size, len(paths))).encode())
     for p in paths:
         st = os.stat(p)
@@ -136,8 +151,13 @@ def _cache_path(cache_dir: str, root: str, split: str, paths: list[str],
     return os.path.join(cache_dir, f'imagefolder-{base}-{split}-{digest.hexdigest()[:16]}.npz')
 
 
-def load_image_folder(root: str, split: str, image_size: int | None = None,
-                      cache_dir: str | None = None, num_threads: int | None = None) -> Dataset:
+def load_image_folder(
+    root: str,
+    split: str,
+    image_size: int | None = None,
+    cache_dir: str | None = None,
+    num_threads: int | None = None,
+) -> Dataset:
     """Loads `<root>/<split>/<class>/*.{jpg,jpeg,png,bmp}` into memory.
 
     Labels are indices into the sorted class folder names. Images are decoded with PIL
@@ -179,13 +199,16 @@ def load_image_folder(root: str, split: str, image_size: int | None = None,
                 raise DataError(
                     f'image {paths[i]!r} is {img.shape[1]}x{img.shape[0]} but {paths[0]!r} is '
                     f'{first.shape[1]}x{first.shape[0]}; pass image_size (data.image_size) to '
-                    'resize all images to one size')
+                    'resize all images to one size'
+                )
             images[i] = img
 
     chunk = 256
     with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-        futures = [pool.submit(decode_chunk, s, min(s + chunk, len(paths)))
-                   for s in range(0, len(paths), chunk)]
+        futures = [
+            pool.submit(decode_chunk, s, min(s + chunk, len(paths)))
+            for s in range(0, len(paths), chunk)
+        ]
         for f in futures:
             f.result()
 
@@ -209,12 +232,19 @@ def load_image_folder(root: str, split: str, image_size: int | None = None,
 def _tfds_is_mocked() -> bool:
     """True inside `tfds.testing.mock_data`, which patches `as_data_source`."""
     from tensorflow_datasets.core import dataset_builder
+
     fn = dataset_builder.DatasetBuilder.as_data_source
     return getattr(fn, '__module__', '').startswith('tensorflow_datasets.testing')
 
 
-def load_tfds(name: str, split: str, data_dir: str | None = None, image_key: str = 'image',
-              label_key: str = 'label', num_classes: int | None = None) -> Dataset:
+def load_tfds(
+    name: str,
+    split: str,
+    data_dir: str | None = None,
+    image_key: str = 'image',
+    label_key: str = 'label',
+    num_classes: int | None = None,
+) -> Dataset:
     """Loads a prepared TFDS ArrayRecord dataset into memory via `tfds.data_source`.
 
     No TensorFlow and no network: the dataset must already be prepared in `data_dir`
@@ -249,13 +279,16 @@ def load_tfds(name: str, split: str, data_dir: str | None = None, image_key: str
                 'this machine cannot download it. Fix: point data.data_dir at a prepared '
                 'ArrayRecord data dir (prepare it elsewhere with builder_kwargs={"file_format": '
                 '"array_record"}); or, for CIFAR-100, put cifar-100-binary.tar.gz under '
-                f'{manual!r} and prepare it; or set data.image_folder to an image folder.')
+                f'{manual!r} and prepare it; or set data.image_folder to an image folder.'
+            )
         file_format = getattr(builder.info, 'file_format', None)
         file_format = str(getattr(file_format, 'value', file_format) or '').lower()
         if file_format and 'array_record' not in file_format:
-            raise DataError(f'{str(builder.data_dir)!r} holds {file_format} files but data_source '
-                            'reads only ArrayRecord; re-prepare with builder_kwargs='
-                            '{"file_format": "array_record"}')
+            raise DataError(
+                f'{str(builder.data_dir)!r} holds {file_format} files but data_source '
+                'reads only ArrayRecord; re-prepare with builder_kwargs='
+                '{"file_format": "array_record"}'
+            )
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     records = [source[i] for i in range(len(source))]
     if not records:
@@ -295,10 +328,12 @@ def load_digits(split: str, test_fraction: float = 0.2, seed: int = 0) -> Datase
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # [N, 8, 8, 1]
     index = np.arange(len(images))
     train, test = model_selection.train_test_split(
-        index, test_size=test_fraction, random_state=seed, stratify=digits.target)
+        index, test_size=test_fraction, random_state=seed, stratify=digits.target
+    )
     index = np.sort(train if split == 'train' else test)
-    return Dataset(images[index], digits.target[index].astype(np.int32), 10,
-                   tuple(str(i) for i in range(10)))
+    return Dataset(
+        images[index], digits.target[index].astype(np.int32), 10, tuple(str(i) for i in range(10))
+    )
 
 
 def resize(dataset: Dataset, image_size: int) -> Dataset:
@@ -306,16 +341,30 @@ def resize(dataset: Dataset, image_size: int) -> Dataset:
     if dataset.images.shape[1:3] == (image_size, image_size):
         return dataset
     channels = dataset.images.shape[-1]
-    out = np.stack([np.asarray(Image.fromarray(img.squeeze(-1) if channels == 1 else img)
-                               .resize((image_size, image_size), Image.BILINEAR))
-                    for img in dataset.images])
-    return dataclasses.replace(dataset, images=out.reshape(len(out), image_size, image_size,
-                                                           channels))
+    out = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(img.squeeze(-1) if channels == 1 else img).resize(
+                    (image_size, image_size), Image.BILINEAR
+                )
+            )
+            for img in dataset.images
+        ]
+    )
+    return dataclasses.replace(
+        dataset, images=out.reshape(len(out), image_size, image_size, channels)
+    )
 
 
-def load_dataset(*, name: str, split: str, data_dir: str | None = None,
-                 image_folder: str | None = None, cache_dir: str | None = None,
-                 image_size: int | None = None) -> Dataset:
+def load_dataset(
+    *,
+    name: str,
+    split: str,
+    data_dir: str | None = None,
+    image_folder: str | None = None,
+    cache_dir: str | None = None,
+    image_size: int | None = None,
+) -> Dataset:
     """Loads a dataset from the config's data fields.
 
     `image_folder` wins when set; name 'digits' gives `load_digits`; any other name is a
@@ -339,8 +388,10 @@ def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
     mean = np.asarray(mean, np.float32)
     std = np.asarray(std, np.float32)
     if mean.ndim != 1 or std.ndim != 1 or {len(mean), len(std)} - {1, channels}:
-        raise DataError(f'mean {tuple(mean)} and std {tuple(std)} need length 1 or {channels} '
-                        f'(the channel count); fix data.mean / data.std')
+        raise DataError(
+            f'mean {tuple(mean)} and std {tuple(std)} need length 1 or {channels} '
+            f'(the channel count); fix data.mean / data.std'
+        )
     return ((images.astype(np.float32) * np.float32(1 / 255) - mean) / std).astype(np.float32)
 
 
@@ -368,10 +419,16 @@ def augment_cifar(images: np.ndarray, rng: np.random.Generator, pad: int = 4) ->
     return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def train_batches(dataset: Dataset, batch_size: int, seed: int, start_step: int = 0,
-                  augment: str = 'crop_flip', mean: Sequence[float] = (0.0,),
-                  std: Sequence[float] = (1.0,), pad: int = 4,
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def train_batches(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    augment: str = 'crop_flip',
+    mean: Sequence[float] = (0.0,),
+    std: Sequence[float] = (1.0,),
+    pad: int = 4,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Infinite shuffled training batches, a pure function of (seed, step).
 
     Epoch e is `np.random.default_rng([seed, e]).permutation(N)` cut into N // batch_size
@@ -404,7 +461,7 @@ def train_batches(dataset: Dataset, batch_size: int, seed: int, start_step: int 
             epoch = step // steps_per_epoch
             perm = np.random.default_rng([seed, epoch]).permutation(n)
         i = step % steps_per_epoch
-        index = perm[i * batch_size:(i + 1) * batch_size]  # [B]
+        index = perm[i * batch_size : (i + 1) * batch_size]  # [B]
         images = dataset.images[index]  # [B, H, W, C] uint8
         if augment == 'crop_flip':
             images = augment_cifar(images, np.random.default_rng([seed, _AUGMENT_SALT, step]), pad)
@@ -412,9 +469,12 @@ def train_batches(dataset: Dataset, batch_size: int, seed: int, start_step: int 
         step += 1
 
 
-def eval_batches(dataset: Dataset, batch_size: int, mean: Sequence[float] = (0.0,),
-                 std: Sequence[float] = (1.0,),
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def eval_batches(
+    dataset: Dataset,
+    batch_size: int,
+    mean: Sequence[float] = (0.0,),
+    std: Sequence[float] = (1.0,),
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """All examples in order, in fixed-shape batches (no recompilation for the last one).
 
     Yields:
@@ -423,12 +483,13 @@ def eval_batches(dataset: Dataset, batch_size: int, mean: Sequence[float] = (0.0
     """
     n = len(dataset)
     for start in range(0, n, batch_size):
-        images = dataset.images[start:start + batch_size]
-        labels = dataset.labels[start:start + batch_size]
+        images = dataset.images[start : start + batch_size]
+        labels = dataset.labels[start : start + batch_size]
         valid = len(labels)
         mask = np.arange(batch_size) < valid  # [B]
         if valid < batch_size:
-            images = np.concatenate([images, np.zeros((batch_size - valid,) + images.shape[1:],
-                                                      np.uint8)])
+            images = np.concatenate(
+                [images, np.zeros((batch_size - valid,) + images.shape[1:], np.uint8)]
+            )
             labels = np.concatenate([labels, np.zeros(batch_size - valid, np.int32)])
         yield normalise(images, mean, std), labels, mask

@@ -211,8 +211,16 @@ def _read_torch_restricted(path: str) -> Any:
             raise CheckpointError(f'{path}: not a PyTorch checkpoint (neither zip nor pickle)')
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError,
-            AttributeError, IndexError, zipfile.BadZipFile) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        KeyError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        zipfile.BadZipFile,
+    ) as e:
         raise CheckpointError(f'{path}: truncated or malformed PyTorch checkpoint ({e!r})') from e
     return _materialise(obj, path)
 

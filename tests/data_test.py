@@ -15,8 +15,9 @@ SHARED = os.environ.get('NRNP_SHARED') or os.path.join(REPO, '..', 'shared')
 CIFAR10_JPEG = os.path.join(SHARED, 'data', 'cifar10-jpeg')
 
 
-def _write_folder(root, split='train', classes=('cat', 'ant', 'bee'), per_class=3, size=(6, 5),
-                  seed=0):
+def _write_folder(
+    root, split='train', classes=('cat', 'ant', 'bee'), per_class=3, size=(6, 5), seed=0
+):
     """Writes random RGB PNGs; returns {path: [H, W, 3] uint8}."""
     rng = np.random.default_rng(seed)
     written = {}
@@ -32,8 +33,12 @@ def _write_folder(root, split='train', classes=('cat', 'ant', 'bee'), per_class=
 
 def _tiny(n=10, h=4, w=4, c=3, seed=0):
     rng = np.random.default_rng(seed)
-    return data.Dataset(rng.integers(0, 256, (n, h, w, c), dtype=np.uint8),
-                        np.arange(n, dtype=np.int32) % 3, 3, ('a', 'b', 'c'))
+    return data.Dataset(
+        rng.integers(0, 256, (n, h, w, c), dtype=np.uint8),
+        np.arange(n, dtype=np.int32) % 3,
+        3,
+        ('a', 'b', 'c'),
+    )
 
 
 # ---------------------------------------------------------------- image folders
@@ -166,8 +171,11 @@ def test_tfds_mock(name, num_classes, tmp_path):
 def test_tfds_not_prepared_fails_fast(tmp_path):
     pytest.importorskip('tensorflow_datasets')
     start = time.time()
-    with pytest.raises(data.DataError, match=r'(?s)cifar100.*cannot download.*array_record'
-                                             r'.*downloads/manual.*image_folder'):
+    with pytest.raises(
+        data.DataError,
+        match=r'(?s)cifar100.*cannot download.*array_record'
+        r'.*downloads/manual.*image_folder',
+    ):
         data.load_tfds('cifar100', 'test', data_dir=str(tmp_path))
     assert time.time() - start < 5
     with pytest.raises(data.DataError, match='no dataset named'):
@@ -211,7 +219,6 @@ def test_augment_hand_made():
         np.testing.assert_array_equal(out[b], img[b, :, ::-1] if flip[b] else img[b])
 
 
-
 class _FixedDraws:
     """Stands in for np.random.Generator with chosen offsets and flip draws."""
 
@@ -245,7 +252,7 @@ def test_augment_matches_loop():
     flip = draws.random(16) < 0.5
     for b in range(16):
         p = np.pad(images[b], ((4, 4), (4, 4), (0, 0)))
-        want = p[offsets[b, 0]:offsets[b, 0] + 8, offsets[b, 1]:offsets[b, 1] + 8]
+        want = p[offsets[b, 0] : offsets[b, 0] + 8, offsets[b, 1] : offsets[b, 1] + 8]
         np.testing.assert_array_equal(out[b], want[:, ::-1] if flip[b] else want)
 
 
@@ -258,8 +265,9 @@ def test_train_batches_deterministic_and_resumable(augment):
     assert full[0][1].shape == (3,) and full[0][1].dtype == np.int32
     again = data.train_batches(ds, 3, seed=7, augment=augment, mean=(0.5,), std=(0.25,))
     for k in (0, 2, 3, 5):
-        resumed = data.train_batches(ds, 3, seed=7, start_step=k, augment=augment,
-                                     mean=(0.5,), std=(0.25,))
+        resumed = data.train_batches(
+            ds, 3, seed=7, start_step=k, augment=augment, mean=(0.5,), std=(0.25,)
+        )
         for step in range(k, 8):
             x, y = next(resumed)
             np.testing.assert_array_equal(x, full[step][0])
@@ -271,8 +279,9 @@ def test_train_batches_deterministic_and_resumable(augment):
 
 
 def test_train_batches_epoch_is_permutation():
-    ds = data.Dataset(np.zeros((10, 1, 1, 1), np.uint8), np.arange(10, dtype=np.int32), 10,
-                      tuple('abcdefghij'))
+    ds = data.Dataset(
+        np.zeros((10, 1, 1, 1), np.uint8), np.arange(10, dtype=np.int32), 10, tuple('abcdefghij')
+    )
     it = data.train_batches(ds, 3, seed=1, augment='none')
     epoch0 = np.concatenate([next(it)[1] for _ in range(3)])
     epoch1 = np.concatenate([next(it)[1] for _ in range(3)])
