@@ -25,6 +25,7 @@ def get_config(arg: str = ''):
     c.data.channels = 3
     c.data.mean = (0.485, 0.456, 0.406)  # what the akamaster nets were trained with
     c.data.std = (0.229, 0.224, 0.225)
+    c.data.pad = 4
     c.predictor.hidden = 180
     c.reconstruct.steps = 20_000
     c.reconstruct.batch_size = 4096

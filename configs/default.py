@@ -41,6 +41,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.data.std = (0.25,)
     c.data.test_limit = 0  # evaluate on the first N test images only (0 = all)
     c.data.eval_batch_size = 500  # images per evaluation forward pass
+    c.data.augment = 'crop_flip'  # training augmentation: 'crop_flip' or 'none'
+    c.data.pad = 1  # crop padding in pixels (CIFAR: 4)
 
     c.kernels = ml_collections.ConfigDict()
     c.kernels.sizes = (1, 3)  # spatial kernel sizes that are represented
@@ -75,10 +77,33 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.reconstruct.b2 = 0.999
     c.reconstruct.eps = 1e-5
     c.reconstruct.weight_decay = 1e-3  # decoupled
+    c.reconstruct.restart_each_round = True  # new optimizer state + cosine per round
 
     c.distill = ml_collections.ConfigDict()
-    c.distill.steps = 0  # distillation steps after reconstruction (0 = reconstruction only)
+    c.distill.steps = 0  # distillation steps after the reconstruction rounds (0 = none)
+    c.distill.batch_size = 256  # images per step
+    c.distill.kernel_batch_size = 4096  # kernels carrying gradient per step
+    c.distill.magnitude_fraction = 0.2  # share of norm-weighted kernel batches
+    c.distill.grad_through = 'batch'  # 'batch' (NeRN) or 'all' kernels get gradient
+    c.distill.kd_weight = 1.0  # KL(teacher || rebuilt) weight
+    c.distill.fm_weight = 1.0  # normalised feature-map loss weight (0 = off)
+    c.distill.reconstruction_weight = 0.0  # RMSE to the original weights (0 = decoupled)
+    c.distill.temperature = 1.0  # KD temperature T (loss x T^2)
+    c.distill.stable_kd = True  # NeRN's log(p_S + 1e-4)
+    c.distill.teacher_checkpoint = ''  # another teacher ('' = the original network)
+    c.distill.teacher_model = ''  # its architecture ('' = the target's)
+    c.distill.teacher_shortcut = 'A'  # its CIFAR shortcut option
+    c.distill.optimizer = 'ranger'  # the phase's own optimizer, state kept across cycles
+    c.distill.learning_rate = 1e-3
+    c.distill.final_learning_rate = 1e-6
+    c.distill.warmup = 0
+    c.distill.b1 = 0.5
+    c.distill.b2 = 0.999
+    c.distill.eps = 1e-5
+    c.distill.weight_decay = 1e-3
 
+    c.cycles = 1  # repeat (reconstruction rounds, distillation) this many times
+    c.checkpoint_every = 1000  # steps between checkpoints (and at every phase end)
     c.log_every = 200  # progress line every N steps (and at least every 10 s)
     c.eval_every = 0  # also evaluate the rebuilt net every N steps (0 = per phase only)
 
@@ -87,6 +112,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         c.predictor.hidden = 16
         c.reconstruct.steps = 40
         c.reconstruct.batch_size = 512
+        c.distill.steps = 6
+        c.distill.batch_size = 32
+        c.distill.kernel_batch_size = 512
+        c.checkpoint_every = 5
         c.log_every = 20
     elif arg:
         raise ValueError(f"unknown config argument {arg!r}; valid: '' or 'tiny'")

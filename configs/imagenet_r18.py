@@ -23,6 +23,7 @@ def get_config(arg: str = ''):
     c.data.mean = (0.485, 0.456, 0.406)
     c.data.std = (0.229, 0.224, 0.225)
     c.data.eval_batch_size = 250
+    c.data.augment = 'none'  # random-resized-crop is not implemented yet
     c.kernels.sizes = (3,)
     c.predictor.hidden = 1256
     c.reconstruct.steps = 100_000

@@ -493,3 +493,36 @@ def eval_batches(
             )
             labels = np.concatenate([labels, np.zeros(batch_size - valid, np.int32)])
         yield normalise(images, mean, std), labels, mask
+
+
+def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
+    """Runs `iterator` in a background thread, `size` items ahead (overlaps input and compute).
+
+    Exceptions raised by the producer are re-raised in the consumer.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+
+    class Failure:
+        def __init__(self, error):
+            self.error = error
+
+    def produce():
+        try:
+            for item in iterator:
+                q.put(item)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(Failure(e))
+        q.put(done)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        item = q.get()
+        if item is done:
+            return
+        if isinstance(item, Failure):
+            raise item.error
+        yield item

@@ -214,6 +214,7 @@ class SmallCNN(nn.Module):
 
 
 _CIFAR_DEPTHS = {'resnet20': 20, 'resnet32': 32, 'resnet44': 44, 'resnet56': 56, 'resnet110': 110}
+CIFAR_MODELS = tuple(_CIFAR_DEPTHS)
 MODEL_NAMES = (*_CIFAR_DEPTHS, 'resnet18', 'resnet34', 'smallcnn')
 
 

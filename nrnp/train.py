@@ -20,11 +20,13 @@ import numpy as np
 from nrnp import (
     coordinates,
     data,
+    distillation,
     encodings,
     evaluation,
+    importers,
     kernels,
     models,
-    optim,
+    phases,
     predictor,
     reconstruction,
     report,
@@ -65,10 +67,7 @@ def load_split(config, split: str, workdir: str) -> data.Dataset:
 
 def build_target(config):
     kw = {}
-    if config.teacher.model.startswith('resnet') and config.teacher.model not in (
-        'resnet18',
-        'resnet34',
-    ):
+    if config.teacher.model in models.CIFAR_MODELS:
         kw['shortcut'] = config.teacher.shortcut
     return models.build_model(config.teacher.model, config.data.num_classes, **kw)
 
@@ -90,12 +89,56 @@ def make_encoder(config):
     raise ValueError(f"encoding.kind must be 'nern' or 'gaussian', got {e.kind!r}")
 
 
-def reconstruction_rounds(total_steps: int, rounds: int) -> list[int]:
-    """Splits `total_steps` over `rounds` as evenly as possible (earlier rounds get the rest)."""
-    if rounds < 1:
-        raise ValueError(f'reconstruct.rounds must be >= 1, got {rounds}')
-    base, rest = divmod(int(total_steps), rounds)
-    return [base + (1 if r < rest else 0) for r in range(rounds)]
+def best_seen(records) -> float:
+    """Best rebuilt top-1 seen at any evaluation of the run (selected on the test set)."""
+    seen = [r['top1'] for r in records if r['kind'] != 'init']
+    seen += [e['top1'] for r in records for e in r.get('evals', [])]
+    return max(seen, default=records[0]['top1'])
+
+
+def distillation_setup(config, model, variables, pmodel, layout, input_shape, workdir, log):
+    """The static `DistillSetup` and the `Frozen` arrays of the distillation phase."""
+    d = config.distill
+    teacher_model, teacher_vars = model, variables
+    if d.teacher_checkpoint:
+        name = d.teacher_model or config.teacher.model
+        kw = {'shortcut': d.teacher_shortcut} if name in models.CIFAR_MODELS else {}
+        teacher_model = models.build_model(name, config.data.num_classes, **kw)
+        teacher_vars = importers.load_target(d.teacher_checkpoint, teacher_model, input_shape)
+        log(f'distillation teacher: {name} from {d.teacher_checkpoint}')
+    elif d.teacher_model:
+        raise ValueError('distill.teacher_model is set but distill.teacher_checkpoint is empty')
+    use_features = d.fm_weight != 0
+    if use_features:
+        x = jnp.zeros(input_shape, jnp.float32)
+        s_maps = jax.eval_shape(lambda: models.apply_with_features(model, variables, x)[1])
+        t_maps = jax.eval_shape(
+            lambda: models.apply_with_features(teacher_model, teacher_vars, x)[1]
+        )
+        if [m.shape for m in s_maps] != [m.shape for m in t_maps]:
+            raise ValueError(
+                'distill.fm_weight > 0 needs teacher feature maps matching the target: '
+                f'{len(t_maps)} teacher maps vs {len(s_maps)} target maps. '
+                'Set --config.distill.fm_weight=0 for a different teacher architecture.'
+            )
+    setup = distillation.DistillSetup(
+        predictor=pmodel,
+        target=model,
+        teacher=teacher_model,
+        layout=layout,
+        batch_size=min(d.kernel_batch_size, layout.num_kernels),
+        magnitude_fraction=d.magnitude_fraction,
+        grad_through=d.grad_through,
+        temperature=d.temperature,
+        stable_kd=d.stable_kd,
+        use_features=use_features,
+    )
+    frozen = distillation.Frozen(
+        params=variables['params'],
+        batch_stats=variables['batch_stats'],
+        teacher_variables=teacher_vars,
+    )
+    return setup, frozen
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
@@ -199,92 +242,47 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     )
 
     table_j, mask_j = jnp.asarray(table), jnp.asarray(mask)
-    probs = reconstruction.magnitude_probabilities(table_j, mask_j)
+    problem = reconstruction.ReconstructionProblem(
+        encoded, table_j, mask_j, reconstruction.magnitude_probabilities(table_j, mask_j)
+    )
 
-    def rebuilt_variables(pp):
-        return {**variables, 'params': predictor.reconstruct(pmodel, layout, pp, encoded, params)}
+    def evaluate(pp):
+        rebuilt = predictor.reconstruct(pmodel, layout, pp, encoded, params)
+        return top1({**variables, 'params': rebuilt})
 
-    def measure(pp, target_rows):
-        problem = reconstruction.ReconstructionProblem(encoded, target_rows, mask_j, probs)
-        return top1(rebuilt_variables(pp)), reconstruction.full_rmse(pmodel, pp, problem)
+    init_top1 = evaluate(pparams)
+    init_rmse = reconstruction.full_rmse(pmodel, pparams, problem)
+    log(f'untrained predictor: top1 {init_top1:.2f} %, rmse {init_rmse:.6f}')
 
-    phases = []
-    acc, rmse = measure(pparams, table_j)
-    phases.append({'kind': 'init', 'steps': 0, 'seconds': 0.0, 'top1': acc, 'rmse': rmse})
-    log(f'untrained predictor: top1 {acc:.2f} %, rmse {rmse:.6f}')
-
-    rc = config.reconstruct
-    batch_size = min(rc.batch_size, layout.num_kernels)
-    state = None
-    target_rows = table_j
-    for r, steps in enumerate(reconstruction_rounds(rc.steps, rc.rounds)):
-        if steps == 0:
-            continue
-        if r > 0:
-            target_rows = reconstruction.predict_rows(pmodel, pparams, encoded)
-            if rc.fresh_predictor:
-                pparams = predictor.init_predictor(pmodel, input_dim, predictor_seed + r)
-        tx = optim.make_optimizer(
-            rc.optimizer,
-            steps=steps,
-            learning_rate=rc.learning_rate,
-            b1=rc.b1,
-            b2=rc.b2,
-            eps=rc.eps,
-            weight_decay=rc.weight_decay,
-            final_learning_rate=rc.final_learning_rate,
-            warmup=rc.warmup,
+    schedule = phases.build_schedule(config)
+    setup = frozen = train_data = None
+    if any(p.kind == 'distill' for p in schedule):
+        train_data = load_split(config, config.data.train_split, workdir)
+        log(f'train split {config.data.train_split!r}: {len(train_data.labels)} images')
+        setup, frozen = distillation_setup(
+            config, model, variables, pmodel, layout, input_shape, workdir, log
         )
-        state = reconstruction.PredictorState(
-            step=jnp.asarray(0 if state is None else state.step, jnp.int32),
-            pparams=pparams,
-            opt_states={'reconstruct': tx.init(pparams)},
-        )
-        problem = reconstruction.ReconstructionProblem(encoded, target_rows, mask_j, probs)
-        step_fn = jax.jit(
-            functools.partial(
-                reconstruction.reconstruction_step,
-                model=pmodel,
-                tx=tx,
-                batch_size=batch_size,
-                magnitude_fraction=rc.magnitude_fraction,
-            ),
-            donate_argnums=0,
-        )
-        label = f'reconstruct round {r + 1}/{rc.rounds}'
-        progress = report.Progress(steps, label, log, every=config.log_every)
-        t = time.time()
-        for i in range(1, steps + 1):
-            state, metrics = step_fn(state, problem, keys['reconstruct'])
-            if i % config.log_every == 0 or i == steps:
-                loss = float(metrics['recon/loss'])
-                if not np.isfinite(loss):
-                    raise FloatingPointError(f'{label}: non-finite loss {loss} at step {i}')
-                progress.update(i, metrics, force=True)
-        jax.block_until_ready(state)
-        seconds = time.time() - t
-        pparams = state.pparams
-        acc, rmse = measure(pparams, table_j)
-        phases.append(
-            {
-                'kind': 'reconstruct',
-                'round': r + 1,
-                'steps': steps,
-                'seconds': seconds,
-                'top1': acc,
-                'rmse': rmse,
-                'step_ms': 1000 * seconds / steps,
-            }
-        )
-        log(
-            f'{label} done: {steps} steps in {seconds:.1f}s, eval/top1_reconstructed {acc:.2f} %, '
-            f'recon/rmse {rmse:.6f} (vs original weights)'
-        )
+    ctx = phases.Context(
+        pmodel=pmodel,
+        input_dim=input_dim,
+        predictor_seed=predictor_seed,
+        problem=problem,
+        setup=setup,
+        frozen=frozen,
+        train_data=train_data,
+        evaluate=evaluate,
+        keys=keys,
+        log=log,
+        workdir=workdir,
+    )
+    log('schedule: ' + ', '.join(f'{p.label} ({p.steps} steps)' for p in schedule))
+    state, records = phases.run_schedule(ctx, config, schedule)
+    pparams = state.pparams
+    records = [
+        {'kind': 'init', 'steps': 0, 'seconds': 0.0, 'top1': init_top1, 'rmse': init_rmse}
+    ] + records
 
-    if config.distill.steps:
-        raise NotImplementedError('distillation phase: not available yet (distill.steps must be 0)')
-
-    final_acc, final_rmse = phases[-1]['top1'], phases[-1]['rmse']
+    final_acc, final_rmse = records[-1]['top1'], records[-1]['rmse']
     out = {
         'target': config.teacher.model,
         'target_source': source,
@@ -293,7 +291,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         'test_images': int(len(test.labels)),
         'top1_original': top1_original,
         'top1_reconstructed': final_acc,
-        'top1_reconstructed_best_seen': max(p['top1'] for p in phases),
+        'top1_reconstructed_best_seen': best_seen(records),
         'represented_params': int(layout.num_params),
         'represented_layers': len(layout.layers),
         'num_kernels': int(layout.num_kernels),
@@ -303,7 +301,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         'ordering_seconds': ordering_seconds,
         'ordering_bytes': coordinates.ordering_bytes(layout, config.kernels.ordering),
         'reconstruction_rmse': final_rmse,
-        'phases': phases,
+        'phases': records,
+        'predictor_seconds': sum(r['seconds'] for r in records),
         'wall_seconds': time.time() - start,
         'devices': [str(d) for d in jax.devices()],
         'config': config.to_json_best_effort(indent=2),

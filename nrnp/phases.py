@@ -1,0 +1,319 @@
+"""The schedule of a run: reconstruction rounds, distillation, cycles; resumable.
+
+  schedule = build_schedule(config)          # [Phase(kind, steps, round, cycle), ...]
+  state, records = run_schedule(ctx, config, schedule)
+
+Checkpoints (orbax, atomic) hold the predictor state (params, one optimizer state
+per phase kind, global step), the current round's target rows, and the position
+(phase index, step in phase, the records so far). A killed run restarted with
+the same command continues from the last checkpoint and ends with the same
+predictor, bit for bit on CPU: every random draw is a function of (seed, step)
+and the image batches of (seed, cycle, step in phase). SIGTERM saves and exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import signal
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nrnp import checkpoints, data, distillation, optim, predictor, reconstruction, report
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    kind: str  # 'reconstruct' | 'distill'
+    steps: int
+    round: int = 1  # reconstruction round within its cycle (1-based)
+    cycle: int = 1
+
+    @property
+    def label(self) -> str:
+        if self.kind == 'reconstruct':
+            return f'reconstruct c{self.cycle} round {self.round}'
+        return f'distill c{self.cycle}'
+
+
+def split_steps(total_steps: int, rounds: int) -> list[int]:
+    """Splits `total_steps` over `rounds` as evenly as possible (earlier rounds get the rest)."""
+    if rounds < 1:
+        raise ValueError(f'reconstruct.rounds must be >= 1, got {rounds}')
+    base, rest = divmod(int(total_steps), rounds)
+    return [base + (1 if r < rest else 0) for r in range(rounds)]
+
+
+def build_schedule(config) -> list[Phase]:
+    """`cycles` x (reconstruction rounds, then distillation), skipping empty phases."""
+    if config.cycles < 1:
+        raise ValueError(f'cycles must be >= 1, got {config.cycles}')
+    phases = []
+    for cycle in range(1, config.cycles + 1):
+        for r, steps in enumerate(split_steps(config.reconstruct.steps, config.reconstruct.rounds)):
+            if steps:
+                phases.append(Phase('reconstruct', steps, r + 1, cycle))
+        if config.distill.steps:
+            phases.append(Phase('distill', config.distill.steps, 1, cycle))
+    return phases
+
+
+@dataclasses.dataclass
+class Context:
+    """What the phases need besides the config (built once by `train.run`).
+
+    Attributes:
+      pmodel: predictor module; input_dim: its input width; predictor_seed: init seed.
+      problem: `ReconstructionProblem` with the original rows as target.
+      setup: `DistillSetup` (None without distillation); frozen: its `Frozen` arrays.
+      train_data: training `data.Dataset` (None without distillation).
+      evaluate: `pparams -> top1 percent` of the rebuilt network on the test images.
+      keys: named PRNG keys ('reconstruct', 'distill', ...).
+      log: progress sink; workdir: run directory.
+    """
+
+    pmodel: predictor.Predictor
+    input_dim: int
+    predictor_seed: int
+    problem: reconstruction.ReconstructionProblem
+    setup: distillation.DistillSetup | None
+    frozen: distillation.Frozen | None
+    train_data: data.Dataset | None
+    evaluate: Callable
+    keys: dict
+    log: Callable
+    workdir: str
+
+
+def _optimizer(section, steps: int):
+    return optim.make_optimizer(
+        section.optimizer,
+        steps=steps,
+        learning_rate=section.learning_rate,
+        b1=section.b1,
+        b2=section.b2,
+        eps=section.eps,
+        weight_decay=section.weight_decay,
+        final_learning_rate=section.final_learning_rate,
+        warmup=section.warmup,
+    )
+
+
+def optimizers(config, schedule: list[Phase]) -> dict:
+    """One optimizer per phase kind; the cosine spans all steps of that kind in the run,
+    except with `reconstruct.restart_each_round`, where it spans one round."""
+    recon = [p.steps for p in schedule if p.kind == 'reconstruct']
+    distill_steps = sum(p.steps for p in schedule if p.kind == 'distill')
+    recon_span = max(recon, default=1) if config.reconstruct.restart_each_round else sum(recon)
+    return {
+        'reconstruct': _optimizer(config.reconstruct, max(recon_span, 1)),
+        'distill': _optimizer(config.distill, max(distill_steps, 1)),
+    }
+
+
+class _Stop:
+    """SIGTERM flag: the loop saves a checkpoint and exits at the next step."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+class Preempted(Exception):
+    """Raised after SIGTERM once the checkpoint is written."""
+
+
+def _check_finite(metrics: dict, phase: Phase, step: int):
+    for name, value in metrics.items():
+        value = float(value)
+        if not np.isfinite(value):
+            raise FloatingPointError(
+                f'{phase.label}: non-finite {name} = {value} at step {step} of the phase; '
+                'the last good checkpoint is kept (lower the learning rate?)'
+            )
+
+
+def run_schedule(ctx: Context, config, schedule: list[Phase]):
+    """Runs (or resumes) `schedule`.
+
+    Returns:
+      (final PredictorState, list of per-phase records with kind, steps, seconds,
+       top1, rmse and intermediate evals).
+    """
+    txs = optimizers(config, schedule)
+    pparams = predictor.init_predictor(ctx.pmodel, ctx.input_dim, ctx.predictor_seed)
+    state = reconstruction.PredictorState(
+        step=jnp.zeros([], jnp.int32),
+        pparams=pparams,
+        opt_states={kind: tx.init(pparams) for kind, tx in txs.items()},
+    )
+    round_target = ctx.problem.target
+    ckpt = checkpoints.RunCheckpointer(f'{ctx.workdir}/checkpoints')
+    position = {'phase': 0, 'step': 0, 'records': []}
+    restored = ckpt.restore_latest({'state': state, 'round_target': round_target})
+    if restored is not None:
+        arrays, position = restored
+        state, round_target = arrays['state'], arrays['round_target']
+        if position.get('schedule') != [dataclasses.asdict(p) for p in schedule]:
+            raise ValueError(
+                f'{ctx.workdir} holds a run with another schedule '
+                f'{position.get("schedule")}; use a new --workdir'
+            )
+        ctx.log(
+            f'resuming from checkpoint {ckpt.latest_step()}: phase {position["phase"]}, '
+            f'step {position["step"]} of it'
+        )
+    records = list(position['records'])
+
+    def save(phase_index, step_in_phase, state):
+        meta = {
+            'phase': phase_index,
+            'step': step_in_phase,
+            'records': records,
+            'schedule': [dataclasses.asdict(p) for p in schedule],
+        }
+        ckpt.save(int(state.step), {'state': state, 'round_target': round_target}, meta)
+
+    with _Stop() as stop:
+        for index, phase in enumerate(schedule):
+            if index < position['phase']:
+                continue
+            first = position['step'] if index == position['phase'] else 0
+            if first == 0:
+                state, round_target = _start_phase(ctx, config, phase, state, round_target, txs)
+            state, record = _run_phase(
+                ctx, config, phase, index, first, state, round_target, txs[phase.kind], stop, save
+            )
+            records.append(record)
+            save(index + 1, 0, state)
+            if stop.requested:
+                ctx.log(f'SIGTERM: checkpoint written after {phase.label}; exiting')
+                raise Preempted(f'preempted after {phase.label}')
+    ckpt.close()
+    return state, records
+
+
+def _start_phase(ctx, config, phase: Phase, state, round_target, txs):
+    """Phase-start actions of a reconstruction round.
+
+    Round 1 of every cycle fits the original weights; round r > 1 fits what round
+    r - 1 rebuilt (progressive reconstruction), from the same predictor or, with
+    `reconstruct.fresh_predictor`, from a new one.
+    """
+    if phase.kind != 'reconstruct':
+        return state, round_target
+    rc = config.reconstruct
+    pparams = state.pparams
+    if phase.round == 1:
+        round_target = ctx.problem.target
+    else:
+        round_target = reconstruction.predict_rows(ctx.pmodel, pparams, ctx.problem.encoded)
+        if rc.fresh_predictor:
+            seed = ctx.predictor_seed + 1000 * phase.cycle + phase.round
+            pparams = predictor.init_predictor(ctx.pmodel, ctx.input_dim, seed)
+    opt_states = dict(state.opt_states)
+    if rc.restart_each_round or pparams is not state.pparams:
+        opt_states['reconstruct'] = txs['reconstruct'].init(pparams)
+    return state.replace(pparams=pparams, opt_states=opt_states), round_target
+
+
+def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, save):
+    problem = dataclasses.replace(ctx.problem, target=round_target)
+    if phase.kind == 'reconstruct':
+        step_fn = jax.jit(
+            functools.partial(
+                reconstruction.reconstruction_step,
+                model=ctx.pmodel,
+                tx=tx,
+                batch_size=min(config.reconstruct.batch_size, problem.target.shape[0]),
+                magnitude_fraction=config.reconstruct.magnitude_fraction,
+            ),
+            donate_argnums=0,
+        )
+        step = lambda s, k: step_fn(s, problem, ctx.keys['reconstruct'])
+    else:
+        d = config.distill
+        weights = (d.kd_weight, d.fm_weight, d.reconstruction_weight)
+        step_fn = jax.jit(
+            functools.partial(
+                distillation.distillation_step, setup=ctx.setup, tx=tx, loss_weights=weights
+            ),
+            donate_argnums=0,
+        )
+        batches = data.train_batches(
+            ctx.train_data,
+            batch_size=d.batch_size,
+            seed=config.seed + 7919 * phase.cycle,
+            start_step=first,
+            augment=config.data.augment,
+            mean=tuple(config.data.mean),
+            std=tuple(config.data.std),
+            pad=config.data.pad,
+        )
+        batches = data.prefetch(batches, size=2)
+
+        def step(s, k):
+            images, _ = next(batches)  # labels are never used
+            return step_fn(s, problem, ctx.frozen, jnp.asarray(images), ctx.keys['distill'])
+
+    progress = report.Progress(phase.steps, phase.label, ctx.log, every=config.log_every)
+    evals = []
+    start = time.time()
+    if first:
+        ctx.log(f'{phase.label}: continuing at step {first}/{phase.steps}')
+    for k in range(first + 1, phase.steps + 1):
+        state, metrics = step(state, k)
+        if k % config.log_every == 0 or k == phase.steps:
+            _check_finite(metrics, phase, k)
+            progress.update(k - first, {n: v for n, v in metrics.items()}, force=True)
+        if config.eval_every and k % config.eval_every == 0 and k < phase.steps:
+            evals.append({'step': k, 'top1': ctx.evaluate(state.pparams)})
+            ctx.log(f'{phase.label} step {k}: eval/top1_reconstructed {evals[-1]["top1"]:.2f} %')
+        periodic = config.checkpoint_every and k % config.checkpoint_every == 0
+        if k < phase.steps and (stop.requested or periodic):
+            _check_finite(metrics, phase, k)
+            save(index, k, state)
+            if stop.requested:
+                ctx.log(f'SIGTERM: checkpoint written at {phase.label} step {k}; exiting')
+                raise Preempted(f'preempted at {phase.label} step {k}')
+    jax.block_until_ready(state)
+    seconds = time.time() - start
+    top1 = ctx.evaluate(state.pparams)
+    rmse = reconstruction.full_rmse(ctx.pmodel, state.pparams, ctx.problem)
+    done = phase.steps - first
+    record = {
+        'kind': phase.kind,
+        'round': phase.round,
+        'cycle': phase.cycle,
+        'steps': phase.steps,
+        'seconds': seconds,
+        'step_ms': 1000 * seconds / max(done, 1),
+        'top1': top1,
+        'rmse': rmse,
+        'evals': evals,
+    }
+    if first:
+        record['resumed_at'] = first
+    ctx.log(
+        f'{phase.label} done: {phase.steps} steps, {seconds:.1f}s, '
+        f'eval/top1_reconstructed {top1:.2f} %, recon/rmse {rmse:.6f} (vs original weights)'
+    )
+    return state, record

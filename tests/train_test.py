@@ -1,0 +1,155 @@
+"""End to end: the tiny config through both phases, crash + resume, SIGTERM, bad input."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from nrnp import checkpoints, data, phases, train
+
+
+def _config(**overrides):
+    c = default.get_config('tiny')
+    c.cycles = 2  # reconstruct -> distill -> reconstruct -> distill
+    c.distill.steps = 6
+    c.checkpoint_every = 2
+    for key, value in overrides.items():
+        section, field = key.split('.')
+        c[section][field] = value
+    return c
+
+
+def _final_arrays(workdir):
+    ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'))
+    step = ckpt.latest_step()
+    restored = ckpt.manager.restore(step)
+    ckpt.close()
+    return step, restored
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp('reference'))
+    report = train.run(_config(), workdir, echo=lambda s: None)
+    return workdir, report
+
+
+def test_report_fields_and_phases(reference):
+    workdir, report = reference
+    saved = json.load(open(os.path.join(workdir, 'report.json')))
+    assert saved['top1_original'] == report['top1_original'] > 80.0  # the digits teacher
+    kinds = [p['kind'] for p in saved['phases']]
+    assert kinds == ['init', 'reconstruct', 'distill', 'reconstruct', 'distill']
+    for key in (
+        'top1_reconstructed',
+        'test_images',
+        'represented_params',
+        'predictor_params',
+        'ratio',
+        'reconstruction_rmse',
+        'wall_seconds',
+    ):
+        assert key in saved
+    assert saved['test_images'] == 360
+    assert saved['represented_params'] == 9 * (1 * 32 + 32 * 64 + 64 * 64)
+    assert saved['ratio'] == pytest.approx(saved['predictor_params'] / saved['represented_params'])
+    for p in saved['phases'][1:]:
+        assert p['steps'] > 0 and p['seconds'] > 0 and 0 <= p['top1'] <= 100
+        assert np.isfinite(p['rmse'])
+    assert os.path.exists(os.path.join(workdir, 'report.md'))
+
+
+def _crash_after(monkeypatch, batches: int, action):
+    real = data.train_batches
+    calls = {'n': 0}
+
+    def fake(*args, **kwargs):
+        it = real(*args, **kwargs)
+        if kwargs.get('batch_size') != 32:  # teacher training: untouched
+            yield from it
+            return
+        calls['n'] += 1
+        if calls['n'] > 1:  # only the first distillation phase is interrupted
+            yield from it
+            return
+        for i, item in enumerate(it):
+            if i == batches:
+                action()
+            yield item
+
+    monkeypatch.setattr(data, 'train_batches', fake)
+
+
+def test_crash_mid_distillation_then_resume_is_bit_exact(reference, tmp_path, monkeypatch):
+    ref_dir, _ = reference
+    workdir = str(tmp_path)
+
+    def kill():
+        raise KeyboardInterrupt('simulated kill')
+
+    _crash_after(monkeypatch, 5, kill)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(_config(), workdir, echo=lambda s: None)
+    ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'))
+    arrays_meta = ckpt.manager.restore(ckpt.latest_step())
+    ckpt.close()
+    assert arrays_meta['meta']['phase'] == 1 and 0 < arrays_meta['meta']['step'] < 6
+    monkeypatch.undo()
+    logs = []
+    train.run(_config(), workdir, echo=logs.append)
+    assert any('resuming from checkpoint' in line for line in logs)
+    step_ref, ref = _final_arrays(ref_dir)
+    step_new, new = _final_arrays(workdir)
+    assert step_ref == step_new
+    jax.tree.map(np.testing.assert_array_equal, ref['arrays'], new['arrays'])
+
+
+def test_sigterm_checkpoints_and_exits(tmp_path, monkeypatch):
+    workdir = str(tmp_path)
+    _crash_after(monkeypatch, 3, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(phases.Preempted):
+        train.run(_config(), workdir, echo=lambda s: None)
+    ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'))
+    meta = ckpt.manager.restore(ckpt.latest_step())['meta']
+    ckpt.close()
+    assert meta['phase'] == 1 and meta['step'] > 0
+    monkeypatch.undo()
+    report = train.run(_config(), workdir, echo=lambda s: None)
+    assert [p['kind'] for p in report['phases']][-1] == 'distill'
+
+
+def test_non_finite_loss_names_phase_and_step(tmp_path):
+    c = _config(**{'reconstruct.learning_rate': 1e30, 'reconstruct.optimizer': 'adam'})
+    c.cycles = 1
+    with pytest.raises(FloatingPointError, match=r'reconstruct c1 round 1: non-finite .* at step'):
+        train.run(c, str(tmp_path), echo=lambda s: None)
+
+
+def test_other_schedule_in_the_same_workdir_is_refused(reference, tmp_path):
+    import shutil
+
+    workdir = str(tmp_path / 'copy')
+    shutil.copytree(reference[0], workdir)
+    c = _config()
+    c.distill.steps = 7
+    with pytest.raises(ValueError, match='another schedule'):
+        train.run(c, workdir, echo=lambda s: None)
+
+
+def test_schedule_building():
+    c = _config()
+    c.reconstruct.steps, c.reconstruct.rounds, c.cycles = 10, 3, 1
+    sched = phases.build_schedule(c)
+    assert [(p.kind, p.steps, p.round) for p in sched] == [
+        ('reconstruct', 4, 1),
+        ('reconstruct', 3, 2),
+        ('reconstruct', 3, 3),
+        ('distill', 6, 1),
+    ]
+    c.reconstruct.rounds = 0
+    with pytest.raises(ValueError, match='rounds'):
+        phases.build_schedule(c)
