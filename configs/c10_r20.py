@@ -29,11 +29,16 @@ def get_config(arg: str = ''):
     c.predictor.hidden = 180
     c.reconstruct.steps = 20_000
     c.reconstruct.batch_size = 4096
+    c.distill.steps = 2_000  # ~6 s/step on 2 CPU cores: override on CPU, or use a GPU
+    c.distill.batch_size = 256
     if arg == 'tiny':
         c.predictor.hidden = 16
         c.reconstruct.steps = 20
         c.reconstruct.batch_size = 256
         c.data.test_limit = 200
+        c.distill.steps = 4
+        c.distill.batch_size = 16
+        c.distill.kernel_batch_size = 256
     elif arg:
         raise ValueError(f"unknown config argument {arg!r}; valid: '' or 'tiny'")
     return c

@@ -3,6 +3,8 @@
   ds = load_dataset(name='cifar10', split='train', data_dir='/data/tfds')
   batches = train_batches(ds, 128, seed=0, start_step=step, mean=MEAN, std=STD)
   images, labels = next(batches)  # [128, 32, 32, 3] float32, [128] int32
+  # several JAX processes: process_index=jax.process_index(), process_count=jax.process_count()
+  # yields this process's [128 / P] rows of the same global batch
 
 Datasets of CIFAR size are held in memory as uint8 numpy arrays; everything here returns
 numpy, never JAX arrays, so the trainer decides placement and sharding.
@@ -244,11 +246,15 @@ def load_tfds(
     image_key: str = 'image',
     label_key: str = 'label',
     num_classes: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> Dataset:
     """Loads a prepared TFDS ArrayRecord dataset into memory via `tfds.data_source`.
 
     No TensorFlow and no network: the dataset must already be prepared in `data_dir`
-    (works under `tfds.testing.mock_data`, too).
+    (works under `tfds.testing.mock_data`, too). With process_count > 1 only this process's
+    contiguous share of the split is read (`process_split`, the semantics of
+    `tfds.split_for_jax_process` applied to the resolved split).
 
     Args:
       name: TFDS name, e.g. 'cifar10' or 'cifar100'.
@@ -257,15 +263,17 @@ def load_tfds(
       image_key: feature holding [H, W, C] or [H, W] uint8 images.
       label_key: feature holding the integer label.
       num_classes: used when the label feature does not say.
+      process_index, process_count: read only share `process_index` of `process_count`.
 
     Returns:
-      Dataset with images [N, H, W, C] uint8 and labels [N] int32.
+      Dataset with images [N, H, W, C] uint8 and labels [N] int32 (N: this share's size).
 
     Raises:
       DataError: the dataset is not prepared here, saying how to provide it.
     """
     import tensorflow_datasets as tfds
 
+    _check_process(process_index, process_count)
     try:
         builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
     except tfds.core.registered.DatasetNotFoundError as e:
@@ -290,9 +298,13 @@ def load_tfds(
                 '{"file_format": "array_record"}'
             )
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    records = [source[i] for i in range(len(source))]
+    share = process_split(len(source), process_index, process_count)
+    records = [source[i] for i in range(share.start, share.stop)]
     if not records:
-        raise DataError(f'TFDS split {name}:{split} in {data_dir!r} is empty')
+        raise DataError(
+            f'TFDS split {name}:{split} in {data_dir!r} has {len(source)} examples, none for '
+            f'process {process_index} of {process_count}'
+        )
     images = np.stack([np.asarray(r[image_key], np.uint8) for r in records])
     if images.ndim == 3:
         images = images[..., None]  # [N, H, W, 1]
@@ -392,7 +404,42 @@ def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
             f'mean {tuple(mean)} and std {tuple(std)} need length 1 or {channels} '
             f'(the channel count); fix data.mean / data.std'
         )
-    return ((images.astype(np.float32) * np.float32(1 / 255) - mean) / std).astype(np.float32)
+    out = np.empty(images.shape, np.float32)
+
+    def rows(start: int, stop: int) -> None:  # in place: 3 fewer full-size temporaries
+        part = out[start:stop]
+        np.multiply(images[start:stop], np.float32(1 / 255), out=part, dtype=np.float32)
+        part -= mean
+        part /= std
+
+    threads = min(os.cpu_count() or 1, 8)
+    if images.ndim < 2 or threads < 2 or images.size < 1 << 22:  # threads pay from ~4M values
+        rows(0, len(images))
+        return out
+    chunk = -(-len(images) // threads)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # numpy frees the GIL here
+        for f in [pool.submit(rows, s, s + chunk) for s in range(0, len(images), chunk)]:
+            f.result()
+    return out
+
+
+def _crop_flip_draws(
+    rng: np.random.Generator, batch: int, pad: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draws (offsets [B, 2] int, flip [B] bool) for `augment_cifar`, in its documented order."""
+    offsets = rng.integers(0, 2 * pad + 1, size=(batch, 2))
+    flip = rng.random(batch) < 0.5
+    return offsets, flip
+
+
+def _crop_flip(images: np.ndarray, offsets: np.ndarray, flip: np.ndarray, pad: int) -> np.ndarray:
+    """Crops [B, H, W, C] uint8 at offsets [B, 2] of the zero-padded images, flipping where flip."""
+    b, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # [B, H+2p, W+2p, C]
+    rows = offsets[:, :1] + np.arange(h)  # [B, H]
+    cols = offsets[:, 1:] + np.arange(w)  # [B, W]
+    cols = np.where(flip[:, None], cols[:, ::-1], cols)
+    return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 def augment_cifar(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
@@ -409,14 +456,174 @@ def augment_cifar(images: np.ndarray, rng: np.random.Generator, pad: int = 4) ->
     Returns:
       [B, H, W, C] uint8.
     """
+    offsets, flip = _crop_flip_draws(rng, len(images), pad)
+    return _crop_flip(images, offsets, flip, pad)
+
+
+def _resized_crop_draws(
+    rng: np.random.Generator,
+    batch: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    attempts: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draws Inception-style crop boxes (torchvision's `RandomResizedCrop.get_params`).
+
+    Draws, in this order: area fractions `rng.uniform(*scale, (B, attempts))`, log aspect
+    ratios `rng.uniform(log r0, log r1, (B, attempts))`, offsets `rng.random((B, 2))` and
+    flips `rng.random(B) < 0.5`. Each row takes its first attempt whose box fits; rows with
+    none take the largest central crop with the aspect ratio clipped to `ratio`.
+
+    Returns:
+      boxes [B, 4] int64 (top, left, crop height, crop width); flip [B] bool.
+    """
+    area = rng.uniform(scale[0], scale[1], (batch, attempts)) * (height * width)
+    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]), (batch, attempts)))
+    where = rng.random((batch, 2))
+    flip = rng.random(batch) < 0.5
+    w = np.round(np.sqrt(area * aspect)).astype(np.int64)  # [B, attempts]
+    h = np.round(np.sqrt(area / aspect)).astype(np.int64)  # [B, attempts]
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = np.argmax(fits, axis=1)  # [B]: the first attempt that fits (0 if none does)
+    rows = np.arange(batch)
+    h, w = h[rows, first], w[rows, first]  # [B]
+    if width / height < ratio[0]:
+        fallback = (round(width / ratio[0]), width)
+    elif width / height > ratio[1]:
+        fallback = (height, round(height * ratio[1]))
+    else:
+        fallback = (height, width)
+    none = ~fits.any(axis=1)  # [B]
+    h, w = np.where(none, fallback[0], h), np.where(none, fallback[1], w)
+    # Free rows take a uniform offset; fallback rows are centred.
+    top = np.where(none, (height - h) // 2, np.floor(where[:, 0] * (height - h + 1)))
+    left = np.where(none, (width - w) // 2, np.floor(where[:, 1] * (width - w + 1)))
+    boxes = np.stack([top, left, h, w], axis=1).astype(np.int64)  # [B, 4]
+    return boxes, flip
+
+
+def _crop_resize(
+    images: np.ndarray, boxes: np.ndarray, flip: np.ndarray, image_size: int
+) -> np.ndarray:
+    """Crops boxes [B, 4] (top, left, h, w) out of [B, H, W, C] uint8 and resizes (PIL bilinear,
+    antialiased) to [B, image_size, image_size, C], mirroring rows where flip [B] is True."""
+    b, _, _, c = images.shape
+    out = np.empty((b, image_size, image_size, c), np.uint8)
+
+    def crop_rows(start: int, stop: int) -> None:
+        for k in range(start, stop):
+            top, left, h, w = (int(v) for v in boxes[k])
+            img = Image.fromarray(images[k, :, :, 0] if c == 1 else images[k])
+            if (h, w) == (image_size, image_size):
+                img = img.crop((left, top, left + w, top + h))  # exact copy, no resampling
+            else:
+                img = img.resize(
+                    (image_size, image_size), Image.BILINEAR, box=(left, top, left + w, top + h)
+                )
+            pixels = np.asarray(img).reshape(image_size, image_size, c)
+            out[k] = pixels[:, ::-1] if flip[k] else pixels
+
+    threads = min(os.cpu_count() or 1, 16, b)
+    if threads < 2 or b * image_size * image_size < 1 << 20:  # small batches: threads cost more
+        crop_rows(0, b)
+        return out
+    chunk = -(-b // threads)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # PIL resizes without the GIL
+        for f in [pool.submit(crop_rows, s, min(s + chunk, b)) for s in range(0, b, chunk)]:
+            f.result()
+    return out
+
+
+def random_resized_crop(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    image_size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
+    """ImageNet training augmentation: Inception-style random resized crop + horizontal flip.
+
+    A box covering `scale` of the image area with aspect ratio (w / h) in `ratio` (log-uniform)
+    is cropped and resized to [image_size, image_size] (see `_resized_crop_draws` for the
+    draws and their order), then mirrored with probability 1/2.
+
+    Args:
+      images: [B, H, W, C] uint8.
+      rng: numpy generator.
+      image_size: output side S.
+      scale: range of the crop's fraction of the image area.
+      ratio: range of the crop's aspect ratio, width / height.
+
+    Returns:
+      [B, S, S, C] uint8.
+    """
     b, h, w, _ = images.shape
-    offsets = rng.integers(0, 2 * pad + 1, size=(b, 2))
-    flip = rng.random(b) < 0.5
-    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # [B, H+2p, W+2p, C]
-    rows = offsets[:, :1] + np.arange(h)  # [B, H]
-    cols = offsets[:, 1:] + np.arange(w)  # [B, W]
-    cols = np.where(flip[:, None], cols[:, ::-1], cols)
-    return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    boxes, flip = _resized_crop_draws(rng, b, h, w, scale, ratio)
+    return _crop_resize(images, boxes, flip, image_size)
+
+
+def center_crop_resize(
+    images: np.ndarray, image_size: int, crop_fraction: float = 0.875
+) -> np.ndarray:
+    """ImageNet evaluation transform: central square crop, resized to [image_size, image_size].
+
+    The crop's side is `round(crop_fraction * min(H, W))` (0.875 = the usual 224 of 256).
+
+    Args:
+      images: [B, H, W, C] uint8.
+      image_size: output side S.
+      crop_fraction: crop side over the shorter image side, in (0, 1].
+
+    Returns:
+      [B, S, S, C] uint8.
+    """
+    if not 0 < crop_fraction <= 1:
+        raise DataError(f'crop_fraction must be in (0, 1], got {crop_fraction}')
+    b, h, w, _ = images.shape
+    side = max(1, round(crop_fraction * min(h, w)))
+    box = np.array([(h - side) // 2, (w - side) // 2, side, side], np.int64)
+    return _crop_resize(images, np.tile(box, (b, 1)), np.zeros(b, bool), image_size)
+
+
+AUGMENTATIONS = ('crop_flip', 'random_resized_crop', 'none')
+
+
+def process_split(num_examples: int, process_index: int, process_count: int) -> slice:
+    """The contiguous share of `num_examples` that process `process_index` reads.
+
+    Same as `tfds.split_for_jax_process(split, drop_remainder=False)` on a single split:
+    shares differ by at most one example and the first `num_examples % process_count`
+    processes take one extra (11 examples over 3 processes: [0:4], [4:8], [8:11]).
+
+    Returns:
+      slice(start, stop) into [0, num_examples).
+    """
+    _check_process(process_index, process_count)
+    per, extra = divmod(num_examples, process_count)
+    start = per * process_index + min(process_index, extra)
+    stop = per * (process_index + 1) + min(process_index + 1, extra)
+    return slice(start, stop)
+
+
+def _check_process(process_index: int, process_count: int) -> None:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise DataError(
+            f'process_index {process_index} must be in [0, process_count={process_count})'
+        )
+
+
+def _local_rows(batch_size: int, process_index: int, process_count: int) -> slice:
+    """Rows [p * B / P, (p + 1) * B / P) of a global batch of B that process p produces."""
+    _check_process(process_index, process_count)
+    if batch_size % process_count:
+        raise DataError(
+            f'global batch_size {batch_size} is not divisible by process_count {process_count}; '
+            'every process must get the same number of rows'
+        )
+    local = batch_size // process_count
+    return slice(process_index * local, (process_index + 1) * local)
 
 
 def train_batches(
@@ -428,6 +635,9 @@ def train_batches(
     mean: Sequence[float] = (0.0,),
     std: Sequence[float] = (1.0,),
     pad: int = 4,
+    image_size: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Infinite shuffled training batches, a pure function of (seed, step).
 
@@ -436,21 +646,37 @@ def train_batches(
     s // steps_per_epoch, augmented with `np.random.default_rng([seed, 1_000_003, s])`.
     Starting at start_step=k yields exactly what an uninterrupted iterator yields from k.
 
+    With several JAX processes each holds the whole (in-memory) dataset and yields only rows
+    [p * B / P, (p + 1) * B / P) of the global batch: the augmentation draws are made for
+    all B rows and sliced, so the processes' batches concatenated in process order equal
+    the 1-process batch exactly, and only the local rows are gathered and augmented.
+
     Args:
       dataset: the training set.
-      batch_size: examples per batch B.
+      batch_size: examples per global batch B (divisible by process_count).
       seed: data seed.
       start_step: first global step to yield (for resume).
-      augment: 'crop_flip' (see `augment_cifar`) or 'none'.
+      augment: 'crop_flip' (`augment_cifar`, the CIFAR default), 'random_resized_crop'
+        (`random_resized_crop`, ImageNet) or 'none'.
       mean, std: per-channel normalisation (see `normalise`).
       pad: crop padding for 'crop_flip'.
+      image_size: output side S for 'random_resized_crop' (default: the dataset's H); the
+        other augmentations keep [H, W].
+      process_index: this process, `jax.process_index()`.
+      process_count: number of processes P, `jax.process_count()`.
 
     Yields:
-      (images [B, H, W, C] float32, labels [B] int32).
+      (images [B / P, S, S, C] float32, labels [B / P] int32).
     """
-    if augment not in ('crop_flip', 'none'):
-        raise DataError(f'augment must be "crop_flip" or "none", got {augment!r}')
-    n = len(dataset)
+    if augment not in AUGMENTATIONS:
+        raise DataError(f'augment must be one of {AUGMENTATIONS}, got {augment!r}')
+    rows = _local_rows(batch_size, process_index, process_count)
+    n, height, width = dataset.images.shape[:3]
+    if image_size is not None and augment != 'random_resized_crop' and image_size != height:
+        raise DataError(
+            f'image_size {image_size} differs from the images ({height}x{width}) but augment '
+            f'{augment!r} does not resize; resize the dataset or use random_resized_crop'
+        )
     steps_per_epoch = n // batch_size
     if steps_per_epoch == 0:
         raise DataError(f'batch_size {batch_size} exceeds the {n} training examples')
@@ -460,11 +686,18 @@ def train_batches(
         if step // steps_per_epoch != epoch:
             epoch = step // steps_per_epoch
             perm = np.random.default_rng([seed, epoch]).permutation(n)
-        i = step % steps_per_epoch
-        index = perm[i * batch_size : (i + 1) * batch_size]  # [B]
-        images = dataset.images[index]  # [B, H, W, C] uint8
+        start = (step % steps_per_epoch) * batch_size
+        index = perm[start + rows.start : start + rows.stop]  # [B / P]
+        images = dataset.images[index]  # [B / P, H, W, C] uint8
+        rng = np.random.default_rng([seed, _AUGMENT_SALT, step])
         if augment == 'crop_flip':
-            images = augment_cifar(images, np.random.default_rng([seed, _AUGMENT_SALT, step]), pad)
+            offsets, flip = _crop_flip_draws(rng, batch_size, pad)
+            images = _crop_flip(images, offsets[rows], flip[rows], pad)
+        elif augment == 'random_resized_crop':
+            boxes, flip = _resized_crop_draws(
+                rng, batch_size, height, width, (0.08, 1.0), (3 / 4, 4 / 3)
+            )
+            images = _crop_resize(images, boxes[rows], flip[rows], image_size or height)
         yield normalise(images, mean, std), dataset.labels[index]
         step += 1
 
@@ -474,55 +707,87 @@ def eval_batches(
     batch_size: int,
     mean: Sequence[float] = (0.0,),
     std: Sequence[float] = (1.0,),
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """All examples in order, in fixed-shape batches (no recompilation for the last one).
 
+    With several processes, each yields rows [p * B / P, (p + 1) * B / P) of every global
+    batch, so all processes run the same number of batches and their rows together are
+    the 1-process batch.
+
+    Args:
+      dataset: the evaluation set.
+      batch_size: examples per global batch B (divisible by process_count).
+      mean, std: per-channel normalisation (see `normalise`).
+      process_index, process_count: this process and the number of processes P.
+
     Yields:
-      (images [B, H, W, C] float32, labels [B] int32, mask [B] bool); the last batch is
-      padded with zero images and label 0 where mask is False.
+      (images [B / P, H, W, C] float32, labels [B / P] int32, mask [B / P] bool); rows
+      past the end are zero images with label 0 where mask is False.
     """
+    rows = _local_rows(batch_size, process_index, process_count)
+    local = rows.stop - rows.start
     n = len(dataset)
     for start in range(0, n, batch_size):
-        images = dataset.images[start : start + batch_size]
-        labels = dataset.labels[start : start + batch_size]
-        valid = len(labels)
-        mask = np.arange(batch_size) < valid  # [B]
-        if valid < batch_size:
+        lo, hi = min(start + rows.start, n), min(start + rows.stop, n)
+        images = dataset.images[lo:hi]
+        labels = dataset.labels[lo:hi]
+        valid = hi - lo
+        mask = np.arange(local) < valid  # [B / P]
+        if valid < local:
             images = np.concatenate(
-                [images, np.zeros((batch_size - valid,) + images.shape[1:], np.uint8)]
+                [images, np.zeros((local - valid,) + images.shape[1:], np.uint8)]
             )
-            labels = np.concatenate([labels, np.zeros(batch_size - valid, np.int32)])
+            labels = np.concatenate([labels, np.zeros(local - valid, np.int32)])
         yield normalise(images, mean, std), labels, mask
 
 
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
     """Runs `iterator` in a background thread, `size` items ahead (overlaps input and compute).
 
-    Exceptions raised by the producer are re-raised in the consumer.
+    Exceptions raised by the producer are re-raised in the consumer. Closing (or dropping)
+    the returned generator stops the producer thread within ~0.1 s.
     """
     import queue
     import threading
 
     q: queue.Queue = queue.Queue(maxsize=size)
     done = object()
+    stop = threading.Event()
 
     class Failure:
         def __init__(self, error):
             self.error = error
 
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
     def produce():
         try:
             for item in iterator:
-                q.put(item)
+                if not put(item):
+                    return
         except BaseException as e:  # re-raised in the consumer
-            q.put(Failure(e))
-        q.put(done)
-
-    threading.Thread(target=produce, daemon=True).start()
-    while True:
-        item = q.get()
-        if item is done:
+            put(Failure(e))
             return
-        if isinstance(item, Failure):
-            raise item.error
-        yield item
+        put(done)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nrnp import kernels, losses, models, reconstruction
+from nrnp import kernels, losses, models, reconstruction, sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,7 @@ class DistillSetup:
       temperature: KD temperature T (loss scaled by T^2).
       stable_kd: NeRN's log(p + 1e-4) form of the KL.
       use_features: compute the feature-map loss (teacher and student maps must match).
+      mesh: optional mesh: kernel rows are split over its 'data' axis.
     """
 
     predictor: object
@@ -49,6 +50,7 @@ class DistillSetup:
     temperature: float = 1.0
     stable_kd: bool = True
     use_features: bool = True
+    mesh: object = None
 
 
 @jax.tree_util.register_dataclass
@@ -77,7 +79,10 @@ def predicted_rows(setup: DistillSetup, pparams, problem, key):
     Returns:
       `[num_kernels, 9]` float32.
     """
-    apply = lambda x: setup.predictor.apply({'params': pparams}, x)
+
+    def apply(x):
+        return setup.predictor.apply({'params': pparams}, sharding.constrain_rows(x, setup.mesh))
+
     if setup.grad_through == 'all':
         return apply(problem.encoded)
     if setup.grad_through != 'batch':

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nrnp import sharding
+
 
 @functools.partial(jax.jit, static_argnums=0)
 def _correct(model, variables, images, labels, mask):
@@ -20,7 +22,9 @@ def _correct(model, variables, images, labels, mask):
     return jnp.sum(hits.astype(jnp.int32))
 
 
-def top1(model, variables, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> float:
+def top1(
+    model, variables, images: np.ndarray, labels: np.ndarray, batch_size: int = 500, mesh=None
+) -> float:
     """Top-1 accuracy in percent.
 
     Args:
@@ -29,6 +33,8 @@ def top1(model, variables, images: np.ndarray, labels: np.ndarray, batch_size: i
       images: `[N, H, W, C]` float32, already normalised.
       labels: `[N]` int.
       batch_size: images per forward pass; the last batch is padded (one compilation).
+        With a mesh it is rounded up to a multiple of the device count.
+      mesh: optional mesh: batches are split over its 'data' axis.
 
     Returns:
       Percent of correctly classified images.
@@ -37,6 +43,9 @@ def top1(model, variables, images: np.ndarray, labels: np.ndarray, batch_size: i
     if n == 0:
         raise ValueError('top1 needs at least one image')
     batch_size = min(batch_size, n)
+    if mesh is not None:
+        d = mesh.shape[sharding.DATA]
+        batch_size = -(-batch_size // d) * d
     correct = 0
     for start in range(0, n, batch_size):
         x = images[start : start + batch_size]
@@ -46,5 +55,8 @@ def top1(model, variables, images: np.ndarray, labels: np.ndarray, batch_size: i
             x = np.concatenate([x, np.zeros((batch_size - valid,) + x.shape[1:], x.dtype)])
             y = np.concatenate([y, np.zeros(batch_size - valid, y.dtype)])
         mask = np.arange(batch_size) < valid
-        correct += int(_correct(model, variables, x, y.astype(np.int32), mask))
+        y = y.astype(np.int32)
+        if mesh is not None and jax.process_count() == 1:
+            x, y, mask = (sharding.global_batch(a, mesh) for a in (x, y, mask))
+        correct += int(_correct(model, variables, x, y, mask))
     return 100.0 * correct / n

@@ -32,8 +32,9 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     _hide_gpus_from_tensorflow()
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-    from nrnp import train
+    from nrnp import sharding, train
 
+    sharding.maybe_initialize_distributed()
     train.run(FLAGS.config, FLAGS.workdir)
 
 

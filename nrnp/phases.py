@@ -23,7 +23,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nrnp import checkpoints, data, distillation, optim, predictor, reconstruction, report
+from nrnp import (
+    checkpoints,
+    data,
+    distillation,
+    optim,
+    predictor,
+    reconstruction,
+    report,
+    sharding,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +83,7 @@ class Context:
       evaluate: `pparams -> top1 percent` of the rebuilt network on the test images.
       keys: named PRNG keys ('reconstruct', 'distill', ...).
       log: progress sink; workdir: run directory.
+      mesh: device mesh (None: default device); images and kernel rows are split over it.
     """
 
     pmodel: predictor.Predictor
@@ -87,6 +97,7 @@ class Context:
     keys: dict
     log: Callable
     workdir: str
+    mesh: object = None
 
 
 def _optimizer(section, steps: int):
@@ -182,6 +193,14 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
             f'step {position["step"]} of it'
         )
     records = list(position['records'])
+    if ctx.mesh is not None:
+        state = sharding.replicate(state, ctx.mesh)
+        round_target = sharding.replicate(round_target, ctx.mesh)
+        ctx = dataclasses.replace(
+            ctx,
+            problem=sharding.replicate(ctx.problem, ctx.mesh),
+            frozen=None if ctx.frozen is None else sharding.replicate(ctx.frozen, ctx.mesh),
+        )
 
     def save(phase_index, step_in_phase, state):
         meta = {
@@ -245,6 +264,7 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
                 tx=tx,
                 batch_size=min(config.reconstruct.batch_size, problem.target.shape[0]),
                 magnitude_fraction=config.reconstruct.magnitude_fraction,
+                mesh=ctx.mesh,
             ),
             donate_argnums=0,
         )
@@ -272,7 +292,10 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
 
         def step(s, k):
             images, _ = next(batches)  # labels are never used
-            return step_fn(s, problem, ctx.frozen, jnp.asarray(images), ctx.keys['distill'])
+            images = (
+                jnp.asarray(images) if ctx.mesh is None else sharding.global_batch(images, ctx.mesh)
+            )
+            return step_fn(s, problem, ctx.frozen, images, ctx.keys['distill'])
 
     progress = report.Progress(phase.steps, phase.label, ctx.log, every=config.log_every)
     evals = []

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nrnp import losses
+from nrnp import losses, sharding
 
 
 @flax.struct.dataclass
@@ -100,6 +100,7 @@ def reconstruction_step(
     tx: optax.GradientTransformation,
     batch_size: int,
     magnitude_fraction: float = 0.2,
+    mesh=None,
 ):
     """One reconstruction update on a magnitude-oriented batch of kernels.
 
@@ -111,12 +112,14 @@ def reconstruction_step(
       tx: the reconstruction optimizer.
       batch_size: kernels per gradient batch.
       magnitude_fraction: share of magnitude-sampled batches.
+      mesh: optional mesh; the kernel batch is split over its 'data' axis.
 
     Returns:
       (new state, {'recon/loss': batch RMSE, 'recon/lr_step': step}).
     """
     step_key = jax.random.fold_in(key, state.step)
     idx = sample_kernel_batch(step_key, problem.probs, batch_size, magnitude_fraction)
+    idx = sharding.constrain_rows(idx, mesh)  # the batch's rows are split over devices
     x, y, m = problem.encoded[idx], problem.target[idx], problem.mask[idx]
 
     def loss_fn(pparams):

@@ -30,6 +30,7 @@ from nrnp import (
     predictor,
     reconstruction,
     report,
+    sharding,
     teacher,
 )
 
@@ -42,6 +43,8 @@ class Logger:
         self.echo = echo
 
     def __call__(self, message: str):
+        if jax.process_index() != 0:
+            return  # one log per run, from process 0
         line = f'[{time.strftime("%H:%M:%S")}] {message}'
         self.echo(line, flush=True) if self.echo is print else self.echo(line)
         with open(self.path, 'a') as f:
@@ -96,7 +99,7 @@ def best_seen(records) -> float:
     return max(seen, default=records[0]['top1'])
 
 
-def distillation_setup(config, model, variables, pmodel, layout, input_shape, workdir, log):
+def distillation_setup(config, model, variables, pmodel, layout, input_shape, mesh, log):
     """The static `DistillSetup` and the `Frozen` arrays of the distillation phase."""
     d = config.distill
     teacher_model, teacher_vars = model, variables
@@ -132,6 +135,7 @@ def distillation_setup(config, model, variables, pmodel, layout, input_shape, wo
         temperature=d.temperature,
         stable_kd=d.stable_kd,
         use_features=use_features,
+        mesh=mesh,
     )
     frozen = distillation.Frozen(
         params=variables['params'],
@@ -192,12 +196,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     params = variables['params']
     log(f'target: {source}')
 
+    mesh = sharding.make_mesh(config.num_devices)
+    log(f'mesh: {dict(mesh.shape)} over {jax.process_count()} process(es)')
     top1 = functools.partial(
         evaluation.top1,
         model,
         images=test_x,
         labels=test.labels,
         batch_size=config.data.eval_batch_size,
+        mesh=mesh,
     )
     top1_original = top1(variables)
     log(f'eval/top1_original {top1_original:.2f} % on {len(test.labels)} images')
@@ -260,7 +267,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         train_data = load_split(config, config.data.train_split, workdir)
         log(f'train split {config.data.train_split!r}: {len(train_data.labels)} images')
         setup, frozen = distillation_setup(
-            config, model, variables, pmodel, layout, input_shape, workdir, log
+            config, model, variables, pmodel, layout, input_shape, mesh, log
         )
     ctx = phases.Context(
         pmodel=pmodel,
@@ -274,6 +281,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         keys=keys,
         log=log,
         workdir=workdir,
+        mesh=mesh,
     )
     log('schedule: ' + ', '.join(f'{p.label} ({p.steps} steps)' for p in schedule))
     state, records = phases.run_schedule(ctx, config, schedule)
@@ -307,7 +315,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         'devices': [str(d) for d in jax.devices()],
         'config': config.to_json_best_effort(indent=2),
     }
-    report.write_report(workdir, out)
+    if jax.process_index() == 0:
+        report.write_report(workdir, out)
     log(
         f'top1 original {top1_original:.2f} %  rebuilt {final_acc:.2f} %  ratio '
         f'{out["ratio"]:.4f}  ({n_pred} / {layout.num_params})  -> {workdir}/report.md'

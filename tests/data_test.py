@@ -1,7 +1,9 @@
 """Tests for nrnp.data: loaders (image folder, TFDS mock, digits), errors and batch iterators."""
 
+import io
 import os
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -127,6 +129,13 @@ def test_image_folder_errors_name_the_path(tmp_path):
         data.load_image_folder(str(root), 'train')
     bad.unlink()
 
+    jpeg = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(jpeg, 'JPEG')
+    bad.write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])  # truncated
+    with pytest.raises(data.DataError, match='(?i)zzz.jpg.*truncated'):
+        data.load_image_folder(str(root), 'train')
+    bad.unlink()
+
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / 'train' / 'cat' / 'zzz.png')
     with pytest.raises(data.DataError, match=r'zzz.png.*8x8.*6x5'):
         data.load_image_folder(str(root), 'train')
@@ -139,7 +148,15 @@ def test_check_splits(tmp_path):
     _write_folder(root, 'test', classes=('a', 'b'))
     assert data.check_splits(root, ('train', 'test')) == ('a', 'b')
     _write_folder(root, 'test', classes=('c',))
-    with pytest.raises(data.DataError, match=r"(?s)r/test.*only in test: \['c'\]"):
+    with pytest.raises(
+        data.DataError, match=r"(?s)r/test.*only in train: \[\].*only in test: \['c'\]"
+    ):
+        data.check_splits(root, ('train', 'test'))
+    _write_folder(root, 'train', classes=('d', 'e'))
+    with pytest.raises(
+        data.DataError,
+        match=r"(?s)r/train.*r/test.*only in train: \['d', 'e'\], only in test: \['c'\]",
+    ):
         data.check_splits(root, ('train', 'test'))
 
 
@@ -166,6 +183,38 @@ def test_tfds_mock(name, num_classes, tmp_path):
     assert ds.num_classes == num_classes and len(ds.class_names) == num_classes
     assert 0 <= ds.labels.min() and ds.labels.max() < num_classes
     assert via_config.images.shape == (12, 32, 32, 3)
+
+
+def test_tfds_process_shares(tmp_path):
+    tfds = pytest.importorskip('tensorflow_datasets')
+    with tfds.testing.mock_data(num_examples=11):
+        whole = data.load_tfds('cifar10', 'train', data_dir=str(tmp_path))
+        shares = [
+            data.load_tfds(
+                'cifar10', 'train', data_dir=str(tmp_path), process_index=p, process_count=3
+            )
+            for p in range(3)
+        ]
+    assert [len(s) for s in shares] == [4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate([s.images for s in shares]), whole.images)
+    np.testing.assert_array_equal(np.concatenate([s.labels for s in shares]), whole.labels)
+
+
+def test_process_split():
+    assert [data.process_split(11, p, 3) for p in range(3)] == [
+        slice(0, 4),
+        slice(4, 8),
+        slice(8, 11),
+    ]
+    for n, count in [(0, 2), (5, 8), (12, 4), (1000, 7)]:
+        covered = np.concatenate(
+            [np.arange(n)[data.process_split(n, p, count)] for p in range(count)]
+        )
+        np.testing.assert_array_equal(covered, np.arange(n))  # disjoint, contiguous, in order
+        sizes = [len(range(n)[data.process_split(n, p, count)]) for p in range(count)]
+        assert max(sizes) - min(sizes) <= 1
+    with pytest.raises(data.DataError, match='process_index 3'):
+        data.process_split(10, 3, 3)
 
 
 def test_tfds_not_prepared_fails_fast(tmp_path):
@@ -324,3 +373,173 @@ def test_cifar10_jpeg_subset(tmp_path):
     assert ds.images.shape == (100, 32, 32, 3) and ds.class_names == ('airplane', 'bird')
     np.testing.assert_array_equal(np.bincount(ds.labels), [50, 50])
     assert 20 < ds.images.mean() < 235
+
+
+# ---------------------------------------------------------------- ImageNet-style augmentation
+
+
+def _quadrants(size=8):
+    """[1, size, size, 3] uint8 with four distinct quadrant colours, asymmetric left-right."""
+    img = np.zeros((size, size, 3), np.uint8)
+    half = size // 2
+    img[:half, :half], img[:half, half:] = (255, 0, 0), (0, 255, 0)
+    img[half:, :half], img[half:, half:] = (0, 0, 255), (255, 255, 0)
+    img[..., 2] += np.arange(size, dtype=np.uint8)[None, :] * 7  # a column ramp
+    return img[None]
+
+
+def test_random_resized_crop_shape_determinism_and_flip():
+    images = np.repeat(_quadrants(16), 6, axis=0)  # [6, 16, 16, 3]
+    out = data.random_resized_crop(images, np.random.default_rng(3), 8)
+    assert out.shape == (6, 8, 8, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(
+        out, data.random_resized_crop(images, np.random.default_rng(3), 8)
+    )
+    assert not np.array_equal(out, data.random_resized_crop(images, np.random.default_rng(4), 8))
+    # Whole-image boxes (scale 1, the image's own aspect ratio): each row is the resized
+    # image or its mirror, as the flip draw (the last one) says; the mirror of a mirrored
+    # input is the plain output.
+    whole = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    out = data.random_resized_crop(images, np.random.default_rng(5), 16, **whole)
+    draws = np.random.default_rng(5)
+    draws.uniform(size=(6, 10)), draws.uniform(size=(6, 10)), draws.random((6, 2))
+    flip = draws.random(6) < 0.5
+    assert 0 < flip.sum() < 6
+    for b in range(6):
+        np.testing.assert_array_equal(out[b], images[b, :, ::-1] if flip[b] else images[b])
+    mirrored = data.random_resized_crop(images[:, :, ::-1], np.random.default_rng(5), 16, **whole)
+    np.testing.assert_array_equal(mirrored, out[:, :, ::-1])
+
+
+def test_random_resized_crop_boxes():
+    rng = np.random.default_rng(0)
+    boxes, flip = data._resized_crop_draws(rng, 4000, 40, 60, (0.08, 1.0), (3 / 4, 4 / 3))
+    top, left, h, w = boxes.T
+    assert (
+        (top >= 0).all() and (left >= 0).all() and (top + h <= 40).all() and (left + w <= 60).all()
+    )
+    area = h * w / (40 * 60)
+    assert area.min() >= 0.07 and area.max() <= 1.0
+    assert 0.7 < np.median(w / h) < 1.4 and 0.45 < flip.mean() < 0.55
+    # Unreachable ratios fall back to the largest central crop with the clipped ratio.
+    boxes, _ = data._resized_crop_draws(rng, 3, 10, 40, (1.0, 1.0), (1.0, 2.0))
+    np.testing.assert_array_equal(boxes, [[0, 10, 10, 20]] * 3)
+    # Exact pixels: a quarter-area square box resized 1:1 copies a 4x4 block.
+    images = _quadrants(8)
+    boxes, _ = data._resized_crop_draws(np.random.default_rng(1), 1, 8, 8, (0.25, 0.25), (1.0, 1.0))
+    out = data.random_resized_crop(images, np.random.default_rng(1), 4, (0.25, 0.25), (1.0, 1.0))
+    t, lft = boxes[0, :2]
+    block = images[0, t : t + 4, lft : lft + 4]
+    assert np.array_equal(out[0], block) or np.array_equal(out[0], block[:, ::-1])
+
+
+def test_random_resized_crop_grayscale():
+    images = np.random.default_rng(0).integers(0, 256, (3, 12, 10, 1), dtype=np.uint8)
+    out = data.random_resized_crop(images, np.random.default_rng(0), 6)
+    assert out.shape == (3, 6, 6, 1) and out.dtype == np.uint8
+
+
+def test_center_crop_resize():
+    img = np.zeros((1, 8, 12, 3), np.uint8)
+    img[0, 1:7, 3:9] = 200  # the central 6x6 square of an 8x12 image
+    out = data.center_crop_resize(img, 6, crop_fraction=0.75)  # 0.75 * 8 = 6
+    assert out.shape == (1, 6, 6, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, 200)
+    assert data.center_crop_resize(img, 4).shape == (1, 4, 4, 3)
+    np.testing.assert_array_equal(data.center_crop_resize(_quadrants(8), 8, 1.0), _quadrants(8))
+    with pytest.raises(data.DataError, match='crop_fraction'):
+        data.center_crop_resize(img, 4, crop_fraction=0.0)
+
+
+def test_train_batches_random_resized_crop():
+    ds = _tiny(n=10, h=12, w=12)
+    kw = dict(augment='random_resized_crop', image_size=8, mean=(0.5,), std=(0.5,))
+    it = data.train_batches(ds, 4, seed=1, **kw)
+    full = [next(it) for _ in range(5)]
+    assert full[0][0].shape == (4, 8, 8, 3) and full[0][0].dtype == np.float32
+    resumed = data.train_batches(ds, 4, seed=1, start_step=3, **kw)
+    for step in (3, 4):
+        np.testing.assert_array_equal(next(resumed)[0], full[step][0])
+    with pytest.raises(data.DataError, match='image_size 8.*12x12'):
+        next(data.train_batches(ds, 4, seed=1, augment='crop_flip', image_size=8))
+    with pytest.raises(data.DataError, match='augment must be one of'):
+        next(data.train_batches(ds, 4, seed=1, augment='mixup'))
+
+
+# ---------------------------------------------------------------- per-process shards
+
+
+@pytest.mark.parametrize('augment', ['crop_flip', 'random_resized_crop', 'none'])
+def test_train_batches_process_shards_union_is_global_batch(augment):
+    ds = _tiny(n=20, h=6, w=6)
+    kw = dict(augment=augment, mean=(0.5,), std=(0.25,), pad=2)
+    whole = data.train_batches(ds, 8, seed=3, **kw)
+    shards = [
+        data.train_batches(ds, 8, seed=3, process_index=p, process_count=2, **kw) for p in range(2)
+    ]
+    resumed = data.train_batches(
+        ds, 8, seed=3, start_step=3, process_index=1, process_count=2, **kw
+    )
+    for step in range(6):  # 2 steps per epoch: crosses two epoch boundaries
+        x, y = next(whole)
+        (x0, y0), (x1, y1) = next(shards[0]), next(shards[1])
+        assert x0.shape == (4, 6, 6, 3) and y0.shape == (4,)
+        np.testing.assert_array_equal(np.concatenate([x0, x1]), x)
+        np.testing.assert_array_equal(np.concatenate([y0, y1]), y)
+        if step >= 3:
+            np.testing.assert_array_equal(next(resumed)[0], x1)
+    # Disjoint and covering: within an epoch the two shards' examples are 16 distinct ones.
+    ids = data.Dataset(
+        np.zeros((20, 1, 1, 1), np.uint8), np.arange(20, dtype=np.int32), 20, tuple('x' * 20)
+    )
+    got = []
+    for p in range(2):
+        it = data.train_batches(ids, 8, 0, augment='none', process_index=p, process_count=2)
+        got.append(np.concatenate([next(it)[1] for _ in range(2)]))  # one epoch
+    assert not set(got[0]) & set(got[1]) and len(set(got[0]) | set(got[1])) == 16
+    with pytest.raises(data.DataError, match='batch_size 8 is not divisible by process_count 3'):
+        next(data.train_batches(ds, 8, seed=3, process_index=0, process_count=3))
+    with pytest.raises(data.DataError, match='process_index 2'):
+        next(data.train_batches(ds, 8, seed=3, process_index=2, process_count=2))
+
+
+def test_eval_batches_process_shards():
+    ds = _tiny(n=10)
+    whole = list(data.eval_batches(ds, 4))
+    shards = [list(data.eval_batches(ds, 4, process_index=p, process_count=2)) for p in range(2)]
+    assert len(shards[0]) == len(shards[1]) == len(whole) == 3
+    for (x, y, m), (x0, y0, m0), (x1, y1, m1) in zip(whole, *shards):
+        assert x0.shape == (2, 4, 4, 3) and m0.dtype == np.bool_
+        np.testing.assert_array_equal(np.concatenate([x0, x1]), x)
+        np.testing.assert_array_equal(np.concatenate([y0, y1]), y)
+        np.testing.assert_array_equal(np.concatenate([m0, m1]), m)
+    np.testing.assert_array_equal(shards[0][-1][2], [True, True])  # rows 8, 9 of 0..9
+    np.testing.assert_array_equal(shards[1][-1][2], [False, False])  # rows 10, 11: padding
+    with pytest.raises(data.DataError, match='not divisible'):
+        next(data.eval_batches(ds, 4, process_count=3))
+
+
+# ---------------------------------------------------------------- prefetch
+
+
+def test_prefetch_order_errors_and_stops():
+    assert list(data.prefetch(iter(range(5)), size=2)) == list(range(5))
+
+    def failing():
+        yield 1
+        raise RuntimeError('boom')
+
+    it = data.prefetch(failing())
+    assert next(it) == 1
+    with pytest.raises(RuntimeError, match='boom'):
+        next(it)
+
+    before = threading.active_count()
+    it = data.prefetch(iter(range(10**9)), size=2)  # an endless producer
+    next(it)
+    assert threading.active_count() == before + 1
+    it.close()  # what dropping the iterator does
+    deadline = time.time() + 2
+    while threading.active_count() > before and time.time() < deadline:
+        time.sleep(0.02)
+    assert threading.active_count() == before

@@ -1,0 +1,255 @@
+"""Step benchmarks: reconstruction and distillation steps against a same-run matmul roofline.
+
+  python benchmarks/steps.py --target=resnet20 --hidden=180 --json=/tmp/steps.json
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/steps.py --devices=8
+
+Prints, per step: median time after compilation, kernels/s, images/s, the
+step's FLOPs (XLA cost analysis) and achieved GFLOP/s, the peak memory, and the
+ratio to a roofline measured in the same run: a dense matmul chain with the
+predictor's shapes over the same rows. Random target weights of the right
+shapes are used (speed does not depend on their values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nrnp import (
+    distillation,
+    encodings,
+    kernels,
+    models,
+    optim,
+    predictor,
+    reconstruction,
+    sharding,
+)
+
+SIZES = {'resnet20': 180, 'resnet56': 320, 'resnet18': 1256}
+
+
+def _median_time(fn, args, repeats: int):
+    """Median seconds of `fn(*args)` after one compiling call; fn returns (state, metrics)."""
+    state, rest = args[0], args[1:]
+    state, out = fn(state, *rest)
+    jax.block_until_ready(out)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        state, out = fn(state, *rest)
+        jax.block_until_ready((state, out))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), state
+
+
+def _flops(jitted, *args) -> float:
+    try:
+        cost = jitted.lower(*args).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return float(cost.get('flops', float('nan')))
+    except Exception:  # cost analysis is best-effort on some backends
+        return float('nan')
+
+
+def roofline(hidden: int, input_dim: int, layers: int, rows: int, repeats: int) -> dict:
+    """GFLOP/s of forward+backward-shaped matmuls with the predictor's shapes (no MLP logic)."""
+    dims = [input_dim] + [hidden] * (layers - 1) + [kernels.ROW]
+    key = jax.random.key(0)
+    ws = [jax.random.normal(key, (a, b), jnp.float32) for a, b in zip(dims[:-1], dims[1:])]
+    x = jax.random.normal(key, (rows, input_dim), jnp.float32)
+
+    @jax.jit
+    def chain(ws, x):
+        h, acts = x, []
+        for w in ws:
+            acts.append(h)
+            h = h @ w
+        g = h
+        grads = []
+        for w, a in zip(reversed(ws), reversed(acts)):
+            grads.append(a.T @ g)  # weight gradient
+            g = g @ w.T  # input gradient
+        return grads
+
+    flops = 3 * 2 * rows * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    jax.block_until_ready(chain(ws, x))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(chain(ws, x))
+        times.append(time.perf_counter() - t)
+    seconds = statistics.median(times)
+    return {'seconds': seconds, 'gflops': flops / seconds / 1e9}
+
+
+def _peak_memory_mb() -> float:
+    stats = jax.devices()[0].memory_stats() or {}
+    if 'peak_bytes_in_use' in stats:
+        return stats['peak_bytes_in_use'] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # host RSS (KiB on Linux)
+
+
+def run(args) -> dict:
+    mesh = sharding.make_mesh(args.devices)
+    hidden = args.hidden or SIZES[args.target]
+    num_classes = 1000 if args.target == 'resnet18' else 10
+    size = 224 if args.target == 'resnet18' else 32
+    model = models.build_model(args.target, num_classes)
+    shapes = jax.eval_shape(lambda: models.init_variables(model, (1, size, size, 3)))
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(
+        lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.05, s.dtype), shapes
+    )
+    variables['batch_stats'] = jax.tree.map(jnp.abs, variables['batch_stats'])
+    sizes = (3,) if args.target == 'resnet18' else (1, 3)
+    layout = kernels.kernel_layout(variables['params'], kernels.select_kernels(sizes))
+    table = kernels.gather(layout, variables['params'])
+    mask = jnp.asarray(layout.mask())
+    coords = np.stack(
+        [
+            layout.layer_index(),
+            np.arange(layout.num_kernels) % 97,
+            np.arange(layout.num_kernels) % 89,
+        ],
+        axis=-1,
+    )
+    encoded = encodings.nern_encoding(jnp.asarray(coords))
+    problem = reconstruction.ReconstructionProblem(
+        encoded, table, mask, reconstruction.magnitude_probabilities(table, mask)
+    )
+    pmodel = predictor.Predictor(hidden=hidden)
+    pparams = predictor.init_predictor(pmodel, encoded.shape[1], 0)
+    txs = {k: optim.make_optimizer('ranger', steps=1000) for k in ('reconstruct', 'distill')}
+    state = reconstruction.PredictorState(
+        jnp.zeros([], jnp.int32), pparams, {k: tx.init(pparams) for k, tx in txs.items()}
+    )
+    state, problem = sharding.replicate((state, problem), mesh)
+    batch = min(args.kernel_batch, layout.num_kernels)
+    result = {
+        'device': str(jax.devices()[0].device_kind),
+        'devices': mesh.shape[sharding.DATA],
+        'target': args.target,
+        'hidden': hidden,
+        'predictor_params': sum(x.size for x in jax.tree.leaves(pparams)),
+        'num_kernels': layout.num_kernels,
+        'kernel_batch': batch,
+    }
+    rf = roofline(hidden, encoded.shape[1], 5, batch, args.repeats)
+    result['roofline_gflops'] = rf['gflops']
+
+    recon = jax.jit(
+        functools.partial(
+            reconstruction.reconstruction_step,
+            model=pmodel,
+            tx=txs['reconstruct'],
+            batch_size=batch,
+            mesh=mesh,
+        ),
+        donate_argnums=0,
+    )
+    key = jax.random.key(1)
+    flops = _flops(recon, state, problem, key)
+    seconds, state = _median_time(recon, (state, problem, key), args.repeats)
+    result['recon'] = {
+        'step_ms': 1000 * seconds,
+        'kernels_per_s': batch / seconds,
+        'gflop': flops / 1e9,
+        'gflops': flops / seconds / 1e9,
+        'roofline_ratio': flops / seconds / 1e9 / rf['gflops'],
+    }
+    print_row('reconstruction', result['recon'], result)
+
+    if not args.skip_distill:
+        setup = distillation.DistillSetup(
+            predictor=pmodel,
+            target=model,
+            teacher=model,
+            layout=layout,
+            batch_size=batch,
+            mesh=mesh,
+        )
+        frozen = sharding.replicate(
+            distillation.Frozen(variables['params'], variables['batch_stats'], variables), mesh
+        )
+        images = sharding.global_batch(
+            rng.normal(size=(args.image_batch, size, size, 3)).astype(np.float32), mesh
+        )
+        distill = jax.jit(
+            functools.partial(
+                distillation.distillation_step,
+                setup=setup,
+                tx=txs['distill'],
+                loss_weights=(1.0, 1.0, 0.0),
+            ),
+            donate_argnums=0,
+        )
+        flops = _flops(distill, state, problem, frozen, images, key)
+        seconds, state = _median_time(
+            distill, (state, problem, frozen, images, key), max(args.repeats // 4, 3)
+        )
+        # Time of the ResNet alone (forward + backward w.r.t. the weights) on the same batch,
+        # to show how much of the step is the network rather than nrnp's overhead.
+        net = jax.jit(
+            jax.grad(
+                lambda p: jnp.sum(
+                    model.apply({'params': p, 'batch_stats': variables['batch_stats']}, images)
+                )
+            )
+        )
+        p_rep = sharding.replicate(variables['params'], mesh)
+        jax.block_until_ready(net(p_rep))
+        t = time.perf_counter()
+        for _ in range(3):
+            jax.block_until_ready(net(p_rep))
+        net_seconds = (time.perf_counter() - t) / 3
+        result['distill'] = {
+            'step_ms': 1000 * seconds,
+            'images_per_s': args.image_batch / seconds,
+            'gflop': flops / 1e9,
+            'gflops': flops / seconds / 1e9,
+            'resnet_fwd_bwd_ms': 1000 * net_seconds,
+            'resnet_share': net_seconds / seconds,
+            'image_batch': args.image_batch,
+        }
+        print_row('distillation', result['distill'], result)
+    result['peak_memory_mb'] = _peak_memory_mb()
+    print(f'peak memory {result["peak_memory_mb"]:.0f} MiB; roofline {rf["gflops"]:.1f} GFLOP/s')
+    return result
+
+
+def print_row(name, r, meta):
+    parts = [f'{name}: {meta["target"]} h={meta["hidden"]} on {meta["devices"]} x {meta["device"]}']
+    parts += [f'{k}={v:.4g}' for k, v in r.items()]
+    print('  '.join(parts), flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--target', default='resnet20', choices=sorted(SIZES))
+    parser.add_argument('--hidden', type=int, default=0, help='0: the paper size for the target')
+    parser.add_argument('--kernel_batch', type=int, default=4096)
+    parser.add_argument('--image_batch', type=int, default=256)
+    parser.add_argument('--devices', type=int, default=0, help='0: all devices')
+    parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument('--skip_distill', action='store_true')
+    parser.add_argument('--json', default='', help='also write the figures here')
+    args = parser.parse_args(argv)
+    result = run(args)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == '__main__':
+    sys.exit(0 if main() else 1)

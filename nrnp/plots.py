@@ -1,0 +1,138 @@
+"""PNG plots of run reports: top-1 after each phase, and accuracy delta against compression ratio.
+
+  plot_report(json.load(open('workdir/report.json')), 'workdir/phases.png')
+  plot_curve([{'ratio': 0.1, 'delta': -0.8, 'method': 'nern'}, ...], 'curve.png')
+
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no display, no global
+state), so plotting works in threads, on servers and in tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def phase_label(phase: Mapping, cycles: int = 1) -> str:
+    """'init', 'reconstruct r1', 'distill', with ' c2' appended when a run has several cycles."""
+    kind = phase.get('kind')
+    if kind is None:
+        raise ValueError(f'phase record {dict(phase)} has no "kind"')
+    label = f'{kind} r{phase["round"]}' if kind == 'reconstruct' and 'round' in phase else kind
+    if cycles > 1 and 'cycle' in phase:
+        label += f' c{phase["cycle"]}'
+    return label
+
+
+def _number(record: Mapping, key: str, what: str) -> float:
+    value = record.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f'{what} needs a numeric {key!r}, got {value!r}')
+    return float(value)
+
+
+def _save(fig: Figure, path: str) -> None:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format='png', dpi=120)
+
+
+def plot_report(report: Mapping, path: str) -> None:
+    """Writes a PNG of the rebuilt network's top-1 after each phase of a run.
+
+    x is the phase index (labelled 'init', 'reconstruct r1', 'distill', ...), y the top-1 (%)
+    of the rebuilt network after that phase; a horizontal line marks the original network's
+    top-1, and the reconstruction RMSE, where recorded, is drawn on a second axis.
+
+    Args:
+      report: a `report.json` dict with 'phases' (records with 'kind' and 'top1', optionally
+        'round', 'cycle', 'rmse'), 'top1_original', and optionally 'target',
+        'predictor_params' and 'ratio' for the title.
+      path: output PNG path.
+
+    Raises:
+      ValueError: no phases, or a record lacks a number the plot needs.
+    """
+    phases = report.get('phases')
+    if not phases:
+        raise ValueError('report has no "phases" records: nothing to plot (is it a report.json?)')
+    original = _number(report, 'top1_original', 'report')
+    cycles = max(int(p.get('cycle', 1)) for p in phases)
+    labels = [phase_label(p, cycles) for p in phases]
+    top1 = [_number(p, 'top1', f'phase {i} ({labels[i]})') for i, p in enumerate(phases)]
+    xs = list(range(len(phases)))
+
+    fig = Figure(figsize=(max(6.0, 0.9 * len(phases) + 2), 4.2), layout='constrained')
+    ax = fig.add_subplot()
+    ax.axhline(original, color='0.3', linestyle='--', label=f'original {original:.2f} %')
+    ax.plot(xs, top1, 'o-', color='C0', label='rebuilt')
+    for x, y in zip(xs, top1):
+        ax.annotate(f'{y:.1f}', (x, y), textcoords='offset points', xytext=(0, 6), ha='center')
+    ax.set_xticks(
+        xs,
+        labels,
+        rotation=30 if len(phases) > 5 else 0,
+        ha='right' if len(phases) > 5 else 'center',
+    )
+    ax.set_xlabel('phase')
+    ax.set_ylabel('top-1 (%)')
+    ax.set_ylim(0, max(100.0, *top1, original) * 1.02)
+    ax.grid(axis='y', alpha=0.3)
+    rmse = [p.get('rmse') for p in phases]
+    handles, names = ax.get_legend_handles_labels()
+    if all(isinstance(r, (int, float)) for r in rmse):
+        ax2 = ax.twinx()
+        (line,) = ax2.plot(xs, rmse, 's:', color='C1', label='kernel RMSE')
+        ax2.set_ylabel('kernel RMSE')
+        handles.append(line)
+        names.append(line.get_label())
+    ax.set_xlim(-0.5, len(phases) - 0.5)
+    fig.legend(handles, names, loc='outside lower center', ncols=len(handles))
+
+    title = str(report.get('target', 'network'))
+    extras = []
+    if isinstance(report.get('predictor_params'), (int, float)):
+        extras.append(f'predictor {int(report["predictor_params"]):,} params')
+    if isinstance(report.get('ratio'), (int, float)):
+        extras.append(f'ratio {report["ratio"]:.3f}')
+    ax.set_title(f'{title}: ' + ', '.join(extras) if extras else title)
+    _save(fig, path)
+
+
+def plot_curve(rows: Sequence[Mapping], path: str) -> None:
+    """Writes a PNG of top-1 delta (rebuilt - original, points) against compression ratio.
+
+    One line per method, points sorted by ratio; a horizontal line marks no loss.
+
+    Args:
+      rows: records with 'ratio' (predictor params / represented params), 'delta' (top-1
+        percentage points) and 'method' (legend name).
+      path: output PNG path.
+
+    Raises:
+      ValueError: no rows, or a row lacks one of the keys.
+    """
+    if not rows:
+        raise ValueError('plot_curve needs at least one row with ratio, delta and method')
+    series: dict[str, list[tuple[float, float]]] = {}
+    for i, row in enumerate(rows):
+        if 'method' not in row:
+            raise ValueError(f'row {i} {dict(row)} has no "method"')
+        point = (_number(row, 'ratio', f'row {i}'), _number(row, 'delta', f'row {i}'))
+        if not all(math.isfinite(v) for v in point):
+            raise ValueError(f'row {i} {dict(row)} has a non-finite ratio or delta')
+        series.setdefault(str(row['method']), []).append(point)
+
+    fig = Figure(figsize=(6.4, 4.2), layout='constrained')
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color='0.3', linestyle='--', linewidth=1)
+    for method, points in series.items():
+        points.sort()
+        ax.plot([r for r, _ in points], [d for _, d in points], 'o-', label=method)
+    ax.set_xlabel('compression ratio (predictor / original params)')
+    ax.set_ylabel('top-1 delta (points)')
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
