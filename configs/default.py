@@ -48,6 +48,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.kernels.sizes = (1, 3)  # spatial kernel sizes that are represented
     c.kernels.exclude = ''  # regex over 'a/b/kernel' paths of convs to copy instead
     c.kernels.large = 'copy'  # kernels bigger than 3x3: 'copy' or 'tile' (3x3 tiles)
+    c.kernels.dense = False  # also represent Dense kernels, weights as 1x1 kernels
     c.kernels.ordering = 'crossfilter'  # 'none' | 'infilter' | 'crossfilter'
 
     c.encoding = ml_collections.ConfigDict()
@@ -66,7 +67,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.reconstruct = ml_collections.ConfigDict()
     c.reconstruct.steps = 3000  # reconstruction steps in total, split evenly over the rounds
     c.reconstruct.rounds = 1  # progressive rounds; round r > 1 fits round r - 1's rebuild
-    c.reconstruct.fresh_predictor = False  # each round starts from a new predictor
+    c.reconstruct.fresh_predictor = True  # round r > 1 starts from a new predictor
     c.reconstruct.batch_size = 4096  # kernels per gradient batch (capped at the table size)
     c.reconstruct.magnitude_fraction = 0.2  # share of steps with norm-weighted batches
     c.reconstruct.optimizer = 'ranger'  # 'ranger' | 'adam' | 'adamw'

@@ -45,6 +45,7 @@ class LayerSpec:
       dtype: the leaf's dtype name.
       offset: first table row of this layer.
       tiles: rows per (filter, channel) kernel: 1, or ceil(k/3)^2 when tiled.
+      rank: 4 for conv kernels, 2 for Dense kernels viewed as 1x1 convs.
     """
 
     path: Path
@@ -52,6 +53,7 @@ class LayerSpec:
     dtype: str
     offset: int
     tiles: int
+    rank: int = 4
 
     @property
     def kernel_size(self) -> int:
@@ -124,14 +126,19 @@ def path_names(path) -> Path:
 
 
 def select_kernels(
-    sizes: Sequence[int] = (1, 3), exclude: str = '', large: str = 'copy'
+    sizes: Sequence[int] = (1, 3), exclude: str = '', large: str = 'copy', dense: bool = False
 ) -> Predicate:
     """The default predicate: rank-4 `kernel` leaves with square spatial size in `sizes`.
+
+    This covers plain, grouped and depthwise convs (Flax stores a depthwise kernel as
+    `[k, k, 1, C]`), so VGG-, ResNet- and MobileNet-style nets need no new code.
 
     Args:
       sizes: represented spatial kernel sizes (1 and 3 cover every CIFAR ResNet conv).
       exclude: a regular expression; leaves whose '/'-joined path matches are copied.
       large: 'copy' leaves kernels bigger than 3x3 out; 'tile' represents them too.
+      dense: also represent rank-2 Dense `kernel` leaves `[in, out]`, each weight a
+        1x1 kernel (row f * in + c holds W[c, f] in its centre).
 
     Returns:
       A predicate `(path, leaf) -> bool`.
@@ -142,9 +149,11 @@ def select_kernels(
 
     def predicate(path: Path, leaf) -> bool:
         shape = np.shape(leaf)
-        if path[-1] != 'kernel' or len(shape) != 4 or shape[0] != shape[1]:
+        if path[-1] != 'kernel' or (pattern is not None and pattern.search('/'.join(path))):
             return False
-        if pattern is not None and pattern.search('/'.join(path)):
+        if len(shape) == 2:
+            return dense
+        if len(shape) != 4 or shape[0] != shape[1]:
             return False
         k = shape[0]
         return k in sizes or (large == 'tile' and k > 3)
@@ -173,8 +182,11 @@ def kernel_layout(params, predicate: Predicate) -> KernelLayout:
     layers, offset = [], 0
     for names, leaf in chosen:
         shape = tuple(int(d) for d in np.shape(leaf))
+        rank = len(shape)
+        if rank == 2:
+            shape = (1, 1) + shape  # a Dense [in, out] as a 1x1 conv
         tiles = math.ceil(shape[0] / 3) ** 2 if shape[0] > 3 else 1
-        layer = LayerSpec(names, shape, str(jnp.dtype(leaf.dtype)), offset, tiles)
+        layer = LayerSpec(names, shape, str(jnp.dtype(leaf.dtype)), offset, tiles, rank)
         layers.append(layer)
         offset += layer.num_rows
     return KernelLayout(tuple(layers))
@@ -216,7 +228,8 @@ def _from_tiles(x, p: int):
 def layer_rows(layer: LayerSpec, kernel):
     """One HWIO kernel leaf as its table rows: `[k, k, I, O] -> [O * I * tiles, 9]`."""
     k = layer.kernel_size
-    x = jnp.transpose(jnp.asarray(kernel, jnp.float32), (3, 2, 0, 1))  # [O, I, k, k]
+    kernel = jnp.asarray(kernel, jnp.float32).reshape(layer.shape)  # a Dense gets [1, 1, I, O]
+    x = jnp.transpose(kernel, (3, 2, 0, 1))  # [O, I, k, k]
     padded = _padded_size(k)
     lo = 1 if k == 1 else 0
     x = jnp.pad(x, ((0, 0), (0, 0), (lo, padded - k - lo), (lo, padded - k - lo)))
@@ -230,7 +243,8 @@ def rows_to_kernel(layer: LayerSpec, rows):
     lo = 1 if k == 1 else 0
     x = rows.reshape(layer.filters, layer.channels, layer.tiles, ROW)
     x = _from_tiles(x, padded)[:, :, lo : lo + k, lo : lo + k]  # [O, I, k, k]
-    return jnp.transpose(x, (2, 3, 1, 0)).astype(layer.dtype)
+    x = jnp.transpose(x, (2, 3, 1, 0)).astype(layer.dtype)
+    return x.reshape(layer.shape[2:]) if layer.rank == 2 else x
 
 
 def _get(tree, path: Path):

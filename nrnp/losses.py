@@ -25,7 +25,9 @@ def reconstruction_loss(pred, target, mask, weights=None):
     """
     m = mask if weights is None else mask * weights[:, None]
     sq = jnp.sum(m * jnp.square(pred - target))
-    return jnp.sqrt(sq / jnp.maximum(jnp.sum(m), 1.0))
+    # max(): sqrt has an infinite slope at 0, and a loss of exactly 0 happens (a round
+    # that starts by fitting its own predictor's output); there the gradient is 0, not NaN.
+    return jnp.sqrt(jnp.maximum(sq / jnp.maximum(jnp.sum(m), 1.0), 1e-30))
 
 
 def kd_loss(teacher_logits, student_logits, temperature: float = 1.0, stable: bool = True):

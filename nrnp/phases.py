@@ -79,8 +79,10 @@ class Context:
       pmodel: predictor module; input_dim: its input width; predictor_seed: init seed.
       problem: `ReconstructionProblem` with the original rows as target.
       setup: `DistillSetup` (None without distillation); frozen: its `Frozen` arrays.
-      train_data: training `data.Dataset` (None without distillation).
-      evaluate: `pparams -> top1 percent` of the rebuilt network on the test images.
+      batches: `(start_step, cycle) -> iterator` of distillation image batches
+        (`images` or `(images, labels)`, images `[B, H, W, C]` float32, this
+        process's share); deterministic in its arguments for exact resume.
+      evaluate: `pparams -> top1 percent` of the rebuilt network on the test images, or None.
       keys: named PRNG keys ('reconstruct', 'distill', ...).
       log: progress sink; workdir: run directory.
       mesh: device mesh (None: default device); images and kernel rows are split over it.
@@ -92,7 +94,7 @@ class Context:
     problem: reconstruction.ReconstructionProblem
     setup: distillation.DistillSetup | None
     frozen: distillation.Frozen | None
-    train_data: data.Dataset | None
+    batches: Callable | None
     evaluate: Callable
     keys: dict
     log: Callable
@@ -150,6 +152,10 @@ class _Stop:
 
 class Preempted(Exception):
     """Raised after SIGTERM once the checkpoint is written."""
+
+
+def _pct(value) -> str:
+    return '-' if value is None else f'{value:.2f} %'
 
 
 def _check_finite(metrics: dict, phase: Phase, step: int):
@@ -278,20 +284,13 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
             ),
             donate_argnums=0,
         )
-        batches = data.train_batches(
-            ctx.train_data,
-            batch_size=d.batch_size,
-            seed=config.seed + 7919 * phase.cycle,
-            start_step=first,
-            augment=config.data.augment,
-            mean=tuple(config.data.mean),
-            std=tuple(config.data.std),
-            pad=config.data.pad,
-        )
+        batches = ctx.batches(first, phase.cycle)
         batches = data.prefetch(batches, size=2)
 
         def step(s, k):
-            images, _ = next(batches)  # labels are never used
+            images = next(batches)
+            if isinstance(images, tuple):
+                images = images[0]  # labels are never used
             images = (
                 jnp.asarray(images) if ctx.mesh is None else sharding.global_batch(images, ctx.mesh)
             )
@@ -309,7 +308,7 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
             progress.update(k - first, {n: v for n, v in metrics.items()}, force=True)
         if config.eval_every and k % config.eval_every == 0 and k < phase.steps:
             evals.append({'step': k, 'top1': ctx.evaluate(state.pparams)})
-            ctx.log(f'{phase.label} step {k}: eval/top1_reconstructed {evals[-1]["top1"]:.2f} %')
+            ctx.log(f'{phase.label} step {k}: eval/top1_reconstructed {_pct(evals[-1]["top1"])}')
         periodic = config.checkpoint_every and k % config.checkpoint_every == 0
         if k < phase.steps and (stop.requested or periodic):
             _check_finite(metrics, phase, k)
@@ -337,6 +336,6 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
         record['resumed_at'] = first
     ctx.log(
         f'{phase.label} done: {phase.steps} steps, {seconds:.1f}s, '
-        f'eval/top1_reconstructed {top1:.2f} %, recon/rmse {rmse:.6f} (vs original weights)'
+        f'eval/top1_reconstructed {_pct(top1)}, recon/rmse {rmse:.6f} (vs original weights)'
     )
     return state, record

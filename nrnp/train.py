@@ -15,16 +15,14 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from nrnp import (
+    compression,
     coordinates,
     data,
     distillation,
-    encodings,
     evaluation,
     importers,
-    kernels,
     models,
     phases,
     predictor,
@@ -75,21 +73,20 @@ def build_target(config):
     return models.build_model(config.teacher.model, config.data.num_classes, **kw)
 
 
-def make_encoder(config):
-    """The configured encoding as `coords [N, 3] -> [N, F]` and its width F."""
-    e = config.encoding
-    if e.kind == 'nern':
-        fn = functools.partial(encodings.nern_encoding, levels=e.levels, base=e.base)
-        return fn, 6 * e.levels
-    if e.kind == 'gaussian':
-        matrix = encodings.gaussian_matrix(config.seed, e.features, e.scale)
-
-        def fn(coords):
-            maxima = np.asarray(coords).max(axis=0) + 1
-            return encodings.gaussian_encoding(coords, maxima, matrix)
-
-        return fn, 2 * e.features
-    raise ValueError(f"encoding.kind must be 'nern' or 'gaussian', got {e.kind!r}")
+def distillation_batches(config, train_data, start_step: int, cycle: int):
+    """Augmented, normalised training images of one distillation phase from `start_step`."""
+    return data.train_batches(
+        train_data,
+        batch_size=config.distill.batch_size,
+        seed=config.seed + 7919 * cycle,
+        start_step=start_step,
+        augment=config.data.augment,
+        mean=tuple(config.data.mean),
+        std=tuple(config.data.std),
+        pad=config.data.pad,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
 
 
 def best_seen(records) -> float:
@@ -209,49 +206,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     top1_original = top1(variables)
     log(f'eval/top1_original {top1_original:.2f} % on {len(test.labels)} images')
 
-    # The kernel table and the predictor's inputs, computed once.
-    layout = kernels.kernel_layout(
-        params,
-        kernels.select_kernels(
-            tuple(config.kernels.sizes), config.kernels.exclude, config.kernels.large
-        ),
-    )
-    table = np.asarray(kernels.gather(layout, params))  # [N, 9]
-    mask = layout.mask()  # [N, 9]
-    t = time.time()
-    coords = coordinates.kernel_coordinates(layout, table, config.kernels.ordering, log)
-    ordering_seconds = time.time() - t
-    encode, input_dim = make_encoder(config)
-    encoded = jnp.asarray(encode(coords), jnp.float32)  # [N, input_dim]
-    log(
-        f'kernel table: {layout.num_kernels} kernels in {len(layout.layers)} layers, '
-        f'{layout.num_params} represented params; {config.kernels.ordering} ordering '
-        f'{ordering_seconds:.1f}s'
-    )
-
-    pmodel = predictor.Predictor(
-        hidden=config.predictor.hidden,
-        layers=config.predictor.layers,
-        initializer=config.predictor.init,
-        residual=config.predictor.residual,
-    )
-    root = jax.random.key(config.seed)
-    keys = {
-        name: jax.random.fold_in(root, i)
-        for i, name in enumerate(['predictor', 'reconstruct', 'distill', 'data'])
-    }
-    predictor_seed = int(jax.random.randint(keys['predictor'], (), 0, 2**30))
-    pparams = predictor.init_predictor(pmodel, input_dim, predictor_seed)
-    n_pred = sum(x.size for x in jax.tree.leaves(pparams))
-    log(
-        f'predictor: hidden {config.predictor.hidden}, {config.predictor.layers} layers, '
-        f'{n_pred} params, ratio {n_pred / layout.num_params:.4f}'
-    )
-
-    table_j, mask_j = jnp.asarray(table), jnp.asarray(mask)
-    problem = reconstruction.ReconstructionProblem(
-        encoded, table_j, mask_j, reconstruction.magnitude_probabilities(table_j, mask_j)
-    )
+    prep = compression.prepare(params, config, log)
+    layout, encoded, pmodel, problem = prep.layout, prep.encoded, prep.pmodel, prep.problem
+    pparams = predictor.init_predictor(pmodel, prep.input_dim, prep.predictor_seed)
+    n_pred = prep.predictor_params
 
     def evaluate(pp):
         rebuilt = predictor.reconstruct(pmodel, layout, pp, encoded, params)
@@ -262,23 +220,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     log(f'untrained predictor: top1 {init_top1:.2f} %, rmse {init_rmse:.6f}')
 
     schedule = phases.build_schedule(config)
-    setup = frozen = train_data = None
+    setup = frozen = batches = None
     if any(p.kind == 'distill' for p in schedule):
         train_data = load_split(config, config.data.train_split, workdir)
         log(f'train split {config.data.train_split!r}: {len(train_data.labels)} images')
+        batches = functools.partial(distillation_batches, config, train_data)
         setup, frozen = distillation_setup(
             config, model, variables, pmodel, layout, input_shape, mesh, log
         )
     ctx = phases.Context(
         pmodel=pmodel,
-        input_dim=input_dim,
-        predictor_seed=predictor_seed,
+        input_dim=prep.input_dim,
+        predictor_seed=prep.predictor_seed,
         problem=problem,
         setup=setup,
         frozen=frozen,
-        train_data=train_data,
+        batches=batches,
         evaluate=evaluate,
-        keys=keys,
+        keys=prep.keys,
         log=log,
         workdir=workdir,
         mesh=mesh,
@@ -306,7 +265,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         'predictor_params': int(n_pred),
         'ratio': n_pred / layout.num_params,
         'ordering': config.kernels.ordering,
-        'ordering_seconds': ordering_seconds,
+        'ordering_seconds': prep.ordering_seconds,
         'ordering_bytes': coordinates.ordering_bytes(layout, config.kernels.ordering),
         'reconstruction_rmse': final_rmse,
         'phases': records,

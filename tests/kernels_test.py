@@ -112,3 +112,21 @@ def test_gather_scatter_under_jit():
     fn = jax.jit(lambda p: kernels.scatter(layout, kernels.gather(layout, p) * 2.0, p))
     out = fn(params)
     np.testing.assert_allclose(out['conv1']['kernel'], 2 * params['conv1']['kernel'])
+
+
+def test_dense_and_depthwise_kernels():
+    rng = np.random.default_rng(5)
+    params = {
+        'dw': {'kernel': rng.normal(size=(3, 3, 1, 6)).astype(np.float32)},  # depthwise
+        'fc': {'kernel': rng.normal(size=(6, 4)).astype(np.float32)},
+    }
+    plain = kernels.kernel_layout(params, kernels.select_kernels())
+    assert [layer.name for layer in plain.layers] == ['dw/kernel']
+    layout = kernels.kernel_layout(params, kernels.select_kernels(dense=True))
+    assert [layer.name for layer in layout.layers] == ['dw/kernel', 'fc/kernel']
+    assert layout.num_kernels == 6 + 24 and layout.num_params == 54 + 24
+    table = np.asarray(kernels.gather(layout, params))
+    np.testing.assert_array_equal(table[6 + 1 * 6 + 2, 4], params['fc']['kernel'][2, 1])
+    back = kernels.scatter(layout, jnp.asarray(table), params)
+    for name in ('dw', 'fc'):
+        np.testing.assert_array_equal(back[name]['kernel'], params[name]['kernel'])

@@ -49,3 +49,9 @@ def test_feature_map_loss():
         losses.feature_map_loss([a], [jnp.zeros((2, 1, 1, 3))])
     g = jax.grad(lambda x: losses.feature_map_loss([a], [x]))(b)
     assert np.isfinite(np.asarray(g)).all()
+
+
+def test_rmse_gradient_is_finite_at_zero_loss():
+    x = jnp.ones((2, 9))
+    g = jax.grad(lambda p: losses.reconstruction_loss(p, x, jnp.ones((2, 9))))(x)
+    assert np.isfinite(np.asarray(g)).all()

@@ -1,0 +1,120 @@
+"""The compression problem of one target: kernel table, coordinates, encodings, predictor.
+
+  prep = prepare(params, config, log=print)
+  prep.problem      # ReconstructionProblem: encoded [N, F], target/mask [N, 9], probs [N]
+  prep.pmodel, prep.input_dim, prep.predictor_seed, prep.keys
+
+Shared by the CLI (`train.run`) and the library API (`nrnp.compress`), so both
+run the same code. Reads the `kernels`, `encoding`, `predictor` and `seed`
+sections of a config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nrnp import coordinates, encodings, kernels, predictor, reconstruction
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything computed once per target (see module docstring)."""
+
+    layout: kernels.KernelLayout
+    table: np.ndarray  # [N, 9] original rows
+    mask: np.ndarray  # [N, 9]
+    coords: np.ndarray  # [N, 3] int32
+    encoded: jax.Array  # [N, input_dim]
+    pmodel: predictor.Predictor
+    input_dim: int
+    predictor_seed: int
+    predictor_params: int
+    keys: dict
+    problem: reconstruction.ReconstructionProblem
+    ordering_seconds: float
+
+
+def make_encoder(encoding, seed: int):
+    """The encoding section as `coords [N, 3] -> [N, F]` and its width F."""
+    if encoding.kind == 'nern':
+        fn = functools.partial(encodings.nern_encoding, levels=encoding.levels, base=encoding.base)
+        return fn, 6 * encoding.levels
+    if encoding.kind == 'gaussian':
+        matrix = encodings.gaussian_matrix(seed, encoding.features, encoding.scale)
+
+        def fn(coords):
+            maxima = np.asarray(coords).max(axis=0) + 1
+            return encodings.gaussian_encoding(coords, maxima, matrix)
+
+        return fn, 2 * encoding.features
+    raise ValueError(f"encoding.kind must be 'nern' or 'gaussian', got {encoding.kind!r}")
+
+
+def predictor_module(p) -> predictor.Predictor:
+    """The predictor section as a module."""
+    return predictor.Predictor(
+        hidden=p.hidden, layers=p.layers, initializer=p.init, residual=p.residual
+    )
+
+
+def named_keys(seed: int) -> dict:
+    """One root key split into named keys once (randomness is a function of seed and step)."""
+    root = jax.random.key(seed)
+    names = ['predictor', 'reconstruct', 'distill', 'data']
+    return {name: jax.random.fold_in(root, i) for i, name in enumerate(names)}
+
+
+def selection(k) -> kernels.Predicate:
+    """The kernels section as the representation predicate."""
+    return kernels.select_kernels(tuple(k.sizes), k.exclude, k.large, dense=k.dense)
+
+
+def prepare(params, config, log=print) -> Prepared:
+    """Builds the kernel table, orderings, encodings and predictor module of `params`."""
+    layout = kernels.kernel_layout(params, selection(config.kernels))
+    table = np.asarray(kernels.gather(layout, params))  # [N, 9]
+    mask = layout.mask()  # [N, 9]
+    start = time.time()
+    coords = coordinates.kernel_coordinates(layout, table, config.kernels.ordering, log)
+    ordering_seconds = time.time() - start
+    encode, input_dim = make_encoder(config.encoding, config.seed)
+    encoded = jnp.asarray(encode(coords), jnp.float32)  # [N, input_dim]
+    log(
+        f'kernel table: {layout.num_kernels} kernels in {len(layout.layers)} layers, '
+        f'{layout.num_params} represented params; {config.kernels.ordering} ordering '
+        f'{ordering_seconds:.1f}s'
+    )
+    pmodel = predictor_module(config.predictor)
+    keys = named_keys(config.seed)
+    predictor_seed = int(jax.random.randint(keys['predictor'], (), 0, 2**30))
+    n_pred = predictor.num_params(
+        config.predictor.hidden, input_dim, config.predictor.layers, kernels.ROW
+    )
+    log(
+        f'predictor: hidden {config.predictor.hidden}, {config.predictor.layers} layers, '
+        f'{n_pred} params, ratio {n_pred / layout.num_params:.4f}'
+    )
+    table_j, mask_j = jnp.asarray(table), jnp.asarray(mask)
+    problem = reconstruction.ReconstructionProblem(
+        encoded, table_j, mask_j, reconstruction.magnitude_probabilities(table_j, mask_j)
+    )
+    return Prepared(
+        layout=layout,
+        table=table,
+        mask=mask,
+        coords=coords,
+        encoded=encoded,
+        pmodel=pmodel,
+        input_dim=input_dim,
+        predictor_seed=predictor_seed,
+        predictor_params=n_pred,
+        keys=keys,
+        problem=problem,
+        ordering_seconds=ordering_seconds,
+    )
