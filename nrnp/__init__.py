@@ -1,6 +1,25 @@
 """nrnp: compress a CNN's conv weights into a small coordinate-to-kernel predictor.
 
 python -m nrnp.main --config=configs/c10_r20.py --workdir=/tmp/r20
+compressed = nrnp.compress(variables, model, data=batches); compressed.save('net.nrnp')
+variables = nrnp.load('net.nrnp').reconstruct()
 """
 
 __version__ = '0.1.0'
+
+_LAZY = {
+    'compress': 'nrnp.api',
+    'load': 'nrnp.artifact',
+    'Compressed': 'nrnp.artifact',
+    'ArtifactError': 'nrnp.artifact',
+}
+__all__ = ['ArtifactError', 'Compressed', 'compress', 'load']
+
+
+def __getattr__(name: str):
+    """Imports the library API on first use, so `import nrnp` stays light."""
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -33,6 +33,8 @@ def maybe_initialize_distributed() -> bool:
     explicit = bool(os.environ.get('JAX_COORDINATOR_ADDRESS'))
     if not (slurm or tpu_pod or explicit):
         return False
+    # CPU processes need a collectives backend to talk to each other (GPUs/TPUs have theirs).
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     if explicit:
         jax.distributed.initialize(
             coordinator_address=os.environ['JAX_COORDINATOR_ADDRESS'],

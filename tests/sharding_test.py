@@ -1,0 +1,115 @@
+"""Sharding: 1 vs 8 simulated CPU devices give the same steps, compiled once.
+
+The 8-device runs happen in a subprocess, since the device count is fixed when
+JAX starts: `python tests/sharding_test.py N` prints the results for N devices.
+"""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _steps(num_devices: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from nrnp import distillation, kernels, models, optim, predictor, reconstruction, sharding
+
+    mesh = sharding.make_mesh(num_devices)
+    model = models.build_model('resnet20', 10)
+    shapes = jax.eval_shape(lambda: models.init_variables(model, (1, 32, 32, 3)))
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.1, s.dtype), shapes)
+    variables['batch_stats'] = jax.tree.map(lambda x: jnp.abs(x) + 0.5, variables['batch_stats'])
+    layout = kernels.kernel_layout(variables['params'], kernels.select_kernels())
+    table = kernels.gather(layout, variables['params'])
+    mask = jnp.asarray(layout.mask())
+    encoded = jnp.asarray(rng.normal(size=(layout.num_kernels, 12)), jnp.float32)
+    problem = reconstruction.ReconstructionProblem(
+        encoded, table, mask, reconstruction.magnitude_probabilities(table, mask)
+    )
+    pmodel = predictor.Predictor(hidden=16)
+    pparams = predictor.init_predictor(pmodel, 12, 0)
+    tx = optim.make_optimizer('adam', steps=10, learning_rate=1e-3, b1=0.9)
+    state = reconstruction.PredictorState(
+        jnp.zeros([], jnp.int32),
+        pparams,
+        {'reconstruct': tx.init(pparams), 'distill': tx.init(pparams)},
+    )
+    state, problem = sharding.replicate((state, problem), mesh)
+    recon = jax.jit(
+        functools.partial(
+            reconstruction.reconstruction_step, model=pmodel, tx=tx, batch_size=512, mesh=mesh
+        ),
+        donate_argnums=0,
+    )
+    key = jax.random.key(3)
+    losses = []
+    for _ in range(3):
+        state, m = recon(state, problem, key)
+        losses.append(float(m['recon/loss']))
+    setup = distillation.DistillSetup(
+        predictor=pmodel, target=model, teacher=model, layout=layout, batch_size=512, mesh=mesh
+    )
+    frozen = sharding.replicate(
+        distillation.Frozen(variables['params'], variables['batch_stats'], variables), mesh
+    )
+    distill = jax.jit(
+        functools.partial(
+            distillation.distillation_step, setup=setup, tx=tx, loss_weights=(1.0, 1.0, 0.1)
+        ),
+        donate_argnums=0,
+    )
+    dl = []
+    for _ in range(2):
+        images = rng.normal(size=(16, 32, 32, 3)).astype(np.float32)
+        state, m = distill(state, problem, frozen, sharding.global_batch(images, mesh), key)
+        dl.append(float(m['distill/loss']))
+    return {
+        'devices': len(jax.devices()),
+        'recon_losses': losses,
+        'distill_losses': dl,
+        'params': [np.asarray(x).ravel()[:50].tolist() for x in jax.tree.leaves(state.pparams)],
+        'recon_compiles': recon._cache_size(),
+        'distill_compiles': distill._cache_size(),
+    }
+
+
+def _run(num_devices: int) -> dict:
+    env = dict(os.environ)
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
+    env['JAX_PLATFORMS'] = 'cpu'
+    out = subprocess.run(
+        [sys.executable, __file__, str(num_devices)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=os.path.dirname(HERE),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_one_and_eight_devices_agree():
+    one, eight = _run(1), _run(8)
+    assert one['devices'] == 1 and eight['devices'] == 8
+    np.testing.assert_allclose(one['recon_losses'], eight['recon_losses'], rtol=1e-5)
+    np.testing.assert_allclose(one['distill_losses'], eight['distill_losses'], rtol=1e-4)
+    for a, b in zip(one['params'], eight['params']):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for r in (one, eight):  # one compilation per step function, whatever the step
+        assert r['recon_compiles'] == 1 and r['distill_compiles'] == 1
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, os.path.dirname(HERE))
+    print(json.dumps(_steps(int(sys.argv[1]))))
