@@ -25,6 +25,7 @@ from nrnp import (
     importers,
     models,
     phases,
+    plots,
     predictor,
     reconstruction,
     report,
@@ -84,6 +85,7 @@ def distillation_batches(config, train_data, start_step: int, cycle: int):
         mean=tuple(config.data.mean),
         std=tuple(config.data.std),
         pad=config.data.pad,
+        image_size=config.data.image_size if config.data.augment == 'random_resized_crop' else None,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
@@ -276,6 +278,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     }
     if jax.process_index() == 0:
         report.write_report(workdir, out)
+        plots.plot_report(out, os.path.join(workdir, 'report.png'))
     log(
         f'top1 original {top1_original:.2f} %  rebuilt {final_acc:.2f} %  ratio '
         f'{out["ratio"]:.4f}  ({n_pred} / {layout.num_params})  -> {workdir}/report.md'
