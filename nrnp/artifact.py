@@ -451,7 +451,10 @@ def load(path: str | os.PathLike) -> Compressed:
     if not os.path.isfile(path):
         raise ArtifactError(f'{path}: no such file')
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ArtifactError(f'{path}: not an nrnp artefact (a single .npy array)')
+        with archive:
             files = set(archive.files)
             if 'header' not in files:
                 raise ArtifactError(f'{path}: not an nrnp artefact (an .npz without a header)')
@@ -461,8 +464,6 @@ def load(path: str | os.PathLike) -> Compressed:
             return _from_members(path, header, members)
     except ArtifactError:
         raise
-    except AttributeError:
-        raise ArtifactError(f'{path}: not an nrnp artefact (a single .npy array)') from None
     except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
         raise ArtifactError(
             f'{path}: not a readable nrnp artefact ({type(e).__name__}: {e})'

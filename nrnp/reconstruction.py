@@ -84,10 +84,17 @@ def sample_kernel_batch(key, probs, batch_size: int, magnitude_fraction: float =
         raise ValueError(f'kernel batch {batch_size} exceeds the {n} kernels of the table')
     k_which, k_uniform, k_magnitude = jax.random.split(key, 3)
     use_magnitude = jax.random.uniform(k_which) < magnitude_fraction
+
+    def uniform():
+        # The batch_size largest of n iid uniforms are a uniform subset without
+        # replacement; top_k is ~10x faster on CPU than choice(replace=False)'s
+        # full permutation (3 ms vs 29 ms at n = 29,744, b = 4096).
+        return jax.lax.top_k(jax.random.uniform(k_uniform, (n,)), batch_size)[1]
+
     return jax.lax.cond(
         use_magnitude,
         lambda: jax.random.choice(k_magnitude, n, (batch_size,), replace=True, p=probs),
-        lambda: jax.random.choice(k_uniform, n, (batch_size,), replace=False),
+        uniform,
     ).astype(jnp.int32)
 
 

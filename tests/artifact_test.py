@@ -1,0 +1,211 @@
+"""The `.nrnp` file: orderings as positions, refusal of foreign files, state-dict export."""
+
+import json
+import os
+import pickle
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nrnp
+from nrnp import artifact, coordinates, importers, kernels, models
+
+
+def random_variables(model, input_shape, seed=0):
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape)))
+    rng = np.random.default_rng(seed)
+    variables = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+    return {k: dict(v) for k, v in variables.items()}
+
+
+@pytest.fixture(scope='module')
+def compressed():
+    model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
+    variables = random_variables(model, (1, 8, 8, 1))
+    comp = nrnp.compress(
+        variables,
+        reconstruct__steps=2,
+        reconstruct__batch_size=64,
+        predictor__hidden=8,
+        encoding__levels=4,
+        log=None,
+    )
+    return model, variables, comp
+
+
+@pytest.fixture
+def saved(compressed, tmp_path):
+    return compressed[2].save(tmp_path / 'net.nrnp')
+
+
+def _rewrite(src, dst, edit):
+    """Copies an artefact, letting `edit(members, header)` change it."""
+    with np.load(src, allow_pickle=False) as f:
+        members = {k: f[k] for k in f.files}
+    header = json.loads(bytes(members.pop('header')).decode())
+    edit(members, header)
+    members['header'] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(dst, 'wb') as f:  # a path without .npz would get one appended
+        np.savez(f, **members)
+    return dst
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.mkdir, (os.environ['NRNP_EVIL_DIR'],))
+
+
+def test_save_load_keeps_everything(compressed, saved):
+    _, variables, comp = compressed
+    loaded = nrnp.load(saved)
+    assert loaded.layout == comp.layout and loaded.leaves == comp.leaves
+    assert loaded.encoding == comp.encoding and loaded.predictor_settings == comp.predictor_settings
+    jax.tree.map(np.testing.assert_array_equal, loaded.predictor_params, comp.predictor_params)
+    for a, b in zip(loaded.positions, comp.positions, strict=True):
+        assert a.dtype == b.dtype == np.uint8
+        np.testing.assert_array_equal(a, b)
+    jax.tree.map(np.testing.assert_array_equal, loaded.reconstruct(), comp.reconstruct())
+    jax.tree.map(np.testing.assert_array_equal, loaded.batch_stats, variables['batch_stats'])
+    with np.load(saved, allow_pickle=False) as f:
+        assert f['header'].dtype == np.uint8
+        assert {k.split('/')[0] for k in f.files} == {'header', 'predictor', 'ordering', 'copied'}
+
+
+def test_foreign_truncated_and_wrong_version_files_raise(saved, tmp_path, monkeypatch):
+    raw = open(saved, 'rb').read()
+    cases = {}
+    cases['truncated.nrnp'] = raw[: len(raw) // 2]
+    cases['empty.nrnp'] = b''
+    cases['random.nrnp'] = np.random.default_rng(0).bytes(4096)
+    monkeypatch.setenv('NRNP_EVIL_DIR', str(tmp_path / 'evil'))
+    cases['pickle.nrnp'] = pickle.dumps({'header': _Evil()})
+    for name, payload in cases.items():
+        (tmp_path / name).write_bytes(payload)
+    np.savez(tmp_path / 'plain.npz', weights=np.ones(3))
+    np.save(tmp_path / 'single.npy', np.ones(3))
+    bad = {
+        'truncated.nrnp': 'not a readable',
+        'empty.nrnp': 'not a readable',
+        'random.nrnp': 'not a readable',
+        'pickle.nrnp': 'not a readable',
+        'plain.npz': 'without a header',
+        'single.npy': 'single .npy',
+        'missing.nrnp': 'no such file',
+    }
+
+    def version(members, header):
+        header['version'] = 99
+
+    def foreign(members, header):
+        header['format'] = 'something.else'
+
+    def drop(members, header):
+        del members['copied/1']
+
+    def shuffle(members, header):
+        members['ordering/0'] = np.zeros_like(members['ordering/0'])
+
+    def lose(members, header):
+        del header['layout']
+
+    for name, edit, message in [
+        ('v99.nrnp', version, 'version 99 is not supported'),
+        ('foreign.nrnp', foreign, "format 'something.else'"),
+        ('drop.nrnp', drop, "missing array 'copied/1'"),
+        ('shuffle.nrnp', shuffle, 'not a permutation'),
+        ('lose.nrnp', lose, 'header lacks layout'),
+    ]:
+        _rewrite(saved, tmp_path / name, edit)
+        bad[name] = message
+    for name, message in bad.items():
+        path = str(tmp_path / name)
+        with pytest.raises(nrnp.ArtifactError, match=message) as info:
+            nrnp.load(path)
+        assert path in str(info.value) and isinstance(info.value, ValueError)
+    assert not (tmp_path / 'evil').exists()  # nothing was unpickled
+
+
+@pytest.mark.parametrize('ordering', ['none', 'infilter', 'crossfilter'])
+def test_positions_rebuild_coordinates_exactly(ordering):
+    rng = np.random.default_rng(0)
+    params = {
+        'a': {'kernel': rng.standard_normal((5, 5, 3, 4)).astype(np.float32)},  # 4 tiles each
+        'b': {'kernel': rng.standard_normal((3, 3, 20, 20)).astype(np.float32)},  # 400 > 256
+        'c': {'kernel': rng.standard_normal((1, 1, 20, 6)).astype(np.float32)},
+    }
+    layout = kernels.kernel_layout(params, kernels.select_kernels(large='tile'))
+    table = kernels.gather(layout, params)
+    coords = coordinates.kernel_coordinates(layout, table, ordering)
+    positions = artifact.layer_positions(layout, coords)
+    assert [p.dtype for p in positions] == [np.uint8, np.uint16, np.uint8]
+    np.testing.assert_array_equal(artifact.positions_to_coordinates(layout, positions), coords)
+    stored = 0 if ordering == 'none' else sum(p.nbytes for p in positions)
+    assert stored == coordinates.ordering_bytes(layout, ordering)
+    if ordering == 'none':
+        np.testing.assert_array_equal(artifact.positions_to_coordinates(layout, None), coords)
+
+
+def test_export_state_dict_roundtrips_resnet20(tmp_path):
+    model = models.build_model('resnet20', 10, shortcut='B')
+    variables = random_variables(model, (1, 32, 32, 3))
+    state_dict = artifact.export_state_dict(variables, tmp_path / 'r20.npz')
+    assert 'layer2.0.shortcut.0.weight' in state_dict  # nrnp's (torchvision/akamaster) names
+    assert state_dict['conv1.weight'].shape == (16, 3, 3, 3)  # OIHW
+    read = importers.read_state_dict(tmp_path / 'r20.npz')
+    template = jax.eval_shape(lambda: variables)
+    back = importers.state_dict_to_variables(read, template)
+    jax.tree.map(np.testing.assert_array_equal, back, variables)
+
+
+class DepthwiseNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(6, (3, 3), feature_group_count=3, name='dw')(x)
+        x = nn.BatchNorm(use_running_average=not train, name='block_1')(x)
+        x = nn.PReLU(name='prelu')(x)  # a leaf nrnp's torch names do not cover
+        return nn.Dense(5, name='head')(jnp.mean(x, (1, 2)))
+
+
+def test_generic_state_dict_layout(tmp_path):
+    variables = random_variables(DepthwiseNet(), (1, 4, 4, 3))
+    sd = artifact.export_state_dict(variables, tmp_path / 'dw.npz')  # auto: generic here
+    assert sorted(sd) == [
+        'block_1.bias',
+        'block_1.running_mean',
+        'block_1.running_var',
+        'block_1.weight',
+        'dw.bias',
+        'dw.weight',
+        'head.bias',
+        'head.weight',
+        'prelu.negative_slope',
+    ]
+    p = variables['params']
+    np.testing.assert_array_equal(sd['dw.weight'], p['dw']['kernel'].transpose(3, 2, 0, 1))
+    assert sd['dw.weight'].shape == (6, 1, 3, 3)  # torch's grouped-conv weight
+    np.testing.assert_array_equal(sd['head.weight'], p['head']['kernel'].T)
+    np.testing.assert_array_equal(sd['block_1.weight'], p['block_1']['scale'])
+    np.testing.assert_array_equal(
+        sd['block_1.running_var'], variables['batch_stats']['block_1']['var']
+    )
+    read = importers.read_state_dict(tmp_path / 'dw.npz')
+    jax.tree.map(np.testing.assert_array_equal, read, sd)
+    with pytest.raises(importers.CheckpointError):
+        artifact.export_state_dict(variables, tmp_path / 'x.npz', naming='nrnp')
+
+
+def test_export_torch_and_flax(compressed, tmp_path):
+    _, variables, comp = compressed
+    rebuilt = comp.reconstruct()
+    comp.export_torch(tmp_path / 'net.npz')
+    template = jax.eval_shape(lambda: variables)
+    back = importers.state_dict_to_variables(
+        importers.read_state_dict(tmp_path / 'net.npz'), template
+    )
+    jax.tree.map(np.testing.assert_array_equal, back, rebuilt)
+    comp.export_flax(tmp_path / 'orbax')
+    restored = importers.load_variables(tmp_path / 'orbax', template)
+    jax.tree.map(np.testing.assert_array_equal, restored, rebuilt)
