@@ -193,6 +193,7 @@ def compress(
     config = copy.deepcopy(defaults.get_config() if config is None else config)
     apply_overrides(config, overrides)
     variables, bare = _split_variables(variables)
+    flat = artifact.flatten_variables(variables)  # fails early on a tree of non-dict nodes
     params = variables['params']
     if model is None and (data is not None or test_data is not None):
         raise ValueError('data and test_data need the model (a Linen module) to run the network')
@@ -272,7 +273,6 @@ def compress(
         if callback is not None:
             callback(record)
 
-    flat = artifact.flatten_variables({k: v for k, v in variables.items()})
     represented = {('params', *layer.path) for layer in prep.layout.layers}
     enc = config.encoding
     return artifact.Compressed(
