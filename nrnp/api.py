@@ -72,24 +72,6 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
             raise TypeError(f'config field {dotted!r}: {e}') from e
 
 
-class _SowsNothing(nn.Module):
-    """Wraps a target that sows no 'intermediates' so `models.apply_with_features` works.
-
-    The wrapper shares the target's scope (the same parameter paths) and sows one
-    scalar, which is never used: distillation then runs with `fm_weight = 0`.
-    """
-
-    inner: nn.Module
-
-    def setup(self):
-        nn.share_scope(self, self.inner)
-
-    def __call__(self, x, train: bool = False):
-        y = self.inner(x, train=train)
-        self.sow('intermediates', 'nrnp_no_features', jnp.zeros([]))
-        return y
-
-
 def _sows_features(model, variables: dict, input_shape: tuple[int, ...]) -> bool:
     x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
     apply = lambda x: model.apply(variables, x, train=False, mutable=['intermediates'])
@@ -121,12 +103,12 @@ def _cycle(source: Iterable):
 def _batch_source(data: Iterable):
     """(first images batch, `(start_step, cycle) -> iterator` for `phases.Context.batches`)."""
     if iter(data) is data:  # a one-pass iterator: put the peeked batch back
-        first = next(data)
+        first = next(data, None)
         data = itertools.chain([first], data)
     else:
         first = next(iter(data), None)
-        if first is None:
-            raise ValueError('data is empty')
+    if first is None:
+        raise ValueError('data is empty')
     first = _as_batch(first)
     first = first[0] if isinstance(first, tuple) else first
 
@@ -227,14 +209,11 @@ def compress(
     if any(p.kind == 'distill' for p in schedule):
         first, batches = _batch_source(data)
         input_shape = (1, *first.shape[1:])
-        target = model
-        if not _sows_features(model, full, input_shape):
-            if config.distill.fm_weight:
-                log('the model sows no intermediates: distill.fm_weight -> 0 (logits only)')
-                config.distill.fm_weight = 0.0
-            target = _SowsNothing(model)
+        if not _sows_features(model, full, input_shape) and config.distill.fm_weight:
+            log('the model sows no intermediates: distill.fm_weight -> 0 (logits only)')
+            config.distill.fm_weight = 0.0
         setup, frozen = train.distillation_setup(
-            config, target, full, prep.pmodel, prep.layout, input_shape, mesh, log
+            config, model, full, prep.pmodel, prep.layout, input_shape, mesh, log
         )
 
     init_pparams = predictor.init_predictor(prep.pmodel, prep.input_dim, prep.predictor_seed)

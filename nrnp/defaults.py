@@ -48,7 +48,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.data.std = (0.25,)
     c.data.test_limit = 0  # evaluate on the first N test images only (0 = all)
     c.data.eval_batch_size = 500  # images per evaluation forward pass
-    c.data.augment = 'crop_flip'  # training augmentation: 'crop_flip' or 'none'
+    c.data.augment = 'crop_flip'  # 'crop_flip' (CIFAR-sized), 'random_resized_crop', 'none'
     c.data.pad = 1  # crop padding in pixels (CIFAR: 4)
 
     c.kernels = ml_collections.ConfigDict()

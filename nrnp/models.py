@@ -293,7 +293,7 @@ def apply_with_features(
     mutable = ['intermediates', 'batch_stats'] if train else ['intermediates']
     logits, state = model.apply(variables, x, train=train, mutable=mutable)
     leaves = jax.tree.leaves_with_path(
-        state['intermediates'], is_leaf=lambda node: isinstance(node, tuple)
+        state.get('intermediates', {}), is_leaf=lambda node: isinstance(node, tuple)
     )
     named = [(jax.tree_util.keystr(p, simple=True, separator='/'), value) for p, value in leaves]
     named.sort(key=lambda item: ('/' in item[0], _natural_key(item[0])))
