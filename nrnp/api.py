@@ -6,7 +6,7 @@
 
 It runs the CLI's code: `compression.prepare` builds the kernel table, coordinates,
 encodings and predictor, `phases.run_schedule` trains it (reconstruction rounds,
-then distillation when data is given), `train.distillation_setup` builds the
+then distillation when data is given), `compression.distillation_setup` builds the
 distillation step's inputs. Config overrides are keyword arguments with `__` for
 the dot: `reconstruct__steps=500` sets `config.reconstruct.steps`.
 """
@@ -35,9 +35,7 @@ from nrnp import (
     evaluation,
     phases,
     predictor,
-    reconstruction,
     sharding,
-    train,
 )
 
 
@@ -175,7 +173,7 @@ def compress(
     config = copy.deepcopy(defaults.get_config() if config is None else config)
     apply_overrides(config, overrides)
     variables, bare = _split_variables(variables)
-    flat = artifact.flatten_variables(variables)  # fails early on a tree of non-dict nodes
+    artifact.flatten_variables(variables)  # fails early on a tree of non-dict nodes
     params = variables['params']
     if model is None and (data is not None or test_data is not None):
         raise ValueError('data and test_data need the model (a Linen module) to run the network')
@@ -212,46 +210,51 @@ def compress(
         if not _sows_features(model, full, input_shape) and config.distill.fm_weight:
             log('the model sows no intermediates: distill.fm_weight -> 0 (logits only)')
             config.distill.fm_weight = 0.0
-        setup, frozen = train.distillation_setup(
+        setup, frozen = compression.distillation_setup(
             config, model, full, prep.pmodel, prep.layout, input_shape, mesh, log
         )
 
-    init_pparams = predictor.init_predictor(prep.pmodel, prep.input_dim, prep.predictor_seed)
-    init = {
-        'kind': 'init',
-        'steps': 0,
-        'seconds': 0.0,
-        'top1': evaluate(init_pparams),
-        'rmse': reconstruction.full_rmse(prep.pmodel, init_pparams, prep.problem),
-    }
     temporary = workdir is None
     workdir = tempfile.mkdtemp(prefix='nrnp-') if temporary else os.path.abspath(workdir)
     try:
         os.makedirs(workdir, exist_ok=True)
-        ctx = phases.Context(
-            pmodel=prep.pmodel,
-            input_dim=prep.input_dim,
-            predictor_seed=prep.predictor_seed,
-            problem=prep.problem,
+        state, history = compression.run(
+            prep,
+            config,
+            schedule,
+            evaluate=evaluate,
+            workdir=workdir,
             setup=setup,
             frozen=frozen,
             batches=batches,
-            evaluate=evaluate,
-            keys=prep.keys,
-            log=log,
-            workdir=workdir,
             mesh=mesh,
+            log=log,
         )
-        log('schedule: ' + ', '.join(f'{p.label} ({p.steps} steps)' for p in schedule))
-        state, records = phases.run_schedule(ctx, config, schedule)
     finally:
         if temporary:
             shutil.rmtree(workdir, ignore_errors=True)
-    history = [init, *records]
     for record in history:
         if callback is not None:
             callback(record)
 
+    return make_artifact(variables, prep, config, state.pparams, history, top1_original, bare=bare)
+
+
+def make_artifact(
+    variables, prep, config, pparams, history, top1_original=None, *, bare: bool = False
+) -> artifact.Compressed:
+    """The `Compressed` artefact of a finished run (shared by `compress` and the CLI).
+
+    Args:
+      variables: the target's variables ({'params', ...} collections).
+      prep: the run's `compression.Prepared`.
+      config: the run's config.
+      pparams: the trained predictor params.
+      history: the run's phase records ('init' first).
+      top1_original: the original network's top-1, when measured.
+      bare: the user passed bare params (reconstruct() then returns bare params).
+    """
+    flat = artifact.flatten_variables(variables)
     represented = {('params', *layer.path) for layer in prep.layout.layers}
     enc = config.encoding
     return artifact.Compressed(
@@ -282,7 +285,7 @@ def compress(
             'residual': config.predictor.residual,
             'input_dim': prep.input_dim,
         },
-        predictor_params=jax.tree.map(np.asarray, jax.device_get(state.pparams)),
+        predictor_params=jax.tree.map(np.asarray, jax.device_get(pparams)),
         bare=bare,
         config=json.loads(config.to_json_best_effort()),
         history=history,

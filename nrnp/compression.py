@@ -19,7 +19,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nrnp import coordinates, encodings, kernels, predictor, reconstruction
+from nrnp import (
+    coordinates,
+    distillation,
+    encodings,
+    importers,
+    kernels,
+    models,
+    phases,
+    predictor,
+    reconstruction,
+)
 
 
 @dataclasses.dataclass
@@ -118,3 +128,106 @@ def prepare(params, config, log=print) -> Prepared:
         problem=problem,
         ordering_seconds=ordering_seconds,
     )
+
+
+def run(
+    prep: Prepared,
+    config,
+    schedule,
+    *,
+    evaluate,
+    workdir: str,
+    setup=None,
+    frozen=None,
+    batches=None,
+    mesh=None,
+    log=print,
+):
+    """Evaluates the untrained predictor, then runs (or resumes) `schedule`.
+
+    Args:
+      prep: the prepared problem.
+      config: the run's config (its phase sections are read by `phases`).
+      schedule: `phases.build_schedule(config)`.
+      evaluate: `pparams -> top1 percent` of the rebuilt net, or returning None.
+      workdir: where checkpoints go.
+      setup, frozen, batches: the distillation phase's inputs (None without one).
+      mesh: device mesh.
+      log: progress sink.
+
+    Returns:
+      (final PredictorState, records: the 'init' record, then one per phase).
+    """
+    pparams = predictor.init_predictor(prep.pmodel, prep.input_dim, prep.predictor_seed)
+    init = {
+        'kind': 'init',
+        'steps': 0,
+        'seconds': 0.0,
+        'top1': evaluate(pparams),
+        'rmse': reconstruction.full_rmse(prep.pmodel, pparams, prep.problem),
+    }
+    top1 = '-' if init['top1'] is None else f'{init["top1"]:.2f} %'
+    log(f'untrained predictor: top1 {top1}, rmse {init["rmse"]:.6f}')
+    ctx = phases.Context(
+        pmodel=prep.pmodel,
+        input_dim=prep.input_dim,
+        predictor_seed=prep.predictor_seed,
+        problem=prep.problem,
+        setup=setup,
+        frozen=frozen,
+        batches=batches,
+        evaluate=evaluate,
+        keys=prep.keys,
+        log=log,
+        workdir=workdir,
+        mesh=mesh,
+    )
+    log('schedule: ' + ', '.join(f'{p.label} ({p.steps} steps)' for p in schedule))
+    state, records = phases.run_schedule(ctx, config, schedule)
+    return state, [init, *records]
+
+
+def distillation_setup(config, model, variables, pmodel, layout, input_shape, mesh, log):
+    """The static `DistillSetup` and the `Frozen` arrays of the distillation phase."""
+    d = config.distill
+    teacher_model, teacher_vars = model, variables
+    if d.teacher_checkpoint:
+        name = d.teacher_model or config.teacher.model
+        kw = {'shortcut': d.teacher_shortcut} if name in models.CIFAR_MODELS else {}
+        teacher_model = models.build_model(name, config.data.num_classes, **kw)
+        teacher_vars = importers.load_target(d.teacher_checkpoint, teacher_model, input_shape)
+        log(f'distillation teacher: {name} from {d.teacher_checkpoint}')
+    elif d.teacher_model:
+        raise ValueError('distill.teacher_model is set but distill.teacher_checkpoint is empty')
+    use_features = d.fm_weight != 0
+    if use_features:
+        x = jnp.zeros(input_shape, jnp.float32)
+        s_maps = jax.eval_shape(lambda: models.apply_with_features(model, variables, x)[1])
+        t_maps = jax.eval_shape(
+            lambda: models.apply_with_features(teacher_model, teacher_vars, x)[1]
+        )
+        if [m.shape for m in s_maps] != [m.shape for m in t_maps]:
+            raise ValueError(
+                'distill.fm_weight > 0 needs teacher feature maps matching the target: '
+                f'{len(t_maps)} teacher maps vs {len(s_maps)} target maps. '
+                'Set --config.distill.fm_weight=0 for a different teacher architecture.'
+            )
+    setup = distillation.DistillSetup(
+        predictor=pmodel,
+        target=model,
+        teacher=teacher_model,
+        layout=layout,
+        batch_size=min(d.kernel_batch_size, layout.num_kernels),
+        magnitude_fraction=d.magnitude_fraction,
+        grad_through=d.grad_through,
+        temperature=d.temperature,
+        stable_kd=d.stable_kd,
+        use_features=use_features,
+        mesh=mesh,
+    )
+    frozen = distillation.Frozen(
+        params=variables['params'],
+        batch_stats=variables['batch_stats'],
+        teacher_variables=teacher_vars,
+    )
+    return setup, frozen

@@ -13,21 +13,18 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from nrnp import (
+    api,
     compression,
     coordinates,
     data,
-    distillation,
     evaluation,
-    importers,
     models,
     phases,
     plots,
     predictor,
-    reconstruction,
     report,
     sharding,
     teacher,
@@ -98,52 +95,6 @@ def best_seen(records) -> float:
     return max(seen, default=records[0]['top1'])
 
 
-def distillation_setup(config, model, variables, pmodel, layout, input_shape, mesh, log):
-    """The static `DistillSetup` and the `Frozen` arrays of the distillation phase."""
-    d = config.distill
-    teacher_model, teacher_vars = model, variables
-    if d.teacher_checkpoint:
-        name = d.teacher_model or config.teacher.model
-        kw = {'shortcut': d.teacher_shortcut} if name in models.CIFAR_MODELS else {}
-        teacher_model = models.build_model(name, config.data.num_classes, **kw)
-        teacher_vars = importers.load_target(d.teacher_checkpoint, teacher_model, input_shape)
-        log(f'distillation teacher: {name} from {d.teacher_checkpoint}')
-    elif d.teacher_model:
-        raise ValueError('distill.teacher_model is set but distill.teacher_checkpoint is empty')
-    use_features = d.fm_weight != 0
-    if use_features:
-        x = jnp.zeros(input_shape, jnp.float32)
-        s_maps = jax.eval_shape(lambda: models.apply_with_features(model, variables, x)[1])
-        t_maps = jax.eval_shape(
-            lambda: models.apply_with_features(teacher_model, teacher_vars, x)[1]
-        )
-        if [m.shape for m in s_maps] != [m.shape for m in t_maps]:
-            raise ValueError(
-                'distill.fm_weight > 0 needs teacher feature maps matching the target: '
-                f'{len(t_maps)} teacher maps vs {len(s_maps)} target maps. '
-                'Set --config.distill.fm_weight=0 for a different teacher architecture.'
-            )
-    setup = distillation.DistillSetup(
-        predictor=pmodel,
-        target=model,
-        teacher=teacher_model,
-        layout=layout,
-        batch_size=min(d.kernel_batch_size, layout.num_kernels),
-        magnitude_fraction=d.magnitude_fraction,
-        grad_through=d.grad_through,
-        temperature=d.temperature,
-        stable_kd=d.stable_kd,
-        use_features=use_features,
-        mesh=mesh,
-    )
-    frozen = distillation.Frozen(
-        params=variables['params'],
-        batch_stats=variables['batch_stats'],
-        teacher_variables=teacher_vars,
-    )
-    return setup, frozen
-
-
 def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     """Runs the configured compression and writes `workdir/report.{json,md}`.
 
@@ -209,17 +160,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     log(f'eval/top1_original {top1_original:.2f} % on {len(test.labels)} images')
 
     prep = compression.prepare(params, config, log)
-    layout, encoded, pmodel, problem = prep.layout, prep.encoded, prep.pmodel, prep.problem
-    pparams = predictor.init_predictor(pmodel, prep.input_dim, prep.predictor_seed)
+    layout, encoded, pmodel = prep.layout, prep.encoded, prep.pmodel
     n_pred = prep.predictor_params
 
     def evaluate(pp):
         rebuilt = predictor.reconstruct(pmodel, layout, pp, encoded, params)
         return top1({**variables, 'params': rebuilt})
-
-    init_top1 = evaluate(pparams)
-    init_rmse = reconstruction.full_rmse(pmodel, pparams, problem)
-    log(f'untrained predictor: top1 {init_top1:.2f} %, rmse {init_rmse:.6f}')
 
     schedule = phases.build_schedule(config)
     setup = frozen = batches = None
@@ -227,29 +173,26 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         train_data = load_split(config, config.data.train_split, workdir)
         log(f'train split {config.data.train_split!r}: {len(train_data.labels)} images')
         batches = functools.partial(distillation_batches, config, train_data)
-        setup, frozen = distillation_setup(
+        setup, frozen = compression.distillation_setup(
             config, model, variables, pmodel, layout, input_shape, mesh, log
         )
-    ctx = phases.Context(
-        pmodel=pmodel,
-        input_dim=prep.input_dim,
-        predictor_seed=prep.predictor_seed,
-        problem=problem,
+    state, records = compression.run(
+        prep,
+        config,
+        schedule,
+        evaluate=evaluate,
+        workdir=workdir,
         setup=setup,
         frozen=frozen,
         batches=batches,
-        evaluate=evaluate,
-        keys=prep.keys,
-        log=log,
-        workdir=workdir,
         mesh=mesh,
+        log=log,
     )
-    log('schedule: ' + ', '.join(f'{p.label} ({p.steps} steps)' for p in schedule))
-    state, records = phases.run_schedule(ctx, config, schedule)
-    pparams = state.pparams
-    records = [
-        {'kind': 'init', 'steps': 0, 'seconds': 0.0, 'top1': init_top1, 'rmse': init_rmse}
-    ] + records
+    compressed = api.make_artifact(variables, prep, config, state.pparams, records, top1_original)
+    artifact_path = os.path.join(workdir, 'compressed.nrnp')
+    if jax.process_index() == 0:
+        compressed.save(artifact_path)
+    sizes = compressed.size_report()
 
     final_acc, final_rmse = records[-1]['top1'], records[-1]['rmse']
     out = {
@@ -270,6 +213,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         'ordering_seconds': prep.ordering_seconds,
         'ordering_bytes': coordinates.ordering_bytes(layout, config.kernels.ordering),
         'reconstruction_rmse': final_rmse,
+        'artifact': artifact_path,
+        'artifact_bytes': sizes['artifact_bytes'],
+        'original_bytes': sizes['original_bytes'],
+        'artifact_ratio': sizes['disk_ratio'],
         'phases': records,
         'predictor_seconds': sum(r['seconds'] for r in records),
         'wall_seconds': time.time() - start,

@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pytest
 
+import nrnp
 from configs import default
-from nrnp import checkpoints, data, phases, train
+from nrnp import checkpoints, data, evaluation, phases, train
 
 
 def _config(**overrides):
@@ -61,6 +62,21 @@ def test_report_fields_and_phases(reference):
         assert p['steps'] > 0 and p['seconds'] > 0 and 0 <= p['top1'] <= 100
         assert np.isfinite(p['rmse'])
     assert os.path.exists(os.path.join(workdir, 'report.md'))
+    assert os.path.exists(os.path.join(workdir, 'report.png'))
+
+
+def test_cli_artifact_rebuilds_the_reported_network(reference):
+    workdir, report = reference
+    compressed = nrnp.load(os.path.join(workdir, 'compressed.nrnp'))
+    rebuilt = compressed.reconstruct()
+    model = train.build_target(_config())
+    test = data.load_digits('test')
+    c = _config()
+    top1 = evaluation.top1(
+        model, rebuilt, data.normalise(test.images, c.data.mean, c.data.std), test.labels
+    )
+    assert top1 == pytest.approx(report['top1_reconstructed'])
+    assert report['artifact_bytes'] == os.path.getsize(os.path.join(workdir, 'compressed.nrnp'))
 
 
 def _crash_after(monkeypatch, batches: int, action):
