@@ -37,6 +37,10 @@ import numpy as np
 
 from nrnp import compression, importers, kernels, predictor
 
+# Moved to nrnp.export; the redundant aliases re-export them as `artifact.export_state_dict` etc.
+from nrnp.export import export_state_dict as export_state_dict
+from nrnp.export import generic_state_dict as generic_state_dict
+
 FORMAT = 'nrnp.compressed'
 VERSION = 1
 _HEADER_KEYS = (
@@ -378,66 +382,6 @@ def _atomic_write(path: str, payload: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-_GENERIC_LEAF = {
-    'kernel': 'weight',
-    'scale': 'weight',
-    'mean': 'running_mean',
-    'var': 'running_var',
-}
-
-
-def generic_state_dict(variables: dict) -> dict[str, np.ndarray]:
-    """Any Flax CNN's variables as a PyTorch-layout state dict (no nrnp renames).
-
-    Key: the module path without the collection, joined with '.', then the leaf
-    renamed kernel/scale -> weight, mean -> running_mean, var -> running_var
-    (others kept). Rank-4 kernels HWIO -> OIHW (a depthwise `[k, k, 1, C]` becomes
-    torch's `[C, 1, k, k]`), rank-2 Dense kernels transposed to `[out, in]`.
-
-    Raises:
-      ValueError: when two leaves map to one key.
-    """
-    out = {}
-    for path, value in flatten_variables(variables).items():
-        key = '.'.join([*path[1:-1], _GENERIC_LEAF.get(path[-1], path[-1])])
-        if path[-1] == 'kernel' and value.ndim in (2, 4):
-            value = value.T if value.ndim == 2 else value.transpose(3, 2, 0, 1)
-        if key in out:
-            raise ValueError(f'{"/".join(path)}: PyTorch key {key!r} is used twice')
-        out[key] = value
-    return out
-
-
-def export_state_dict(variables: dict, path: str | os.PathLike, naming: str = 'auto') -> dict:
-    """Writes `{'params', 'batch_stats'}` as a PyTorch-layout state dict `.npz` (atomically).
-
-    Args:
-      variables: Flax variables.
-      path: the `.npz` file (readable by `importers.read_state_dict`).
-      naming: 'nrnp' (`importers.variables_to_state_dict`: nrnp's ResNets and
-        SmallCNN, torchvision/akamaster names), 'generic' (`generic_state_dict`),
-        or 'auto' (nrnp's when every leaf has a name there, else generic).
-
-    Returns:
-      The state dict written.
-    """
-    if naming not in ('auto', 'nrnp', 'generic'):
-        raise ValueError(f"naming must be 'auto', 'nrnp' or 'generic', got {naming!r}")
-    state_dict = None
-    if naming in ('auto', 'nrnp'):
-        try:
-            state_dict = importers.variables_to_state_dict(variables)
-        except importers.CheckpointError:
-            if naming == 'nrnp':
-                raise
-    if state_dict is None:
-        state_dict = generic_state_dict(variables)
-    buffer = io.BytesIO()
-    np.savez(buffer, **state_dict)
-    _atomic_write(os.fspath(path), buffer.getvalue())
-    return state_dict
 
 
 def load(path: str | os.PathLike) -> Compressed:
