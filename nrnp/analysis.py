@@ -18,9 +18,18 @@ import os
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-from nrnp import coordinates, importers, kernels, models, orderings, predictor, train
+from nrnp import (
+    artifact,
+    compression,
+    coordinates,
+    importers,
+    kernels,
+    models,
+    orderings,
+    predictor,
+    train,
+)
 
 
 def _layer_slice(layer: kernels.LayerSpec) -> slice:
@@ -195,24 +204,6 @@ class Run:
     rebuilt_variables: dict
 
 
-def _restore_pparams(directory: str, like) -> dict:
-    """The predictor params of the newest run checkpoint, checked against `like`."""
-    manager = ocp.CheckpointManager(directory)
-    step = manager.latest_step()
-    if step is None:
-        raise FileNotFoundError(f'{directory}: no checkpoint')
-    restored = manager.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore()))
-    manager.close()
-    pparams = jax.tree.map(np.asarray, restored['arrays']['state']['pparams'])
-    want = jax.tree.map(lambda x: tuple(x.shape), like)
-    got = jax.tree.map(lambda x: tuple(x.shape), pparams)
-    if want != got:
-        raise ValueError(
-            f'{directory}/{step}: predictor params {got} do not match the config {want}'
-        )
-    return pparams
-
-
 def load_run(workdir: str) -> Run:
     """Rebuilds a finished run from `workdir` (its report.json, teacher and checkpoints).
 
@@ -221,7 +212,7 @@ def load_run(workdir: str) -> Run:
     ordering is recomputed from the original weights (deterministic).
 
     Raises:
-      FileNotFoundError: no report.json (the run has not finished) or no checkpoint.
+      FileNotFoundError: no report.json or compressed.nrnp (the run has not finished).
     """
     workdir = os.path.abspath(workdir)
     path = os.path.join(workdir, 'report.json')
@@ -240,22 +231,13 @@ def load_run(workdir: str) -> Run:
         )
         variables = importers.load_variables(os.path.join(workdir, 'teacher'), template)
     params = variables['params']
-    k = config.kernels
-    layout = kernels.kernel_layout(
-        params, kernels.select_kernels(tuple(k.sizes), k.exclude, k.large)
-    )
-    table = np.asarray(kernels.gather(layout, params))  # [N, 9]
-    coords = coordinates.kernel_coordinates(layout, table, k.ordering)  # [N, 3]
-    encode, input_dim = train.make_encoder(config)
-    encoded = np.asarray(encode(coords), np.float32)  # [N, input_dim]
-    p = config.predictor
-    pmodel = predictor.Predictor(
-        hidden=p.hidden, layers=p.layers, initializer=p.init, residual=p.residual
-    )
-    like = jax.eval_shape(lambda: predictor.init_predictor(pmodel, input_dim, 0))
-    pparams = _restore_pparams(os.path.join(workdir, 'checkpoints'), like)
-    rebuilt_rows = np.asarray(predictor.predict(pmodel, pparams, encoded))  # [N, 9]
+    prep = compression.prepare(params, config, log=lambda message: None)
+    compressed = artifact.load(os.path.join(workdir, 'compressed.nrnp'))
+    pparams = compressed.predictor_params
+    pmodel, layout = prep.pmodel, prep.layout
+    rebuilt_rows = np.asarray(predictor.predict(pmodel, pparams, prep.encoded))  # [N, 9]
     rebuilt = kernels.scatter(layout, rebuilt_rows, params)
+    table, coords = prep.table, prep.coords
     return Run(
         config=config,
         report=report,
