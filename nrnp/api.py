@@ -182,7 +182,7 @@ def compress(
         log(f'no data: data-free compression, reconstruction only (distill.steps {steps} -> 0)')
         config.distill.steps = 0
     full = {**variables, 'batch_stats': variables.get('batch_stats', {})}
-    mesh = sharding.make_mesh(config.num_devices)
+    mesh = sharding.make_mesh(config.num_devices, config.model_axis)
     prep = compression.prepare(params, config, log)
 
     top1_original, evaluate = None, lambda pparams: None

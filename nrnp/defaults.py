@@ -113,7 +113,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.distill.eps = 1e-5
     c.distill.weight_decay = 1e-3
 
-    c.num_devices = 0  # devices on the mesh's data axis (0 = all)
+    c.num_devices = 0  # devices in the mesh (0 = all)
+    c.model_axis = 1  # mesh 'model' axis: > 1 splits large predictor arrays (FSDP-style)
     c.cycles = 1  # repeat (reconstruction rounds, distillation) this many times
     c.checkpoint_every = 1000  # steps between checkpoints (and at every phase end)
     c.log_every = 200  # progress line every N steps (and at least every 10 s)

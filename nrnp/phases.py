@@ -154,6 +154,17 @@ class Preempted(Exception):
     """Raised after SIGTERM once the checkpoint is written."""
 
 
+def _keeping_sharding(step, like):
+    """Wraps `step(state, k)` so the new state keeps `like`'s placement (no recompiles)."""
+    shardings = jax.tree.map(lambda x: x.sharding, like)
+
+    def wrapped(state, k):
+        new_state, metrics = step(state, k)
+        return jax.device_put(new_state, shardings), metrics
+
+    return wrapped
+
+
 def _pct(value) -> str:
     return '-' if value is None else f'{value:.2f} %'
 
@@ -200,7 +211,7 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
         )
     records = list(position['records'])
     if ctx.mesh is not None:
-        state = sharding.replicate(state, ctx.mesh)
+        state = sharding.place_state(state, ctx.mesh)
         round_target = sharding.replicate(round_target, ctx.mesh)
         ctx = dataclasses.replace(
             ctx,
@@ -224,6 +235,9 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
             first = position['step'] if index == position['phase'] else 0
             if first == 0:
                 state, round_target = _start_phase(ctx, config, phase, state, round_target, txs)
+                if ctx.mesh is not None:  # a fresh predictor or optimizer state lands on one device
+                    state = sharding.place_state(state, ctx.mesh)
+                    round_target = sharding.replicate(round_target, ctx.mesh)
             state, record = _run_phase(
                 ctx, config, phase, index, first, state, round_target, txs[phase.kind], stop, save
             )
@@ -296,6 +310,8 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
             )
             return step_fn(s, problem, ctx.frozen, images, ctx.keys['distill'])
 
+    if ctx.mesh is not None:
+        step = _keeping_sharding(step, state)
     progress = report.Progress(phase.steps, phase.label, ctx.log, every=config.log_every)
     evals = []
     start = time.time()

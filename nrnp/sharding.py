@@ -1,17 +1,20 @@
 """Spreading the steps over devices: one `data` mesh axis, jit + NamedSharding (no pmap).
 
   mesh = make_mesh()                            # all devices of all processes
-  state = replicate(state, mesh)                 # predictor + optimizer state
+  state = place_state(state, mesh)               # replicated, or FSDP over 'model'
   images = global_batch(local_images, mesh)      # [B, H, W, C], sharded over 'data'
 
 Image batches and the rows of every kernel batch are split over `data`; the
-predictor, its optimizer state and the frozen target are replicated. On one
+frozen target is replicated, and the predictor and its optimizer state too, or,
+with a 'model' axis > 1, their large arrays are split over it (FSDP-style, for
+large predictors). On one
 device all of this is plain jit. Several hosts: `maybe_initialize_distributed`
 calls `jax.distributed.initialize()` and each process feeds its own share.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax
@@ -20,6 +23,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA = 'data'
+MODEL = 'model'
 
 
 def maybe_initialize_distributed() -> bool:
@@ -46,14 +50,28 @@ def maybe_initialize_distributed() -> bool:
     return True
 
 
-def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-    """A 1-D mesh over the first `num_devices` devices (all by default), axis 'data'."""
+def make_mesh(num_devices: int | None = None, model_axis: int = 1) -> jax.sharding.Mesh:
+    """A `(data, model)` mesh over the first `num_devices` devices (all by default).
+
+    Args:
+      num_devices: devices to use (0 or None: all).
+      model_axis: size of the 'model' axis over which `place_state` shards large
+        predictor/optimizer arrays (FSDP-style); 1 replicates them.
+
+    Raises:
+      ValueError: too many devices asked for, or `model_axis` not dividing them.
+    """
     devices = jax.devices()
     n = len(devices) if num_devices in (None, 0) else int(num_devices)
     if n > len(devices):
         raise ValueError(f'asked for {n} devices, only {len(devices)} exist: {devices}')
+    if model_axis < 1 or n % model_axis:
+        raise ValueError(f'model_axis {model_axis} must divide the {n} devices')
     return jax.make_mesh(
-        (n,), (DATA,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices[:n]
+        (n // model_axis, model_axis),
+        (DATA, MODEL),
+        axis_types=(jax.sharding.AxisType.Auto,) * 2,
+        devices=devices[:n],
     )
 
 
@@ -68,6 +86,35 @@ def data_sharded(mesh) -> NamedSharding:
 def replicate(tree, mesh):
     """Places every leaf of `tree` on all devices of `mesh`."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def state_sharding(leaf, mesh, min_size: int = 2**14) -> NamedSharding:
+    """FSDP-style placement of one predictor/optimizer array.
+
+    With a 'model' axis of size m > 1, an array of at least `min_size` elements is
+    split over 'model' along its largest dimension divisible by m; everything else
+    is replicated.
+    """
+    m = mesh.shape[MODEL]
+    shape = getattr(leaf, 'shape', ())
+    if m == 1 or not shape or math.prod(shape) < min_size:
+        return replicated(mesh)
+    dims = [d for d in sorted(range(len(shape)), key=lambda d: -shape[d]) if shape[d] % m == 0]
+    if not dims:
+        return replicated(mesh)
+    spec = [None] * len(shape)
+    spec[dims[0]] = MODEL
+    return NamedSharding(mesh, P(*spec))
+
+
+def place_state(tree, mesh):
+    """Places a predictor state: large arrays split over 'model', the rest replicated."""
+    return jax.device_put(tree, jax.tree.map(lambda x: state_sharding(x, mesh), tree))
+
+
+def keep_sharding(tree, like):
+    """Inside jit: constrain `tree` to the shardings of `like` (stable across steps)."""
+    return jax.lax.with_sharding_constraint(tree, jax.tree.map(lambda x: x.sharding, like))
 
 
 def global_batch(local, mesh):

@@ -146,7 +146,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     params = variables['params']
     log(f'target: {source}')
 
-    mesh = sharding.make_mesh(config.num_devices)
+    mesh = sharding.make_mesh(config.num_devices, config.model_axis)
     log(f'mesh: {dict(mesh.shape)} over {jax.process_count()} process(es)')
     top1 = functools.partial(
         evaluation.top1,

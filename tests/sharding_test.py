@@ -16,13 +16,13 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _steps(num_devices: int) -> dict:
+def _steps(num_devices: int, model_axis: int = 1) -> dict:
     import jax
     import jax.numpy as jnp
 
     from nrnp import distillation, kernels, models, optim, predictor, reconstruction, sharding
 
-    mesh = sharding.make_mesh(num_devices)
+    mesh = sharding.make_mesh(num_devices, model_axis)
     model = models.build_model('resnet20', 10)
     shapes = jax.eval_shape(lambda: models.init_variables(model, (1, 32, 32, 3)))
     rng = np.random.default_rng(0)
@@ -35,7 +35,7 @@ def _steps(num_devices: int) -> dict:
     problem = reconstruction.ReconstructionProblem(
         encoded, table, mask, reconstruction.magnitude_probabilities(table, mask)
     )
-    pmodel = predictor.Predictor(hidden=16)
+    pmodel = predictor.Predictor(hidden=128)  # 128 x 128 kernels: big enough to split
     pparams = predictor.init_predictor(pmodel, 12, 0)
     tx = optim.make_optimizer('adam', steps=10, learning_rate=1e-3, b1=0.9)
     state = reconstruction.PredictorState(
@@ -43,7 +43,8 @@ def _steps(num_devices: int) -> dict:
         pparams,
         {'reconstruct': tx.init(pparams), 'distill': tx.init(pparams)},
     )
-    state, problem = sharding.replicate((state, problem), mesh)
+    state, problem = sharding.place_state(state, mesh), sharding.replicate(problem, mesh)
+    shardings = jax.tree.map(lambda x: x.sharding, state)
     recon = jax.jit(
         functools.partial(
             reconstruction.reconstruction_step, model=pmodel, tx=tx, batch_size=512, mesh=mesh
@@ -54,6 +55,7 @@ def _steps(num_devices: int) -> dict:
     losses = []
     for _ in range(3):
         state, m = recon(state, problem, key)
+        state = jax.device_put(state, shardings)  # as phases does: a stable placement
         losses.append(float(m['recon/loss']))
     setup = distillation.DistillSetup(
         predictor=pmodel, target=model, teacher=model, layout=layout, batch_size=512, mesh=mesh
@@ -71,23 +73,27 @@ def _steps(num_devices: int) -> dict:
     for _ in range(2):
         images = rng.normal(size=(16, 32, 32, 3)).astype(np.float32)
         state, m = distill(state, problem, frozen, sharding.global_batch(images, mesh), key)
+        state = jax.device_put(state, shardings)
         dl.append(float(m['distill/loss']))
     return {
         'devices': len(jax.devices()),
         'recon_losses': losses,
         'distill_losses': dl,
         'params': [np.asarray(x).ravel()[:50].tolist() for x in jax.tree.leaves(state.pparams)],
+        'split_leaves': sum(
+            sharding.MODEL in str(x.sharding.spec) for x in jax.tree.leaves(state.pparams)
+        ),
         'recon_compiles': recon._cache_size(),
         'distill_compiles': distill._cache_size(),
     }
 
 
-def _run(num_devices: int) -> dict:
+def _run(num_devices: int, model_axis: int = 1) -> dict:
     env = dict(os.environ)
     env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
     env['JAX_PLATFORMS'] = 'cpu'
     out = subprocess.run(
-        [sys.executable, __file__, str(num_devices)],
+        [sys.executable, __file__, str(num_devices), str(model_axis)],
         env=env,
         capture_output=True,
         text=True,
@@ -100,16 +106,18 @@ def _run(num_devices: int) -> dict:
 
 @pytest.mark.slow
 def test_one_and_eight_devices_agree():
-    one, eight = _run(1), _run(8)
+    one, eight, fsdp = _run(1), _run(8), _run(8, model_axis=2)
     assert one['devices'] == 1 and eight['devices'] == 8
-    np.testing.assert_allclose(one['recon_losses'], eight['recon_losses'], rtol=1e-5)
-    np.testing.assert_allclose(one['distill_losses'], eight['distill_losses'], rtol=1e-4)
-    for a, b in zip(one['params'], eight['params']):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    for r in (one, eight):  # one compilation per step function, whatever the step
+    assert one['split_leaves'] == eight['split_leaves'] == 0 and fsdp['split_leaves'] > 0
+    for other in (eight, fsdp):
+        np.testing.assert_allclose(one['recon_losses'], other['recon_losses'], rtol=1e-5)
+        np.testing.assert_allclose(one['distill_losses'], other['distill_losses'], rtol=1e-4)
+        for a, b in zip(one['params'], other['params']):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for r in (one, eight, fsdp):  # one compilation per step function, whatever the step
         assert r['recon_compiles'] == 1 and r['distill_compiles'] == 1
 
 
 if __name__ == '__main__':
     sys.path.insert(0, os.path.dirname(HERE))
-    print(json.dumps(_steps(int(sys.argv[1]))))
+    print(json.dumps(_steps(int(sys.argv[1]), int(sys.argv[2]))))
