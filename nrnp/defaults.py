@@ -74,7 +74,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.reconstruct = ml_collections.ConfigDict()
     c.reconstruct.steps = 3000  # reconstruction steps in total, split evenly over the rounds
     c.reconstruct.rounds = 1  # progressive rounds; round r > 1 fits round r - 1's rebuild
-    c.reconstruct.fresh_predictor = True  # round r > 1 starts from a new predictor
+    # Round r > 1 starts from a new predictor (True) or continues the last one. Measured
+    # (ResNet20 h=180, 2 x 4,000 steps): continuing 62.26 %, fresh 50.04 %.
+    c.reconstruct.fresh_predictor = False
     c.reconstruct.batch_size = 4096  # kernels per gradient batch (capped at the table size)
     c.reconstruct.magnitude_fraction = 0.2  # share of steps with norm-weighted batches
     c.reconstruct.optimizer = 'ranger'  # 'ranger' | 'adam' | 'adamw'
