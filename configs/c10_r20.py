@@ -7,7 +7,13 @@ Recipe, on the JPEG copy of CIFAR-10 and the pretrained net in ../shared:
     --config.data.image_folder=../shared/data/cifar10-jpeg
 
 With TFDS instead: --config.data.data_dir=DIR holding a prepared ArrayRecord cifar10.
-Measured results are in README.md ("Results"); NeRN trains 68,600 steps.
+
+Timed on 2 CPU cores (no GPU): a reconstruction step 25 ms, a distillation step
+(256 images) 2.05 s, so the full recipe takes ~1.3 h on that CPU. Measured with
+`--config.reconstruct.steps=8000 --config.distill.steps=60` (~8 min there):
+original 81.03 %, rebuilt 72.62 % after reconstruction, 79.60 % after
+distillation, on the 10,000 JPEG test images (README "Results"). NeRN trains
+68,600 steps.
 """
 
 from configs import default
