@@ -46,7 +46,7 @@ def top1(
     if mesh is not None:
         d = mesh.shape[sharding.DATA]
         batch_size = -(-batch_size // d) * d
-    correct = 0
+    correct = jnp.zeros([], jnp.int32)  # summed on device: one host read at the end
     for start in range(0, n, batch_size):
         x = images[start : start + batch_size]
         y = labels[start : start + batch_size]
@@ -58,5 +58,5 @@ def top1(
         y = y.astype(np.int32)
         if mesh is not None and jax.process_count() == 1:
             x, y, mask = (sharding.global_batch(a, mesh) for a in (x, y, mask))
-        correct += int(_correct(model, variables, x, y, mask))
-    return 100.0 * correct / n
+        correct = correct + _correct(model, variables, x, y, mask)
+    return 100.0 * int(correct) / n

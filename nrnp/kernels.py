@@ -106,7 +106,8 @@ class KernelLayout:
         )
 
 
-def _natural_key(path: Path) -> tuple:
+def natural_key(path: Path) -> tuple:
+    """Sort key for paths comparing digit runs as integers ('layer1_10' after 'layer1_9')."""
     return tuple(
         tuple(int(t) if t.isdigit() else t for t in re.split(r'(\d+)', part)) for part in path
     )
@@ -178,7 +179,7 @@ def kernel_layout(params, predicate: Predicate) -> KernelLayout:
             'No conv kernel is represented: the predicate selected none of '
             f'{[("/".join(path_names(p)), np.shape(x)) for p, x in leaves]}'
         )
-    chosen.sort(key=lambda item: _natural_key(item[0]))
+    chosen.sort(key=lambda item: natural_key(item[0]))
     layers, offset = [], 0
     for names, leaf in chosen:
         shape = tuple(int(d) for d in np.shape(leaf))

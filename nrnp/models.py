@@ -13,13 +13,14 @@ NHWC float32 inputs that are already normalised, and is applied functionally as
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from nrnp import kernels
 
 _PAD3 = ((1, 1), (1, 1))  # torch padding=1: stride-2 convs pad every side, unlike 'SAME'
 _PAD1 = ((0, 0), (0, 0))
@@ -264,11 +265,6 @@ def init_variables(model: nn.Module, input_shape: Sequence[int], seed: int = 0) 
     return init(jax.random.key(seed))
 
 
-def _natural_key(path: str) -> list:
-    """Sort key comparing digit runs as integers, so 'layer1_10' sorts after 'layer1_9'."""
-    return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', path)]
-
-
 def apply_with_features(
     model: nn.Module, variables: dict, x: jax.Array, train: bool = False
 ) -> tuple[jax.Array, list[jax.Array]]:
@@ -296,5 +292,5 @@ def apply_with_features(
         state.get('intermediates', {}), is_leaf=lambda node: isinstance(node, tuple)
     )
     named = [(jax.tree_util.keystr(p, simple=True, separator='/'), value) for p, value in leaves]
-    named.sort(key=lambda item: ('/' in item[0], _natural_key(item[0])))
+    named.sort(key=lambda item: ('/' in item[0], kernels.natural_key(tuple(item[0].split('/')))))
     return logits, [value[0] for _, value in named]

@@ -264,7 +264,7 @@ def _start_phase(ctx, config, phase: Phase, state, round_target, txs):
     if phase.round == 1:
         round_target = ctx.problem.target
     else:
-        round_target = reconstruction.predict_rows(ctx.pmodel, pparams, ctx.problem.encoded)
+        round_target = predictor.predict(ctx.pmodel, pparams, ctx.problem.encoded)
         if rc.fresh_predictor:
             seed = ctx.predictor_seed + 1000 * phase.cycle + phase.round
             pparams = predictor.init_predictor(ctx.pmodel, ctx.input_dim, seed)

@@ -87,6 +87,7 @@ def init_predictor(model: Predictor, input_dim: int, seed: int):
     return jax.jit(model.init)(jax.random.key(seed), x)['params']
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def predict(model: Predictor, pparams, encoded):
     """Kernel rows for encoded coordinates: `[N, input_dim] -> [N, 9]` float32."""
     return model.apply({'params': pparams}, encoded)

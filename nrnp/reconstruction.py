@@ -10,14 +10,12 @@ nothing else, so a reconstruction step costs one MLP pass over `batch_size` rows
 
 from __future__ import annotations
 
-import functools
-
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
-from nrnp import losses, sharding
+from nrnp import losses, predictor, sharding
 
 
 @flax.struct.dataclass
@@ -150,14 +148,8 @@ def full_rmse(model, pparams, problem: ReconstructionProblem, chunk: int = 65536
     sq, count = 0.0, 0.0
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
-        pred = predict_rows(model, pparams, problem.encoded[sl])
+        pred = predictor.predict(model, pparams, problem.encoded[sl])
         m = problem.mask[sl]
         sq += float(jnp.sum(m * jnp.square(pred - problem.target[sl])))
         count += float(jnp.sum(m))
     return (sq / max(count, 1.0)) ** 0.5
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def predict_rows(model, pparams, encoded):
-    """Jitted predictor pass: `[N, input_dim] -> [N, 9]`."""
-    return model.apply({'params': pparams}, encoded)

@@ -103,9 +103,9 @@ def load_or_train(
     if checkpoint:
         return importers.load_target(checkpoint, model, input_shape), checkpoint
     cache = os.path.join(os.path.abspath(workdir), 'teacher')
-    template = models.init_variables(model, input_shape, seed=seed)
     if os.path.isdir(cache):
         log(f'teacher: loading the network trained earlier from {cache}')
+        template = jax.eval_shape(lambda: models.init_variables(model, input_shape, seed=seed))
         return importers.load_variables(cache, template), cache
     if steps <= 0:
         raise ValueError(
@@ -115,7 +115,7 @@ def load_or_train(
     log(f'teacher: no checkpoint given, training {model.__class__.__name__} for {steps} steps')
     variables = train_classifier(
         model,
-        template,
+        models.init_variables(model, input_shape, seed=seed),
         train_data_fn(),
         steps=steps,
         batch_size=batch_size,
