@@ -1,15 +1,19 @@
-"""Images/s of the training input pipeline (`data.train_batches` + `data.prefetch`), no model.
+"""Images/s of the training input pipeline (`data.train_batches` + `data.prefetch`) beside
+the distillation step's own images/s.
 
-  python benchmarks/data_throughput.py                     # CIFAR-10 JPEGs, TFDS mock, 256px
-  python benchmarks/data_throughput.py --steps=20 --json=/tmp/data.json
+  python benchmarks/data_throughput.py                     # all sources + the ResNet20 step
+  python benchmarks/data_throughput.py --steps=20 --json=/tmp/data.json --step_target=none
   python benchmarks/data_throughput.py --step_ms=100       # a consumer busy 100 ms per batch
 
-Sources: the CIFAR-10 JPEG folder in $NRNP_SHARED or <repo>/../shared (skipped with a message
-when absent; decoded arrays are cached in a temp dir, so only the first run decodes), TFDS
-`mock_data` for cifar10, and random 256x256 images through 'random_resized_crop' to 224 (the
-ImageNet path). Each row times `--steps` batches after one warm-up batch, with and without
+Sources, in memory and streamed (`data.FolderSource` / `data.TfdsSource`: each batch's images
+decoded when drawn): the CIFAR-10 JPEG folder in $NRNP_SHARED or <repo>/../shared (skipped
+with a message when absent; the in-memory copy is cached in a temp dir), TFDS `mock_data`
+for cifar10, random 256x256 images held in memory and a generated folder of ImageNet-like
+JPEGs (300-500 px a side, the size of typical ImageNet photos) through 'random_resized_crop'
+to 224. Each row times `--steps` batches after one warm-up batch, with and without
 `prefetch`; `--step_ms` simulates the training step (a sleep, which releases the GIL like
-XLA does), showing how much input time prefetch hides.
+XLA does), showing how much input time prefetch hides. Last, `benchmarks/steps.py` measures
+the distillation step of `--step_target` (images/s it consumes) on this machine.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import tempfile
 import time
 
 import numpy as np
+from PIL import Image
 
 from nrnp import data
 
@@ -62,7 +67,7 @@ def throughput(
     }
 
 
-def sources(args) -> list[tuple[str, data.Dataset | None, dict, str]]:
+def sources(args) -> list[tuple[str, object, dict, str]]:
     """(name, dataset or None, train_batches kwargs, note) for every source."""
     crop_flip = dict(augment='crop_flip', pad=4, mean=CIFAR_MEAN, std=CIFAR_STD)
     out = []
@@ -73,19 +78,18 @@ def sources(args) -> list[tuple[str, data.Dataset | None, dict, str]]:
         ds = data.load_image_folder(root, 'train', cache_dir=cache)
         note = f'loaded {len(ds)} images in {time.perf_counter() - start:.1f} s (cache {cache})'
         out.append(('cifar10-jpeg train', ds, crop_flip, note))
+        src = data.FolderSource(root, 'train')
+        out.append(('cifar10-jpeg train, streamed', src, crop_flip, f'{len(src)} files'))
     else:
         out.append(('cifar10-jpeg train', None, {}, f'skipped: {root} not found (set NRNP_SHARED)'))
 
-    import tensorflow_datasets as tfds
-
     start = time.perf_counter()
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        tfds.testing.mock_data(num_examples=args.mock_examples),
-    ):
-        ds = data.load_tfds('cifar10', 'train', data_dir=tmp)
+    tmp = tempfile.mkdtemp()
+    ds = data.load_tfds('cifar10', 'train', data_dir=tmp)  # under main's mock_data
     note = f'mock_data: {len(ds)} images in {time.perf_counter() - start:.1f} s'
     out.append(('tfds cifar10 mock', ds, crop_flip, note))
+    src = data.TfdsSource('cifar10', 'train', data_dir=tmp)
+    out.append(('tfds cifar10 mock, streamed', src, crop_flip, f'{len(src)} records'))
 
     if not args.skip_imagenet:
         rng = np.random.default_rng(0)
@@ -102,7 +106,27 @@ def sources(args) -> list[tuple[str, data.Dataset | None, dict, str]]:
             std=(0.229, 0.224, 0.225),
         )
         out.append(('random 256px -> rrc 224', ds, rrc, f'{len(ds)} random images'))
+        start = time.perf_counter()
+        folder = imagenet_like_folder(args.imagenet_examples)
+        note = f'{args.imagenet_examples} JPEGs written in {time.perf_counter() - start:.1f} s'
+        src = data.FolderSource(folder, 'train')
+        out.append(('ImageNet-like JPEGs -> rrc 224, streamed', src, rrc, note))
     return out
+
+
+def imagenet_like_folder(count: int) -> str:
+    """A temp image folder of `count` JPEGs (quality 90) of 300-500 px a side, photo-like:
+    a smooth random field plus mild noise (pure noise decodes slower than photos)."""
+    root = tempfile.mkdtemp(prefix='nrnp-bench-imagenet-')
+    os.makedirs(os.path.join(root, 'train', 'x'))
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        h, w = rng.integers(300, 501, 2)
+        coarse = Image.fromarray(rng.integers(0, 256, (h // 32 + 1, w // 32 + 1, 3), np.uint8))
+        img = np.asarray(coarse.resize((int(w), int(h)), Image.BICUBIC), np.int16)
+        img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(os.path.join(root, 'train', 'x', f'{i:05d}.jpg'), quality=90)
+    return root
 
 
 def main():
@@ -114,11 +138,47 @@ def main():
     parser.add_argument('--imagenet_examples', type=int, default=512)
     parser.add_argument('--imagenet_steps', type=int, default=4, help='timed 224px batches')
     parser.add_argument('--skip_imagenet', action='store_true')
+    parser.add_argument(
+        '--step_target',
+        default='resnet20',
+        help="distillation step to measure beside the input (resnet20, resnet56, resnet18; 'none')",
+    )
     parser.add_argument('--json', default='', help='also write the figures to this JSON file')
     args = parser.parse_args()
 
+    import tensorflow_datasets as tfds
+
     rows = []
     print(f'batch {args.batch_size}, simulated step {args.step_ms:g} ms, {os.cpu_count()} CPUs')
+    with tfds.testing.mock_data(num_examples=args.mock_examples):
+        rows += time_sources(args)
+    step = None
+    if args.step_target != 'none':
+        import steps  # benchmarks/steps.py, next to this file
+
+        print(f'distillation step of {args.step_target} (benchmarks/steps.py):')
+        step = steps.main([f'--target={args.step_target}', '--repeats=3'])['distill']
+        print(
+            f'  the step consumes {step["images_per_s"]:,.0f} images/s '
+            f'({step["image_batch"]} images in {step["step_ms"]:.0f} ms)'
+        )
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(
+                {
+                    'batch_size': args.batch_size,
+                    'step_ms': args.step_ms,
+                    'rows': rows,
+                    'distill_step': step,
+                },
+                f,
+                indent=1,
+            )
+        print(f'wrote {args.json}')
+
+
+def time_sources(args) -> list[dict]:
+    rows = []
     for name, ds, kwargs, note in sources(args):
         print(f'{name}: {note}')
         if ds is None:
@@ -134,12 +194,7 @@ def main():
                 f'{row["images_per_s"]:>9,.0f} images/s ({steps} batches in '
                 f'{row["seconds"]:.2f} s, cpu {row["cpu_seconds"]:.2f} s)'
             )
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(
-                {'batch_size': args.batch_size, 'step_ms': args.step_ms, 'rows': rows}, f, indent=1
-            )
-        print(f'wrote {args.json}')
+    return rows
 
 
 if __name__ == '__main__':

@@ -2,7 +2,9 @@
 
 The 7x7 stem, the 1x1 downsample convs, BatchNorm and fc are copied
 (`kernels.sizes=(3,)`). Recipe (needs the torchvision checkpoint and a prepared
-imagenet2012 ArrayRecord data_dir; nothing is downloaded):
+imagenet2012 ArrayRecord data_dir; nothing is downloaded). The images are streamed:
+each process decodes only its rows of each batch (random-resized-crop + flip for
+training, the central 87.5 % square resized to 224 for evaluation):
 
   python -m nrnp.main --config=configs/imagenet_r18.py --workdir=/tmp/r18 \
     --config.teacher.checkpoint=PATH/resnet18-f37072fd.pth --config.data.data_dir=DIR
@@ -24,6 +26,8 @@ def get_config(arg: str = ''):
     c.data.std = (0.229, 0.224, 0.225)
     c.data.eval_batch_size = 250
     c.data.augment = 'random_resized_crop'
+    c.data.streaming = True
+    c.data.eval_crop = 'center'
     c.kernels.sizes = (3,)
     c.predictor.hidden = 1256
     c.reconstruct.steps = 100_000

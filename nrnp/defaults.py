@@ -50,6 +50,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.data.eval_batch_size = 500  # images per evaluation forward pass
     c.data.augment = 'crop_flip'  # 'crop_flip' (CIFAR-sized), 'random_resized_crop', 'none'
     c.data.pad = 1  # crop padding in pixels (CIFAR: 4)
+    c.data.streaming = False  # True: decode each batch on demand (ImageNet); False: in memory
+    c.data.eval_crop = 'none'  # 'none' (as stored) or 'center' (ImageNet evaluation crop)
+    c.data.crop_fraction = 0.875  # eval_crop='center': crop side / shorter side (224 of 256)
 
     c.kernels = ml_collections.ConfigDict()
     c.kernels.sizes = (1, 3)  # spatial kernel sizes that are represented

@@ -47,6 +47,7 @@ def train_classifier(
     mean,
     std,
     augment: str = 'none',
+    image_size: int | None = None,
     log=print,
 ) -> dict:
     """Trains `model` from `variables` with Adam + cross-entropy; returns new variables."""
@@ -55,11 +56,12 @@ def train_classifier(
     step_fn = jax.jit(functools.partial(_train_step, model=model, tx=tx), donate_argnums=0)
     batches = data.train_batches(
         dataset,
-        batch_size=min(batch_size, len(dataset.labels)),
+        batch_size=min(batch_size, len(dataset)),
         seed=seed,
         augment=augment,
         mean=mean,
         std=std,
+        image_size=image_size,
     )
     progress = report.Progress(steps, 'teacher training', log, every=max(steps // 5, 1))
     for step in range(1, steps + 1):
@@ -82,6 +84,8 @@ def load_or_train(
     seed: int,
     mean,
     std,
+    augment: str = 'none',
+    image_size: int | None = None,
     log=print,
 ) -> tuple[dict, str]:
     """The target's variables and where they came from.
@@ -95,6 +99,8 @@ def load_or_train(
       steps, batch_size, learning_rate: teacher training settings.
       seed: training seed.
       mean, std: input normalisation.
+      augment, image_size: the training augmentation (`data.train_batches`); images of
+        several sizes need 'random_resized_crop' with image_size.
       log: progress sink.
 
     Returns:
@@ -123,6 +129,8 @@ def load_or_train(
         seed=seed,
         mean=mean,
         std=std,
+        augment=augment,
+        image_size=image_size,
         log=log,
     )
     variables = jax.tree.map(np.asarray, variables)

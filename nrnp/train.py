@@ -53,14 +53,58 @@ def dataset_label(config) -> str:
     return config.data.name
 
 
-def load_split(config, split: str, workdir: str) -> data.Dataset:
-    """One split of the configured dataset (image folders are cached under the workdir)."""
+def load_split(config, split: str, workdir: str):
+    """One split of the configured dataset: streamed (data.streaming) or held in memory.
+
+    In memory, image folders are decoded once and cached under the workdir; streamed, the
+    split is only listed/opened and each batch's images are decoded when it is drawn.
+    """
+    if config.data.streaming:
+        return data.open_dataset(
+            name=config.data.name,
+            split=split,
+            data_dir=config.data.data_dir or None,
+            image_folder=config.data.image_folder or None,
+        )
     return data.load_dataset(
         name=config.data.name,
         split=split,
         data_dir=config.data.data_dir or None,
         image_folder=config.data.image_folder or None,
         cache_dir=os.path.join(workdir, 'cache'),
+    )
+
+
+def check_same_classes(config, train, test) -> None:
+    """Raises DataError when the train and test splits name their classes differently."""
+    if tuple(train.class_names) == tuple(test.class_names):
+        return
+    a, b = set(train.class_names), set(test.class_names)
+    raise data.DataError(
+        f'{dataset_label(config)}: splits {config.data.train_split!r} and '
+        f'{config.data.test_split!r} have different classes (only in '
+        f'{config.data.train_split}: {sorted(a - b)[:10]}, only in {config.data.test_split}: '
+        f'{sorted(b - a)[:10]}{", same names in another order" if a == b else ""}); labels '
+        'would not agree: make the class folders match'
+    )
+
+
+def test_batches(config, test, mesh):
+    """`() -> iterator` of this process's rows of the test set's evaluation batches."""
+    batch_size = min(config.data.eval_batch_size, len(test))
+    batch_size = evaluation.round_batch(batch_size, mesh)
+    return lambda: data.prefetch(
+        data.eval_batches(
+            test,
+            batch_size,
+            tuple(config.data.mean),
+            tuple(config.data.std),
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            crop=config.data.eval_crop,
+            image_size=config.data.image_size,
+            crop_fraction=config.data.crop_fraction,
+        )
     )
 
 
@@ -113,34 +157,37 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     mean, std = tuple(config.data.mean), tuple(config.data.std)
     test = load_split(config, config.data.test_split, workdir)
     if config.data.test_limit:
-        test = data.Dataset(
-            test.images[: config.data.test_limit],
-            test.labels[: config.data.test_limit],
-            test.num_classes,
-            test.class_names,
-        )
+        test = data.head(test, config.data.test_limit)
     if test.num_classes > config.data.num_classes:
         raise ValueError(
             f'the dataset has {test.num_classes} classes but data.num_classes is '
             f'{config.data.num_classes}'
         )
-    test_x = data.normalise(test.images, mean, std)
-    log(f'test split {config.data.test_split!r}: {len(test.labels)} images {test_x.shape[1:]}')
+    how = 'streamed' if config.data.streaming else 'in memory'
+    log(f'test split {config.data.test_split!r}: {len(test)} images ({how})')
+
+    def train_split():
+        train = load_split(config, config.data.train_split, workdir)
+        check_same_classes(config, train, test)
+        return train
 
     model = build_target(config)
+    resized = config.data.augment == 'random_resized_crop'  # the only one for mixed sizes
     input_shape = (1, config.data.image_size, config.data.image_size, config.data.channels)
     variables, source = teacher.load_or_train(
         model,
         input_shape,
         checkpoint=config.teacher.checkpoint,
         workdir=workdir,
-        train_data_fn=lambda: load_split(config, config.data.train_split, workdir),
+        train_data_fn=train_split,
         steps=config.teacher.train_steps,
         batch_size=config.teacher.train_batch_size,
         learning_rate=config.teacher.train_learning_rate,
         seed=config.seed,
         mean=mean,
         std=std,
+        augment='random_resized_crop' if resized else 'none',
+        image_size=config.data.image_size if resized else None,
         log=log,
     )
     params = variables['params']
@@ -148,16 +195,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
 
     mesh = sharding.make_mesh(config.num_devices, config.model_axis)
     log(f'mesh: {dict(mesh.shape)} over {jax.process_count()} process(es)')
-    top1 = functools.partial(
-        evaluation.top1,
-        model,
-        images=test_x,
-        labels=test.labels,
-        batch_size=config.data.eval_batch_size,
-        mesh=mesh,
-    )
+    batches_fn = test_batches(config, test, mesh)
+
+    def top1(variables):
+        return evaluation.top1_batches(model, variables, batches_fn(), mesh)
+
     top1_original = top1(variables)
-    log(f'eval/top1_original {top1_original:.2f} % on {len(test.labels)} images')
+    log(f'eval/top1_original {top1_original:.2f} % on {len(test)} images')
 
     prep = compression.prepare(params, config, log)
     layout, encoded, pmodel = prep.layout, prep.encoded, prep.pmodel
@@ -170,8 +214,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     schedule = phases.build_schedule(config)
     setup = frozen = batches = None
     if any(p.kind == 'distill' for p in schedule):
-        train_data = load_split(config, config.data.train_split, workdir)
-        log(f'train split {config.data.train_split!r}: {len(train_data.labels)} images')
+        train_data = train_split()
+        log(f'train split {config.data.train_split!r}: {len(train_data)} images ({how})')
         batches = functools.partial(distillation_batches, config, train_data)
         setup, frozen = compression.distillation_setup(
             config, model, variables, pmodel, layout, input_shape, mesh, log
@@ -200,7 +244,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         'target_source': source,
         'dataset': dataset_label(config),
         'test_split': config.data.test_split,
-        'test_images': int(len(test.labels)),
+        'test_images': len(test),
         'top1_original': top1_original,
         'top1_reconstructed': final_acc,
         'top1_reconstructed_best_seen': best_seen(records),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nrnp import data
+from nrnp import data, datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get('NRNP_SHARED') or os.path.join(REPO, '..', 'shared')
@@ -98,7 +98,7 @@ def test_image_folder_cache_hit_skips_decoding(tmp_path, monkeypatch):
     def fail(*args):
         raise AssertionError('decoded despite cache')
 
-    monkeypatch.setattr(data, '_decode', fail)
+    monkeypatch.setattr(datasets, '_decode', fail)
     b = data.load_image_folder(root, 'train', cache_dir=cache)
     np.testing.assert_array_equal(a.images, b.images)
 
@@ -517,6 +517,151 @@ def test_eval_batches_process_shards():
     np.testing.assert_array_equal(shards[1][-1][2], [False, False])  # rows 10, 11: padding
     with pytest.raises(data.DataError, match='not divisible'):
         next(data.eval_batches(ds, 4, process_count=3))
+
+
+# ---------------------------------------------------------------- streamed sources
+
+
+class _Counting:
+    """Wraps a dataset and records every index `read` was asked for."""
+
+    def __init__(self, dataset):
+        self.dataset, self.reads = dataset, []
+        self.num_classes, self.class_names = dataset.num_classes, dataset.class_names
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def read(self, index):
+        self.reads.extend(int(i) for i in index)
+        return self.dataset.read(index)
+
+
+def _write_mixed_folder(root, split='train', sizes=((9, 7), (16, 12), (5, 11), (12, 12))):
+    """PNGs of several sizes: per class one image per size; returns {path: [H, W, 3] uint8}."""
+    rng = np.random.default_rng(1)
+    written = {}
+    for name in ('dog', 'cat'):
+        os.makedirs(os.path.join(root, split, name), exist_ok=True)
+        for i, (w, h) in enumerate(sizes):
+            img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            path = os.path.join(root, split, name, f'{i:03d}.png')
+            Image.fromarray(img).save(path)
+            written[path] = img
+    return written
+
+
+def test_folder_source_reads_on_demand(tmp_path):
+    written = _write_mixed_folder(str(tmp_path))
+    src = data.FolderSource(str(tmp_path), 'train')
+    assert len(src) == 8 and src.class_names == ('cat', 'dog') and src.num_classes == 2
+    images, labels = src.read(np.array([5, 0, 7]))
+    assert isinstance(images, list) and labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, [1, 0, 1])
+    for k, i in enumerate([5, 0, 7]):
+        np.testing.assert_array_equal(images[k], written[src.paths[i]])
+    assert images[0].shape == (12, 16, 3) and images[1].shape == (7, 9, 3)
+    fixed, _ = data.FolderSource(str(tmp_path), 'train', image_size=6).read(np.arange(8))
+    assert {x.shape for x in fixed} == {(6, 6, 3)}
+    # Same files as the in-memory loader: same labels, same pixels (uniform folder).
+    _write_folder(str(tmp_path / 'u'))
+    mem = data.load_image_folder(str(tmp_path / 'u'), 'train')
+    lazy = data.FolderSource(str(tmp_path / 'u'), 'train')
+    kw = dict(augment='crop_flip', pad=2, mean=(0.5,), std=(0.25,))
+    for (x, y), (x2, y2) in zip(
+        [next(data.train_batches(mem, 4, 3, **kw))], [next(data.train_batches(lazy, 4, 3, **kw))]
+    ):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    with pytest.raises(data.DataError, match='several sizes.*data.image_size'):
+        next(data.train_batches(src, 4, 0, augment='crop_flip'))
+    bad = tmp_path / 'b'
+    _write_folder(str(bad))
+    open(os.path.join(bad, 'train', 'ant', '001.png'), 'wb').write(b'not an image')
+    with pytest.raises(data.DataError, match='001.png'):
+        data.FolderSource(str(bad), 'train').read(np.arange(9))
+
+
+def test_streamed_mixed_sizes_train_and_eval(tmp_path):
+    _write_mixed_folder(str(tmp_path))
+    src = data.FolderSource(str(tmp_path), 'train')
+    kw = dict(augment='random_resized_crop', image_size=8, mean=(0.5,), std=(0.25,))
+    full = [next(it) for it in [data.train_batches(src, 4, 1, **kw)] for _ in range(5)]
+    assert full[0][0].shape == (4, 8, 8, 3) and full[0][0].dtype == np.float32
+    resumed = data.train_batches(src, 4, 1, start_step=3, **kw)
+    for step in (3, 4):
+        np.testing.assert_array_equal(next(resumed)[0], full[step][0])
+    # Two processes: each reads only its own rows; together they are the 1-process batch.
+    counted = [_Counting(src) for _ in range(2)]
+    shards = [
+        data.train_batches(counted[p], 4, 1, process_index=p, process_count=2, **kw)
+        for p in range(2)
+    ]
+    for step in range(4):  # two epochs of 2 steps
+        (x0, y0), (x1, y1) = next(shards[0]), next(shards[1])
+        np.testing.assert_array_equal(np.concatenate([x0, x1]), full[step][0])
+        np.testing.assert_array_equal(np.concatenate([y0, y1]), full[step][1])
+    first_epoch = [set(c.reads[:4]) for c in counted]  # 2 steps x 2 rows each
+    assert not first_epoch[0] & first_epoch[1] and first_epoch[0] | first_epoch[1] == set(range(8))
+    assert len(counted[0].reads) == len(counted[1].reads) == 8
+    # Evaluation: the central square, resized; processes split each batch.
+    whole = list(data.eval_batches(src, 6, crop='center', image_size=4, crop_fraction=1.0))
+    assert [b[0].shape for b in whole] == [(6, 4, 4, 3)] * 2
+    np.testing.assert_array_equal(whole[1][2], [True, True, False, False, False, False])
+    images, _ = src.read(np.arange(8))
+    want = data.normalise(data.center_crop_resize(images, 4, 1.0), (0.0,), (1.0,))
+    np.testing.assert_allclose(np.concatenate([x[m] for x, _, m in whole]), want)
+    parts = [
+        list(data.eval_batches(src, 6, process_index=p, process_count=2, crop='center',
+                               image_size=4, crop_fraction=1.0))
+        for p in range(2)
+    ]  # fmt: skip
+    for (x, y, m), (x0, y0, m0), (x1, y1, m1) in zip(whole, *parts):
+        np.testing.assert_array_equal(np.concatenate([x0, x1]), x)
+        np.testing.assert_array_equal(np.concatenate([y0, y1]), y)
+        np.testing.assert_array_equal(np.concatenate([m0, m1]), m)
+    assert not parts[1][1][2].any()  # rows 9-11 of 8: all padding, still one batch
+    with pytest.raises(data.DataError, match='several sizes'):
+        next(data.eval_batches(src, 4))
+    with pytest.raises(data.DataError, match='needs image_size'):
+        next(data.eval_batches(src, 4, crop='center'))
+
+
+@pytest.mark.parametrize(
+    'name,num_classes', [('imagenet2012', 1000), ('imagenette', 10), ('cifar10', 10)]
+)
+def test_tfds_source_streams(name, num_classes, tmp_path):
+    tfds = pytest.importorskip('tensorflow_datasets')
+    with tfds.testing.mock_data(num_examples=12):
+        src = data.open_dataset(name=name, split='train', data_dir=str(tmp_path))
+        assert isinstance(src, data.TfdsSource) and len(src) == 12
+        assert src.num_classes == num_classes
+        images, labels = src.read(np.array([3, 1]))
+        assert all(x.dtype == np.uint8 and x.ndim == 3 and x.shape[-1] == 3 for x in images)
+        assert labels.dtype == np.int32 and ((0 <= labels) & (labels < num_classes)).all()
+        it = data.train_batches(src, 4, 0, augment='random_resized_crop', image_size=16)
+        x, y = next(it)
+        assert x.shape == (4, 16, 16, 3) and y.shape == (4,)
+        x2, y2 = next(data.train_batches(src, 4, 0, augment='random_resized_crop', image_size=16))
+        np.testing.assert_array_equal(x, x2)
+        batches = list(data.eval_batches(src, 5, crop='center', image_size=16))
+        assert len(batches) == 3 and batches[-1][2].sum() == 2
+        if name == 'cifar10':  # fixed-size images: the same as the in-memory loader
+            mem = data.load_tfds(name, 'train', data_dir=str(tmp_path))
+            lazy, lazy_labels = src.read(np.arange(12))
+            np.testing.assert_array_equal(np.stack(lazy), mem.images)
+            np.testing.assert_array_equal(lazy_labels, mem.labels)
+
+
+def test_head():
+    ds = _tiny(n=10)
+    assert len(data.head(ds, 4)) == 4 and data.head(ds, 20) is ds
+    src = _Counting(ds)
+    view = data.head(src, 3)
+    assert len(view) == 3
+    np.testing.assert_array_equal(view.read(np.array([2]))[1], ds.labels[[2]])
+    with pytest.raises(IndexError):
+        view.read(np.array([3]))
 
 
 # ---------------------------------------------------------------- prefetch
