@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -64,14 +65,20 @@ class Dataset:
 
 
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The decoding threads shared by every streamed source (min(32, CPUs + 4) of them)."""
+    """The decoding threads shared by every streamed source (min(32, CPUs + 4) of them).
+
+    Only called from outside the pool (the caller or a prefetch thread), never from its
+    own tasks, so waiting on its futures cannot deadlock.
+    """
     global _POOL
-    if _POOL is None:
-        _POOL = concurrent.futures.ThreadPoolExecutor(thread_name_prefix='nrnp-decode')
-    return _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = concurrent.futures.ThreadPoolExecutor(thread_name_prefix='nrnp-decode')
+        return _POOL
 
 
 def _parallel_map(fn, items: Sequence, chunk: int = 16) -> list:
