@@ -106,8 +106,9 @@ def _stack(images, what: str) -> np.ndarray:
     shapes = {x.shape for x in images}
     if len(shapes) > 1:
         raise DataError(
-            f'{what} got images of several sizes {sorted(shapes)[:3]}...; set data.image_size to '
-            "resize them on reading, or use augment='random_resized_crop' (training) and "
+            f'{what} got images of several sizes {sorted(shapes)[:3]}...; resize them on '
+            'reading (open the source with image_size=S; a run does so with data.image_size '
+            "unless a crop resizes), or use augment='random_resized_crop' (training) and "
             "crop='center' (evaluation), which resize each image"
         )
     return np.stack(images)

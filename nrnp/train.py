@@ -53,26 +53,24 @@ def dataset_label(config) -> str:
     return config.data.name
 
 
-def load_split(config, split: str, workdir: str):
+def load_split(config, split: str, workdir: str, crops: bool):
     """One split of the configured dataset: streamed (data.streaming) or held in memory.
 
     In memory, image folders are decoded once and cached under the workdir; streamed, the
     split is only listed/opened and each batch's images are decoded when it is drawn.
+    Images are resized to data.image_size on reading unless `crops` (the split goes
+    through random_resized_crop or the centre crop, which resize each image themselves).
     """
-    if config.data.streaming:
-        return data.open_dataset(
-            name=config.data.name,
-            split=split,
-            data_dir=config.data.data_dir or None,
-            image_folder=config.data.image_folder or None,
-        )
-    return data.load_dataset(
+    kw = dict(
         name=config.data.name,
         split=split,
         data_dir=config.data.data_dir or None,
         image_folder=config.data.image_folder or None,
-        cache_dir=os.path.join(workdir, 'cache'),
+        image_size=None if crops else config.data.image_size,
     )
+    if config.data.streaming:
+        return data.open_dataset(**kw)
+    return data.load_dataset(**kw, cache_dir=os.path.join(workdir, 'cache'))
 
 
 def check_same_classes(config, train, test) -> None:
@@ -155,7 +153,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     )
 
     mean, std = tuple(config.data.mean), tuple(config.data.std)
-    test = load_split(config, config.data.test_split, workdir)
+    test = load_split(
+        config, config.data.test_split, workdir, crops=config.data.eval_crop == 'center'
+    )
     if config.data.test_limit:
         test = data.head(test, config.data.test_limit)
     if test.num_classes > config.data.num_classes:
@@ -166,13 +166,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     how = 'streamed' if config.data.streaming else 'in memory'
     log(f'test split {config.data.test_split!r}: {len(test)} images ({how})')
 
+    resized = config.data.augment == 'random_resized_crop'  # the only one for mixed sizes
+
     def train_split():
-        train = load_split(config, config.data.train_split, workdir)
+        train = load_split(config, config.data.train_split, workdir, crops=resized)
         check_same_classes(config, train, test)
         return train
 
     model = build_target(config)
-    resized = config.data.augment == 'random_resized_crop'  # the only one for mixed sizes
     input_shape = (1, config.data.image_size, config.data.image_size, config.data.channels)
     variables, source = teacher.load_or_train(
         model,
