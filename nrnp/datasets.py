@@ -161,22 +161,33 @@ def check_splits(root: str, splits: Sequence[str] = ('train', 'test')) -> tuple[
     return tuple(found[first])
 
 
-def _decode(path: str, image_size: int | None) -> np.ndarray:
-    """Decodes one image to [H, W, 3] uint8 RGB, resized to image_size when given."""
+_MODES = {1: 'L', 3: 'RGB'}  # channels -> PIL mode
+
+
+def _check_channels(channels: int) -> str:
+    if channels not in _MODES:
+        raise DataError(f'image folders decode to 1 (grey) or 3 (RGB) channels, not {channels}')
+    return _MODES[channels]
+
+
+def _decode(path: str, image_size: int | None, channels: int = 3) -> np.ndarray:
+    """Decodes one image to [H, W, channels] uint8 (RGB or grey), resized to image_size."""
+    mode = _check_channels(channels)
     try:
         with Image.open(path, formats=_PIL_FORMATS) as img:
-            img = img.convert('RGB') if img.mode != 'RGB' else img
+            img = img.convert(mode) if img.mode != mode else img
             if image_size is not None and img.size != (image_size, image_size):
                 img = img.resize((image_size, image_size), Image.BILINEAR)
-            return np.asarray(img, np.uint8)
+            return np.asarray(img, np.uint8).reshape(img.size[1], img.size[0], channels)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f'cannot decode image {path!r} ({e}); delete or replace the file') from e
 
 
 def _cache_path(
-    cache_dir: str, root: str, split: str, paths: list[str], image_size: int | None
+    cache_dir: str, root: str, split: str, paths: list[str], image_size: int | None, channels: int
 ) -> str:
-    digest = hashlib.sha256(repr((os.path.abspath(root), split, image_size, len(paths))).encode())
+    key = (os.path.abspath(root), split, image_size, channels, len(paths))
+    digest = hashlib.sha256(repr(key).encode())
     for p in paths:
         st = os.stat(p)
         digest.update(f'{p}\0{st.st_mtime_ns}\0{st.st_size}\n'.encode())
@@ -190,11 +201,12 @@ def load_image_folder(
     image_size: int | None = None,
     cache_dir: str | None = None,
     num_threads: int | None = None,
+    channels: int = 3,
 ) -> Dataset:
     """Loads `<root>/<split>/<class>/*.{jpg,jpeg,png,bmp}` into memory.
 
     Labels are indices into the sorted class folder names. Images are decoded with PIL
-    to RGB in a thread pool (PIL releases the GIL while decoding).
+    to RGB (or grey with channels=1) in a thread pool (PIL releases the GIL while decoding).
 
     Args:
       root: image folder root.
@@ -202,11 +214,12 @@ def load_image_folder(
       image_size: resize every image to [image_size, image_size]; None requires all
         images to share one size.
       cache_dir: when set, the decoded arrays are cached there as `.npz`, keyed on the
-        root, split, image_size, file count and every file's mtime and size.
+        root, split, image_size, channels, file count and every file's mtime and size.
       num_threads: decoding threads (default: min(32, cpu_count + 4)).
+      channels: 3 (RGB) or 1 (grey).
 
     Returns:
-      Dataset with images [N, H, W, 3] uint8.
+      Dataset with images [N, H, W, channels] uint8.
 
     Raises:
       DataError: naming the offending path and the fix.
@@ -214,7 +227,7 @@ def load_image_folder(
     class_names, paths, labels = _list_image_folder(root, split)
     cache_file = None
     if cache_dir is not None:
-        cache_file = _cache_path(cache_dir, root, split, paths, image_size)
+        cache_file = _cache_path(cache_dir, root, split, paths, image_size, channels)
         if os.path.exists(cache_file):
             try:
                 with np.load(cache_file) as z:
@@ -222,12 +235,12 @@ def load_image_folder(
             except (OSError, ValueError, KeyError):
                 pass  # Corrupt or foreign file: rebuild it below.
 
-    first = _decode(paths[0], image_size)
+    first = _decode(paths[0], image_size, channels)
     images = np.empty((len(paths),) + first.shape, np.uint8)  # [N, H, W, 3]
 
     def decode_chunk(start: int, stop: int) -> None:
         for i in range(start, stop):
-            img = _decode(paths[i], image_size)
+            img = _decode(paths[i], image_size, channels)
             if img.shape != first.shape:
                 raise DataError(
                     f'image {paths[i]!r} is {img.shape[1]}x{img.shape[0]} but {paths[0]!r} is '
@@ -271,10 +284,12 @@ class FolderSource:
       paths: [N] file paths; labels: [N] int32.
       num_classes, class_names: from the class folder names.
       image_size: when set, every image is resized to [image_size, image_size] on reading.
+      channels: 3 (RGB) or 1 (grey), what every image is converted to.
     """
 
-    def __init__(self, root: str, split: str, image_size: int | None = None):
-        self.root, self.split, self.image_size = root, split, image_size
+    def __init__(self, root: str, split: str, image_size: int | None = None, channels: int = 3):
+        _check_channels(channels)
+        self.root, self.split, self.image_size, self.channels = root, split, image_size, channels
         names, self.paths, self.labels = _list_image_folder(root, split)
         self.class_names = tuple(names)
         self.num_classes = len(names)
@@ -283,9 +298,11 @@ class FolderSource:
         return len(self.paths)
 
     def read(self, index: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """(n images [H_i, W_i, 3] uint8, labels [n] int32) of the files at index [n]."""
+        """(n images [H_i, W_i, channels] uint8, labels [n] int32) of the files at index [n]."""
         index = np.asarray(index, np.int64)
-        images = _parallel_map(lambda i: _decode(self.paths[i], self.image_size), list(index))
+        images = _parallel_map(
+            lambda i: _decode(self.paths[i], self.image_size, self.channels), list(index)
+        )
         return images, self.labels[index]
 
 
@@ -484,14 +501,18 @@ def load_dataset(
     image_folder: str | None = None,
     cache_dir: str | None = None,
     image_size: int | None = None,
+    channels: int = 3,
 ) -> Dataset:
     """Loads a dataset from the config's data fields.
 
     `image_folder` wins when set; name 'digits' gives `load_digits`; any other name is a
-    prepared TFDS dataset in `data_dir`. `image_size` resizes whichever source is used.
+    prepared TFDS dataset in `data_dir`. `image_size` resizes whichever source is used;
+    `channels` (1 or 3) is what image folders decode to (TFDS and digits keep theirs).
     """
     if image_folder:
-        return load_image_folder(image_folder, split, image_size=image_size, cache_dir=cache_dir)
+        return load_image_folder(
+            image_folder, split, image_size=image_size, cache_dir=cache_dir, channels=channels
+        )
     dataset = load_digits(split) if name == 'digits' else load_tfds(name, split, data_dir)
     return resize(dataset, image_size) if image_size else dataset
 
@@ -503,13 +524,14 @@ def open_dataset(
     data_dir: str | None = None,
     image_folder: str | None = None,
     image_size: int | None = None,
+    channels: int = 3,
 ) -> FolderSource | TfdsSource | Dataset:
     """Opens a dataset for streaming: `FolderSource` or `TfdsSource`, nothing decoded yet.
 
     Same fields and precedence as `load_dataset`; 'digits' (tiny, bundled) is loaded.
     """
     if image_folder:
-        return FolderSource(image_folder, split, image_size=image_size)
+        return FolderSource(image_folder, split, image_size=image_size, channels=channels)
     if name == 'digits':
         return load_dataset(name=name, split=split, image_size=image_size)
     return TfdsSource(name, split, data_dir, image_size=image_size)

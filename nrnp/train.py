@@ -14,6 +14,7 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 
 from nrnp import (
     api,
@@ -67,6 +68,7 @@ def load_split(config, split: str, workdir: str, crops: bool):
         data_dir=config.data.data_dir or None,
         image_folder=config.data.image_folder or None,
         image_size=None if crops else config.data.image_size,
+        channels=config.data.channels if config.data.channels in (1, 3) else 3,
     )
     if config.data.streaming:
         return data.open_dataset(**kw)
@@ -162,6 +164,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         raise ValueError(
             f'the dataset has {test.num_classes} classes but data.num_classes is '
             f'{config.data.num_classes}'
+        )
+    found = test.read(np.arange(1))[0][0].shape[-1]
+    if found != config.data.channels:
+        raise data.DataError(
+            f'{dataset_label(config)} has {found}-channel images but data.channels is '
+            f'{config.data.channels}; set --config.data.channels={found}'
         )
     how = 'streamed' if config.data.streaming else 'in memory'
     log(f'test split {config.data.test_split!r}: {len(test)} images ({how})')

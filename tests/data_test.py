@@ -68,6 +68,14 @@ def test_image_folder_grayscale_and_resize(tmp_path):
     assert ds.images.shape == (2, 4, 4, 3)
     np.testing.assert_array_equal(ds.images[0], 200)
     np.testing.assert_array_equal(ds.images[1], 10)
+    grey = data.load_image_folder(str(root), 'test', image_size=4, channels=1)
+    assert grey.images.shape == (2, 4, 4, 1)
+    np.testing.assert_array_equal(grey.images[0], 200)
+    np.testing.assert_array_equal(grey.images[1], 10)  # grey of (10, 10, 10)
+    images, _ = data.FolderSource(str(root), 'test', channels=1).read(np.arange(2))
+    assert [x.shape for x in images] == [(7, 9, 1), (3, 3, 1)]
+    with pytest.raises(data.DataError, match='1 \\(grey\\) or 3 \\(RGB\\) channels, not 2'):
+        data.FolderSource(str(root), 'test', channels=2)
 
 
 def test_image_folder_cache(tmp_path):

@@ -1,4 +1,5 @@
-"""Two local CPU processes with jax.distributed run the tiny config to the 1-process result."""
+"""Two local CPU processes with jax.distributed run the tiny config to the 1-process result,
+with the data in memory and streamed."""
 
 import json
 import os
@@ -31,12 +32,34 @@ def _cli(workdir, *extra, env=None):
     )
 
 
+def _digits_folder(root) -> None:
+    """The bundled digits as a PNG image folder (<root>/<split>/<digit>/<i>.png)."""
+    from PIL import Image
+
+    from nrnp import data
+
+    for split in ('train', 'test'):
+        ds = data.load_digits(split)
+        for i, (image, label) in enumerate(zip(ds.images, ds.labels)):
+            folder = os.path.join(root, split, str(label))
+            os.makedirs(folder, exist_ok=True)
+            Image.fromarray(image[..., 0]).save(os.path.join(folder, f'{i}.png'))
+
+
 @pytest.mark.slow
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize('streaming', [False, True])
+def test_two_processes_match_one(tmp_path, streaming):
     base = dict(
         os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2'
     )
-    one = _cli(tmp_path / 'one', env=base)
+    data_args = []
+    if streaming:  # each process decodes only its rows of every batch
+        _digits_folder(tmp_path / 'digits')
+        data_args = [
+            f'--config.data.image_folder={tmp_path / "digits"}',
+            '--config.data.streaming=True',
+        ]
+    one = _cli(tmp_path / 'one', *data_args, env=base)
     out, _ = one.communicate(timeout=600)
     assert one.returncode == 0, out[-3000:]
     teacher = f'--config.teacher.checkpoint={tmp_path / "one" / "teacher"}'
@@ -49,7 +72,7 @@ def test_two_processes_match_one(tmp_path):
             JAX_NUM_PROCESSES='2',
             JAX_PROCESS_ID=str(pid),
         )
-        procs.append(_cli(tmp_path / 'two', teacher, env=env))
+        procs.append(_cli(tmp_path / 'two', teacher, *data_args, env=env))
     for p in procs:
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, out[-3000:]

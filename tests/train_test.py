@@ -231,13 +231,23 @@ def test_differing_class_folders_are_refused(tmp_path, streaming):
         data.DataError, match=r"only in train: \['blue'\].*only in test: \['cyan'\]"
     ):
         train.run(c, str(tmp_path / 'run'), echo=lambda s: None)
+    c.data.channels = 2  # neither grey nor RGB: decoded as RGB, then refused
+    with pytest.raises(data.DataError, match='3-channel images but data.channels is 2'):
+        train.run(c, str(tmp_path / 'run2'), echo=lambda s: None)
 
 
 @pytest.mark.parametrize('streaming', [False, True])
 def test_splits_are_resized_to_image_size_unless_a_crop_resizes(tmp_path, streaming):
     root = str(tmp_path / 'imgs')
     _mixed_size_folder(root, {'train': 2})
-    c = _config(**{'data.image_folder': root, 'data.streaming': streaming, 'data.image_size': 5})
+    c = _config(
+        **{
+            'data.image_folder': root,
+            'data.streaming': streaming,
+            'data.image_size': 5,
+            'data.channels': 3,
+        }
+    )
     split = train.load_split(c, 'train', str(tmp_path / 'run'), crops=False)
     images, labels = split.read(np.arange(6))
     assert {tuple(x.shape) for x in images} == {(5, 5, 3)} and list(labels) == [0, 0, 1, 1, 2, 2]
