@@ -10,11 +10,12 @@ can draw for a whole global batch and apply them to this process's rows only.
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 
 import numpy as np
 from PIL import Image
+
+from nrnp import threads
 
 
 def _crop_flip_draws(
@@ -173,14 +174,11 @@ def _crop_resize(
             pixels = np.asarray(img).reshape(image_size, image_size, c)
             out[k] = pixels[:, ::-1] if flip[k] else pixels
 
-    threads = min(os.cpu_count() or 1, 16, b)
-    if threads < 2 or b * image_size * image_size < 1 << 20:  # small batches: threads cost more
+    parts = min(os.cpu_count() or 1, 16, b)
+    if parts < 2 or b * image_size * image_size < 1 << 20:  # small batches: threads cost more
         crop_rows(0, b)
         return out
-    chunk = -(-b // threads)
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # PIL resizes without the GIL
-        for f in [pool.submit(crop_rows, s, min(s + chunk, b)) for s in range(0, b, chunk)]:
-            f.result()
+    threads.for_ranges(crop_rows, b, chunk=-(-b // parts))  # PIL resizes without the GIL
     return out
 
 

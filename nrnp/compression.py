@@ -193,8 +193,9 @@ def distillation_setup(config, model, variables, pmodel, layout, input_shape, me
     teacher_model, teacher_vars = model, variables
     if d.teacher_checkpoint:
         name = d.teacher_model or config.teacher.model
-        kw = {'shortcut': d.teacher_shortcut} if name in models.CIFAR_MODELS else {}
-        teacher_model = models.build_model(name, config.data.num_classes, **kw)
+        teacher_model = models.build_model(
+            name, config.data.num_classes, shortcut=d.teacher_shortcut
+        )
         teacher_vars = importers.load_target(d.teacher_checkpoint, teacher_model, input_shape)
         log(f'distillation teacher: {name} from {d.teacher_checkpoint}')
     elif d.teacher_model:

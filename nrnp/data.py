@@ -13,12 +13,12 @@ re-exported here (`data.load_dataset`, `data.random_resized_crop`, ...).
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from nrnp import threads
 from nrnp.augment import (
     _crop_flip,
     _crop_flip_draws,
@@ -39,6 +39,7 @@ from nrnp.datasets import Dataset as Dataset
 from nrnp.datasets import FolderSource as FolderSource
 from nrnp.datasets import TfdsSource as TfdsSource
 from nrnp.datasets import _check_process
+from nrnp.datasets import check_same_classes as check_same_classes
 from nrnp.datasets import check_splits as check_splits
 from nrnp.datasets import head as head
 from nrnp.datasets import load_dataset as load_dataset
@@ -73,14 +74,11 @@ def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
         part -= mean
         part /= std
 
-    threads = min(os.cpu_count() or 1, 8)
-    if images.ndim < 2 or threads < 2 or images.size < 1 << 22:  # threads pay from ~4M values
+    parts = min(os.cpu_count() or 1, 8)
+    if images.ndim < 2 or parts < 2 or images.size < 1 << 22:  # threads pay from ~4M values
         rows(0, len(images))
         return out
-    chunk = -(-len(images) // threads)
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # numpy frees the GIL here
-        for f in [pool.submit(rows, s, s + chunk) for s in range(0, len(images), chunk)]:
-            f.result()
+    threads.for_ranges(rows, len(images), chunk=-(-len(images) // parts))  # numpy frees the GIL
     return out
 
 

@@ -13,16 +13,16 @@ uint8 array; ImageNet-sized data is streamed, decoding each batch's images in a 
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import os
 import tempfile
-import threading
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
+
+from nrnp import threads
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 _PIL_FORMATS = ('JPEG', 'PNG', 'BMP')  # skips probing every other plugin (~15% faster)
@@ -62,32 +62,6 @@ class Dataset:
     def read(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(images [n, H, W, C] uint8, labels [n] int32) of the examples at index [n]."""
         return self.images[index], self.labels[index]
-
-
-_POOL: concurrent.futures.ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The decoding threads shared by every streamed source (min(32, CPUs + 4) of them).
-
-    Only called from outside the pool (the caller or a prefetch thread), never from its
-    own tasks, so waiting on its futures cannot deadlock.
-    """
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = concurrent.futures.ThreadPoolExecutor(thread_name_prefix='nrnp-decode')
-        return _POOL
-
-
-def _parallel_map(fn, items: Sequence, chunk: int = 16) -> list:
-    """[fn(x) for x in items], chunked over the decoding threads, in order."""
-    if len(items) <= chunk:
-        return [fn(x) for x in items]
-    parts = [items[s : s + chunk] for s in range(0, len(items), chunk)]
-    futures = [_pool().submit(lambda part: [fn(x) for x in part], p) for p in parts]
-    return [y for f in futures for y in f.result()]
 
 
 # ---------------------------------------------------------------- image folders
@@ -134,6 +108,26 @@ def _list_image_folder(root: str, split: str) -> tuple[list[str], list[str], np.
     return class_names, paths, np.asarray(labels, np.int32)
 
 
+def check_same_classes(
+    a: tuple[str, Sequence[str]], b: tuple[str, Sequence[str]], where: str
+) -> None:
+    """Raises DataError unless two splits, (split name, class names), name the same classes
+    in the same order (a label means the same class in both).
+
+    `where` starts the message, e.g. "class folders differ between 'r/train' and 'r/test'".
+    """
+    (split_a, names_a), (split_b, names_b) = a, b
+    if tuple(names_a) == tuple(names_b):
+        return
+    only_a = sorted(set(names_a) - set(names_b))[:10]
+    only_b = sorted(set(names_b) - set(names_a))[:10]
+    order = '' if only_a or only_b else ', the same names in another order'
+    raise DataError(
+        f'{where}: only in {split_a}: {only_a}, only in {split_b}: {only_b}{order}; labels '
+        'would not agree, make the class folders match'
+    )
+
+
 def check_splits(root: str, splits: Sequence[str] = ('train', 'test')) -> tuple[str, ...]:
     """Checks that every split of an image folder has the same class folders.
 
@@ -150,14 +144,12 @@ def check_splits(root: str, splits: Sequence[str] = ('train', 'test')) -> tuple[
     found = {s: _list_image_folder(root, s)[0] for s in splits}
     first = splits[0]
     for split, names in found.items():
-        if names != found[first]:
-            only_a = sorted(set(found[first]) - set(names))
-            only_b = sorted(set(names) - set(found[first]))
-            raise DataError(
-                f'class folders differ between {os.path.join(root, first)!r} and '
-                f'{os.path.join(root, split)!r}: only in {first}: {only_a}, only in '
-                f'{split}: {only_b}; labels would not agree, make the folders match'
-            )
+        check_same_classes(
+            (first, found[first]),
+            (split, names),
+            f'class folders differ between {os.path.join(root, first)!r} and '
+            f'{os.path.join(root, split)!r}',
+        )
     return tuple(found[first])
 
 
@@ -200,13 +192,12 @@ def load_image_folder(
     split: str,
     image_size: int | None = None,
     cache_dir: str | None = None,
-    num_threads: int | None = None,
     channels: int = 3,
 ) -> Dataset:
     """Loads `<root>/<split>/<class>/*.{jpg,jpeg,png,bmp}` into memory.
 
     Labels are indices into the sorted class folder names. Images are decoded with PIL
-    to RGB (or grey with channels=1) in a thread pool (PIL releases the GIL while decoding).
+    to RGB (or grey with channels=1) on the shared `nrnp.threads` pool.
 
     Args:
       root: image folder root.
@@ -215,7 +206,6 @@ def load_image_folder(
         images to share one size.
       cache_dir: when set, the decoded arrays are cached there as `.npz`, keyed on the
         root, split, image_size, channels, file count and every file's mtime and size.
-      num_threads: decoding threads (default: min(32, cpu_count + 4)).
       channels: 3 (RGB) or 1 (grey).
 
     Returns:
@@ -250,14 +240,7 @@ def load_image_folder(
                 )
             images[i] = img
 
-    chunk = 256
-    with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-        futures = [
-            pool.submit(decode_chunk, s, min(s + chunk, len(paths)))
-            for s in range(0, len(paths), chunk)
-        ]
-        for f in futures:
-            f.result()
+    threads.for_ranges(decode_chunk, len(paths), chunk=256)
 
     if cache_file is not None:
         os.makedirs(cache_dir, exist_ok=True)
@@ -300,7 +283,7 @@ class FolderSource:
     def read(self, index: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """(n images [H_i, W_i, channels] uint8, labels [n] int32) of the files at index [n]."""
         index = np.asarray(index, np.int64)
-        images = _parallel_map(
+        images = threads.map(
             lambda i: _decode(self.paths[i], self.image_size, self.channels), list(index)
         )
         return images, self.labels[index]
@@ -391,23 +374,21 @@ def load_tfds(
       DataError: the dataset is not prepared here, saying how to provide it.
     """
     _check_process(process_index, process_count)
-    source, num_classes, class_names = _open_tfds(name, split, data_dir, label_key, num_classes)
+    source = TfdsSource(name, split, data_dir, image_key, label_key, num_classes)
     share = process_split(len(source), process_index, process_count)
-    records = _parallel_map(source.__getitem__, range(share.start, share.stop), chunk=256)
-    if not records:
+    if share.start == share.stop:
         raise DataError(
             f'TFDS split {name}:{split} in {data_dir!r} has {len(source)} examples, none for '
             f'process {process_index} of {process_count}'
         )
-    images = [_image(r, image_key) for r in records]
+    images, labels = source.read(np.arange(share.start, share.stop))  # [N] x [H, W, C], [N]
     if len({x.shape for x in images}) > 1:
         raise DataError(
             f'TFDS {name}:{split} has images of several sizes ({images[0].shape}, ...) and '
             'cannot be held as one array; stream it (data.streaming=True) or resize it '
             '(data.image_size)'
         )
-    labels = np.asarray([r[label_key] for r in records], np.int32)  # [N]
-    return Dataset(np.stack(images), labels, num_classes, class_names)
+    return Dataset(np.stack(images), labels, source.num_classes, source.class_names)
 
 
 class TfdsSource:
@@ -445,7 +426,7 @@ class TfdsSource:
 
     def read(self, index: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """(n images [H_i, W_i, C] uint8, labels [n] int32) of the records at index [n]."""
-        pairs = _parallel_map(self._record, list(np.asarray(index, np.int64)))
+        pairs = threads.map(self._record, list(np.asarray(index, np.int64)))
         return [p[0] for p in pairs], np.array([p[1] for p in pairs], np.int32).reshape(-1)
 
 
@@ -489,7 +470,7 @@ def resize(dataset: Dataset, image_size: int) -> Dataset:
     """Returns the dataset with images resized (bilinear) to [image_size, image_size]."""
     if dataset.images.shape[1:3] == (image_size, image_size):
         return dataset
-    out = np.stack(_parallel_map(lambda x: _resize_one(x, image_size), dataset.images, 256))
+    out = np.stack(threads.map(lambda x: _resize_one(x, image_size), dataset.images, 256))
     return dataclasses.replace(dataset, images=out)
 
 

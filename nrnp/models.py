@@ -215,18 +215,22 @@ class SmallCNN(nn.Module):
 
 
 _CIFAR_DEPTHS = {'resnet20': 20, 'resnet32': 32, 'resnet44': 44, 'resnet56': 56, 'resnet110': 110}
-CIFAR_MODELS = tuple(_CIFAR_DEPTHS)
 MODEL_NAMES = (*_CIFAR_DEPTHS, 'resnet18', 'resnet34', 'smallcnn')
 
 
-def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, *, shortcut: str | None = None, **kwargs: Any
+) -> nn.Module:
     """Builds a target network by name.
 
     Args:
       name: one of ``MODEL_NAMES``.
       num_classes: size of the classifier head.
-      **kwargs: extra module attributes: ``shortcut`` and ``width`` for the CIFAR
-        ResNets, ``widths`` for 'smallcnn'.
+      shortcut: the CIFAR ResNets' 'A' or 'B' (None: the module default); ignored by
+        the networks without that choice, so a config's `teacher.shortcut` can always
+        be passed.
+      **kwargs: extra module attributes: ``width`` for the CIFAR ResNets, ``widths``
+        for 'smallcnn'.
 
     Returns:
       The (unbound) Linen module.
@@ -235,6 +239,8 @@ def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
       ValueError: for an unknown name.
     """
     if name in _CIFAR_DEPTHS:
+        if shortcut is not None:
+            kwargs['shortcut'] = shortcut
         return CifarResNet(depth=_CIFAR_DEPTHS[name], num_classes=num_classes, **kwargs)
     if name == 'resnet18':
         return resnet18(num_classes, **kwargs)

@@ -75,20 +75,6 @@ def load_split(config, split: str, workdir: str, crops: bool):
     return data.load_dataset(**kw, cache_dir=os.path.join(workdir, 'cache'))
 
 
-def check_same_classes(config, train, test) -> None:
-    """Raises DataError when the train and test splits name their classes differently."""
-    if tuple(train.class_names) == tuple(test.class_names):
-        return
-    a, b = set(train.class_names), set(test.class_names)
-    raise data.DataError(
-        f'{dataset_label(config)}: splits {config.data.train_split!r} and '
-        f'{config.data.test_split!r} have different classes (only in '
-        f'{config.data.train_split}: {sorted(a - b)[:10]}, only in {config.data.test_split}: '
-        f'{sorted(b - a)[:10]}{", same names in another order" if a == b else ""}); labels '
-        'would not agree: make the class folders match'
-    )
-
-
 def test_batches(config, test, mesh):
     """`() -> iterator` of this process's rows of the test set's evaluation batches."""
     batch_size = min(config.data.eval_batch_size, len(test))
@@ -109,10 +95,9 @@ def test_batches(config, test, mesh):
 
 
 def build_target(config):
-    kw = {}
-    if config.teacher.model in models.CIFAR_MODELS:
-        kw['shortcut'] = config.teacher.shortcut
-    return models.build_model(config.teacher.model, config.data.num_classes, **kw)
+    return models.build_model(
+        config.teacher.model, config.data.num_classes, shortcut=config.teacher.shortcut
+    )
 
 
 def distillation_batches(config, train_data, start_step: int, cycle: int):
@@ -178,7 +163,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
 
     def train_split():
         train = load_split(config, config.data.train_split, workdir, crops=resized)
-        check_same_classes(config, train, test)
+        data.check_same_classes(
+            (config.data.train_split, train.class_names),
+            (config.data.test_split, test.class_names),
+            f'{dataset_label(config)}: the splits have different classes',
+        )
         return train
 
     model = build_target(config)
