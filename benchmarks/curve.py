@@ -3,7 +3,7 @@
   python benchmarks/curve.py --target=resnet20 --widths=140,160,180 --steps=8000 \
       --distill_steps=60 --out=runs/curve
 
-For each width and method it runs `nrnp.train.run` (the CLI's code) on the
+For each width and method it runs `nrnp.pipeline.job.run` (the CLI's code) on the
 ../shared pretrained net and JPEG CIFAR-10 at equal step budgets:
   recon      reconstruction only, `steps` steps
   rounds     progressive reconstruction, `rounds` rounds over the same `steps`
@@ -27,8 +27,9 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from configs import c10_r20  # noqa: E402
-from nrnp import plots, train  # noqa: E402
+from nrnp.configs import c10_r20  # noqa: E402
+from nrnp.pipeline import job  # noqa: E402
+from nrnp.reporting import plots  # noqa: E402
 
 CHECKPOINTS = {
     'resnet20': 'weights/akamaster-cifar10/resnet20-12fca82f.th',
@@ -86,7 +87,7 @@ def main(argv=None):
             if os.path.exists(path):
                 report = json.load(open(path))
             else:
-                report = train.run(method_config(args, shared, width, method), workdir)
+                report = job.run(method_config(args, shared, width, method), workdir)
             rows.append(
                 {
                     'target': args.target,

@@ -1,19 +1,20 @@
-"""Images/s of the training input pipeline (`data.train_batches` + `data.prefetch`) beside
-the distillation step's own images/s.
+"""Images/s of the training input pipeline (`batching.train_batches` + `batching.prefetch`)
+beside the distillation step's own images/s.
 
   python benchmarks/data_throughput.py                     # all sources + the ResNet20 step
   python benchmarks/data_throughput.py --steps=20 --json=/tmp/data.json --step_target=none
   python benchmarks/data_throughput.py --step_ms=100       # a consumer busy 100 ms per batch
 
-Sources, in memory and streamed (`data.FolderSource` / `data.TfdsSource`: each batch's images
-decoded when drawn): the CIFAR-10 JPEG folder in $NRNP_SHARED or <repo>/../shared (skipped
-with a message when absent; the in-memory copy is cached in a temp dir), TFDS `mock_data`
-for cifar10, random 256x256 images held in memory and a generated folder of ImageNet-like
-JPEGs (300-500 px a side, the size of typical ImageNet photos) through 'random_resized_crop'
-to 224. Each row times `--steps` batches after one warm-up batch, with and without
-`prefetch`; `--step_ms` simulates the training step (a sleep, which releases the GIL like
-XLA does), showing how much input time prefetch hides. Last, `benchmarks/steps.py` measures
-the distillation step of `--step_target` (images/s it consumes) on this machine.
+Sources, in memory and streamed (`folders.FolderSource` / `tfds_reader.TfdsSource`: each
+batch's images decoded when drawn): the CIFAR-10 JPEG folder in $NRNP_SHARED or
+<repo>/../shared (skipped with a message when absent; the in-memory copy is cached in a temp
+dir), TFDS `mock_data` for cifar10, random 256x256 images held in memory and a generated
+folder of ImageNet-like JPEGs (300-500 px a side, the size of typical ImageNet photos)
+through 'random_resized_crop' to 224. Each row times `--steps` batches after one warm-up
+batch, with and without `prefetch`; `--step_ms` simulates the training step (a sleep, which
+releases the GIL like XLA does), showing how much input time prefetch hides. Last,
+`benchmarks/steps.py` measures the distillation step of `--step_target` (images/s it
+consumes) on this machine.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from nrnp import data
+from nrnp.data import batching, dataset, folders, tfds_reader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -38,7 +39,7 @@ def shared_dir() -> str:
 
 
 def throughput(
-    dataset: data.Dataset,
+    dataset: dataset.Dataset,
     batch_size: int,
     steps: int,
     use_prefetch: bool,
@@ -46,9 +47,9 @@ def throughput(
     **kwargs,
 ) -> dict:
     """Times `steps` batches of `train_batches(dataset, ...)` after one warm-up batch."""
-    batches = data.train_batches(dataset, batch_size, seed=0, **kwargs)
+    batches = batching.train_batches(dataset, batch_size, seed=0, **kwargs)
     if use_prefetch:
-        batches = data.prefetch(batches, size=2)
+        batches = batching.prefetch(batches, size=2)
     next(batches)
     cpu, start = time.process_time(), time.perf_counter()
     for _ in range(steps):
@@ -75,25 +76,25 @@ def sources(args) -> list[tuple[str, object, dict, str]]:
     if os.path.isdir(root):
         cache = os.path.join(tempfile.gettempdir(), 'nrnp-bench-cache')
         start = time.perf_counter()
-        ds = data.load_image_folder(root, 'train', cache_dir=cache)
+        ds = folders.load_image_folder(root, 'train', cache_dir=cache)
         note = f'loaded {len(ds)} images in {time.perf_counter() - start:.1f} s (cache {cache})'
         out.append(('cifar10-jpeg train', ds, crop_flip, note))
-        src = data.FolderSource(root, 'train')
+        src = folders.FolderSource(root, 'train')
         out.append(('cifar10-jpeg train, streamed', src, crop_flip, f'{len(src)} files'))
     else:
         out.append(('cifar10-jpeg train', None, {}, f'skipped: {root} not found (set NRNP_SHARED)'))
 
     start = time.perf_counter()
     tmp = tempfile.mkdtemp()
-    ds = data.load_tfds('cifar10', 'train', data_dir=tmp)  # under main's mock_data
+    ds = tfds_reader.load_tfds('cifar10', 'train', data_dir=tmp)  # under main's mock_data
     note = f'mock_data: {len(ds)} images in {time.perf_counter() - start:.1f} s'
     out.append(('tfds cifar10 mock', ds, crop_flip, note))
-    src = data.TfdsSource('cifar10', 'train', data_dir=tmp)
+    src = tfds_reader.TfdsSource('cifar10', 'train', data_dir=tmp)
     out.append(('tfds cifar10 mock, streamed', src, crop_flip, f'{len(src)} records'))
 
     if not args.skip_imagenet:
         rng = np.random.default_rng(0)
-        ds = data.Dataset(
+        ds = dataset.Dataset(
             rng.integers(0, 256, (args.imagenet_examples, 256, 256, 3), dtype=np.uint8),
             np.zeros(args.imagenet_examples, np.int32),
             1,
@@ -109,7 +110,7 @@ def sources(args) -> list[tuple[str, object, dict, str]]:
         start = time.perf_counter()
         folder = imagenet_like_folder(args.imagenet_examples)
         note = f'{args.imagenet_examples} JPEGs written in {time.perf_counter() - start:.1f} s'
-        src = data.FolderSource(folder, 'train')
+        src = folders.FolderSource(folder, 'train')
         out.append(('ImageNet-like JPEGs -> rrc 224, streamed', src, rrc, note))
     return out
 

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from nrnp import orderings
+from nrnp.core import orderings
 
 DEFAULT_WEIGHTS = os.path.join(
     os.path.dirname(__file__),

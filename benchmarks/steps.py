@@ -24,16 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nrnp import (
-    distillation,
-    encodings,
-    kernels,
-    models,
-    optim,
-    predictor,
-    reconstruction,
-    sharding,
-)
+from nrnp.core import encodings, kernels, predictor
+from nrnp.nets import models
+from nrnp.training import distillation, optim, reconstruction, sharding
 
 SIZES = {'resnet20': 180, 'resnet56': 320, 'resnet18': 1256}
 

@@ -1,21 +1,9 @@
-"""ResNet56 on CIFAR-100 (NeRN: h=360, ratio 0.56 -> 70.51 %; h=400 -> 71.70 %).
+"""ResNet56 on CIFAR-100: `--config=configs/c100.py` from a checkout.
 
-Recipe (needs a CIFAR-100 ResNet56 checkpoint and the data; nothing is downloaded):
-
-  python -m nrnp.main --config=configs/c100.py --workdir=/tmp/c100 \
-    --config.teacher.checkpoint=PATH/resnet56_cifar100.th \
-    --config.data.data_dir=DIR   # prepared ArrayRecord cifar100, or
-    # put cifar-100-binary.tar.gz in DIR/downloads/manual, or use data.image_folder
+The recipe, its docstring and its fields live in `nrnp/configs/c100.py`, shipped with
+the package, so `--config=c100` works from any directory.
 """
 
-from configs import c10_r20
+from nrnp.configs.c100 import get_config
 
-
-def get_config(arg: str = ''):
-    c = c10_r20.get_config(arg)
-    c.teacher.model = 'resnet56'
-    c.data.name = 'cifar100'
-    c.data.num_classes = 100
-    if not arg:
-        c.predictor.hidden = 360
-    return c
+__all__ = ['get_config']

@@ -1,6 +1,6 @@
 """nrnp: compress a CNN's conv weights into a small coordinate-to-kernel predictor.
 
-python -m nrnp.main --config=configs/c10_r20.py --workdir=/tmp/r20
+python -m nrnp.main --config=c10_r20 --workdir=/tmp/r20
 compressed = nrnp.compress(variables, model, data=batches); compressed.save('net.nrnp')
 variables = nrnp.load('net.nrnp').reconstruct()
 """
@@ -8,10 +8,10 @@ variables = nrnp.load('net.nrnp').reconstruct()
 __version__ = '0.1.0'
 
 _LAZY = {
-    'compress': 'nrnp.api',
-    'load': 'nrnp.artifact',
-    'Compressed': 'nrnp.artifact',
-    'ArtifactError': 'nrnp.artifact',
+    'compress': 'nrnp.pipeline.library',
+    'load': 'nrnp.artifact.reader',
+    'Compressed': 'nrnp.artifact.compressed',
+    'ArtifactError': 'nrnp.errors',
 }
 __all__ = ['ArtifactError', 'Compressed', 'compress', 'load']
 

@@ -1,7 +1,7 @@
 """Command line: `python -m nrnp.main --config=configs/c10_r20.py --workdir=W [--config.x.y=v]`.
 
 Parses flags, hides GPUs from TensorFlow (when it is installed), and calls
-`nrnp.train.run`, which writes `W/report.json` and `W/report.md`.
+`nrnp.pipeline.job.run`, which writes `W/report.json` and `W/report.md`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     _hide_gpus_from_tensorflow()
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-    from nrnp import sharding, train
+    from nrnp.pipeline import job
+    from nrnp.training import sharding
 
     sharding.maybe_initialize_distributed()
-    train.run(FLAGS.config, FLAGS.workdir)
+    job.run(FLAGS.config, FLAGS.workdir)
 
 
 def run():

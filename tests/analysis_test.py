@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from nrnp import analysis, kernels
+from nrnp.core import kernels
+from nrnp.reporting import analysis
 
 
 def _layout():

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import nrnp
-from nrnp import artifact, coordinates, importers, kernels, models
+from nrnp import errors
+from nrnp.core import coordinates, kernels
+from nrnp.nets import loading, models, state_dicts
 
 
 def random_variables(model, input_shape, seed=0):
@@ -139,24 +141,24 @@ def test_positions_rebuild_coordinates_exactly(ordering):
     layout = kernels.kernel_layout(params, kernels.select_kernels(large='tile'))
     table = kernels.gather(layout, params)
     coords = coordinates.kernel_coordinates(layout, table, ordering)
-    positions = artifact.layer_positions(layout, coords)
+    positions = coordinates.layer_positions(layout, coords)
     assert [p.dtype for p in positions] == [np.uint8, np.uint16, np.uint8]
-    np.testing.assert_array_equal(artifact.positions_to_coordinates(layout, positions), coords)
+    np.testing.assert_array_equal(coordinates.positions_to_coordinates(layout, positions), coords)
     stored = 0 if ordering == 'none' else sum(p.nbytes for p in positions)
     assert stored == coordinates.ordering_bytes(layout, ordering)
     if ordering == 'none':
-        np.testing.assert_array_equal(artifact.positions_to_coordinates(layout, None), coords)
+        np.testing.assert_array_equal(coordinates.positions_to_coordinates(layout, None), coords)
 
 
 def test_export_state_dict_roundtrips_resnet20(tmp_path):
     model = models.build_model('resnet20', 10, shortcut='B')
     variables = random_variables(model, (1, 32, 32, 3))
-    state_dict = artifact.export_state_dict(variables, tmp_path / 'r20.npz')
+    state_dict = state_dicts.export_state_dict(variables, tmp_path / 'r20.npz')
     assert 'layer2.0.shortcut.0.weight' in state_dict  # nrnp's (torchvision/akamaster) names
     assert state_dict['conv1.weight'].shape == (16, 3, 3, 3)  # OIHW
-    read = importers.read_state_dict(tmp_path / 'r20.npz')
+    read = state_dicts.read_state_dict(tmp_path / 'r20.npz')
     template = jax.eval_shape(lambda: variables)
-    back = importers.state_dict_to_variables(read, template)
+    back = state_dicts.state_dict_to_variables(read, template)
     jax.tree.map(np.testing.assert_array_equal, back, variables)
 
 
@@ -171,7 +173,7 @@ class DepthwiseNet(nn.Module):
 
 def test_generic_state_dict_layout(tmp_path):
     variables = random_variables(DepthwiseNet(), (1, 4, 4, 3))
-    sd = artifact.export_state_dict(variables, tmp_path / 'dw.npz')  # auto: generic here
+    sd = state_dicts.export_state_dict(variables, tmp_path / 'dw.npz')  # auto: generic here
     assert sorted(sd) == [
         'block_1.bias',
         'block_1.running_mean',
@@ -191,10 +193,10 @@ def test_generic_state_dict_layout(tmp_path):
     np.testing.assert_array_equal(
         sd['block_1.running_var'], variables['batch_stats']['block_1']['var']
     )
-    read = importers.read_state_dict(tmp_path / 'dw.npz')
+    read = state_dicts.read_state_dict(tmp_path / 'dw.npz')
     jax.tree.map(np.testing.assert_array_equal, read, sd)
-    with pytest.raises(importers.CheckpointError):
-        artifact.export_state_dict(variables, tmp_path / 'x.npz', naming='nrnp')
+    with pytest.raises(errors.CheckpointError):
+        state_dicts.export_state_dict(variables, tmp_path / 'x.npz', naming='nrnp')
 
 
 def test_export_torch_and_flax(compressed, tmp_path):
@@ -202,10 +204,10 @@ def test_export_torch_and_flax(compressed, tmp_path):
     rebuilt = comp.reconstruct()
     comp.export_torch(tmp_path / 'net.npz')
     template = jax.eval_shape(lambda: variables)
-    back = importers.state_dict_to_variables(
-        importers.read_state_dict(tmp_path / 'net.npz'), template
+    back = state_dicts.state_dict_to_variables(
+        state_dicts.read_state_dict(tmp_path / 'net.npz'), template
     )
     jax.tree.map(np.testing.assert_array_equal, back, rebuilt)
     comp.export_flax(tmp_path / 'orbax')
-    restored = importers.load_variables(tmp_path / 'orbax', template)
+    restored = loading.load_variables(tmp_path / 'orbax', template)
     jax.tree.map(np.testing.assert_array_equal, restored, rebuilt)

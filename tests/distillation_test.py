@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nrnp import distillation, kernels, models, optim, predictor, reconstruction
+from nrnp.core import kernels, predictor
+from nrnp.nets import models
+from nrnp.training import distillation, optim, reconstruction
 
 
 def _problem(n=40, d=5, seed=0):
@@ -64,12 +66,10 @@ def test_distillation_step_reduces_kd_to_the_original_network():
     )
     pmodel = predictor.Predictor(hidden=32, layers=3)
     pparams = predictor.init_predictor(pmodel, 6, 0)
-    tx = optim.make_optimizer('adam', steps=60, learning_rate=3e-3, b1=0.9)
-    state = reconstruction.PredictorState(
-        jnp.zeros([], jnp.int32),
-        pparams,
-        {'reconstruct': tx.init(pparams), 'distill': tx.init(pparams)},
-    )
+    adam = optim.make_optimizer('adam', steps=60, learning_rate=3e-3, b1=0.9)
+    tx = optim.phase_switch({'reconstruct': adam, 'distill': adam})
+    opt_state = optim.select_phase(tx.init(pparams), 'distill', tx)
+    state = reconstruction.PredictorState(jnp.zeros([], jnp.int32), pparams, opt_state)
     setup = distillation.DistillSetup(
         predictor=pmodel,
         target=model,
@@ -93,4 +93,5 @@ def test_distillation_step_reduces_kd_to_the_original_network():
     assert float(metrics['distill/kd']) < 0.5 * first
     assert int(state.step) == 60
     # Only the distillation optimizer state moved.
-    assert int(state.opt_states['reconstruct'][0].count) == 0
+    assert int(state.opt_state.inner['reconstruct'][0].count) == 0
+    assert int(state.opt_state.inner['distill'][0].count) == 60

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nrnp import encodings
+from nrnp.core import encodings
 
 
 def test_nern_hand_computed():

@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from nrnp import data, evaluation, sharding
+from nrnp.data import batching, dataset
+from nrnp.training import evaluation, sharding
 
 
 class _Argmax(nn.Module):
@@ -29,8 +30,8 @@ def test_top1_masks_padding_and_matches_streamed_batches():
     assert evaluation.top1(model, {}, images, labels, batch_size=3, mesh=mesh) == pytest.approx(
         want
     )
-    ds = data.Dataset(images.astype(np.uint8), labels, 4, tuple('abcd'))
-    batches = data.eval_batches(ds, 4, mean=(0.0,), std=(1 / 255,))  # x / 255 * 255 = x
+    ds = dataset.Dataset(images.astype(np.uint8), labels, 4, tuple('abcd'))
+    batches = batching.eval_batches(ds, 4, mean=(0.0,), std=(1 / 255,))  # x / 255 * 255 = x
     assert evaluation.top1_batches(model, {}, batches, mesh) == pytest.approx(want)
     masked = [(images[:4], labels[:4], np.array([True, True, True, False]))]
     assert evaluation.top1_batches(model, {}, masked) == pytest.approx(100.0)

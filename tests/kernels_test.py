@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nrnp import kernels
+from nrnp.core import kernels
 
 
 def _params(rng):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nrnp import losses
+from nrnp.training import losses
 
 
 def test_reconstruction_rmse_pooled_over_real_weights():

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nrnp import models
+from nrnp.nets import models
 
 
 def _count(tree) -> int:

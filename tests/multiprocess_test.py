@@ -36,10 +36,10 @@ def _digits_folder(root) -> None:
     """The bundled digits as a PNG image folder (<root>/<split>/<digit>/<i>.png)."""
     from PIL import Image
 
-    from nrnp import data
+    from nrnp.data import dataset
 
     for split in ('train', 'test'):
-        ds = data.load_digits(split)
+        ds = dataset.load_digits(split)
         for i, (image, label) in enumerate(zip(ds.images, ds.labels)):
             folder = os.path.join(root, split, str(label))
             os.makedirs(folder, exist_ok=True)

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from nrnp import optim
+from nrnp.training import optim
 
 
 def test_lookahead_syncs_every_k_steps():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nrnp import orderings
+from nrnp.core import orderings
 
 
 def reference_chain(features, start=0):

@@ -5,7 +5,7 @@ import copy
 import pytest
 from PIL import Image
 
-from nrnp import plots
+from nrnp.reporting import plots
 
 REPORT = {
     'target': 'smallcnn',

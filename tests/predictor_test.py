@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nrnp import kernels, predictor
+from nrnp.core import kernels, predictor
 
 
 @pytest.mark.parametrize('hidden, expected', [(180, 142_749), (160, 117_289), (140, 94_229)])

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nrnp import optim, predictor, reconstruction
+from nrnp.core import predictor
+from nrnp.training import optim, reconstruction
 
 
 def test_magnitude_probabilities_follow_kernel_norms():
@@ -59,9 +60,7 @@ def test_step_reduces_rmse_and_counts_steps():
     model = predictor.Predictor(hidden=32, layers=3)
     pparams = predictor.init_predictor(model, 6, seed=0)
     tx = optim.make_optimizer('adam', steps=200, learning_rate=3e-3, b1=0.9)
-    state = reconstruction.PredictorState(
-        jnp.asarray(0, jnp.int32), pparams, {'reconstruct': tx.init(pparams)}
-    )
+    state = reconstruction.PredictorState(jnp.asarray(0, jnp.int32), pparams, tx.init(pparams))
     before = reconstruction.full_rmse(model, pparams, problem)
     step = jax.jit(
         functools.partial(reconstruction.reconstruction_step, model=model, tx=tx, batch_size=64),

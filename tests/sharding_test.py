@@ -20,7 +20,9 @@ def _steps(num_devices: int, model_axis: int = 1) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from nrnp import distillation, kernels, models, optim, predictor, reconstruction, sharding
+    from nrnp.core import kernels, predictor
+    from nrnp.nets import models
+    from nrnp.training import distillation, optim, reconstruction, sharding
 
     mesh = sharding.make_mesh(num_devices, model_axis)
     model = models.build_model('resnet20', 10)
@@ -37,12 +39,9 @@ def _steps(num_devices: int, model_axis: int = 1) -> dict:
     )
     pmodel = predictor.Predictor(hidden=128)  # 128 x 128 kernels: big enough to split
     pparams = predictor.init_predictor(pmodel, 12, 0)
-    tx = optim.make_optimizer('adam', steps=10, learning_rate=1e-3, b1=0.9)
-    state = reconstruction.PredictorState(
-        jnp.zeros([], jnp.int32),
-        pparams,
-        {'reconstruct': tx.init(pparams), 'distill': tx.init(pparams)},
-    )
+    adam = optim.make_optimizer('adam', steps=10, learning_rate=1e-3, b1=0.9)
+    tx = optim.phase_switch({'reconstruct': adam, 'distill': adam})
+    state = reconstruction.PredictorState(jnp.zeros([], jnp.int32), pparams, tx.init(pparams))
     state, problem = sharding.place_state(state, mesh), sharding.replicate(problem, mesh)
     shardings = jax.tree.map(lambda x: x.sharding, state)
     recon = jax.jit(
@@ -57,6 +56,8 @@ def _steps(num_devices: int, model_axis: int = 1) -> dict:
         state, m = recon(state, problem, key)
         state = jax.device_put(state, shardings)  # as phases does: a stable placement
         losses.append(float(m['recon/loss']))
+    state = state.replace(opt_state=optim.select_phase(state.opt_state, 'distill', tx))
+    state = jax.device_put(state, shardings)
     setup = distillation.DistillSetup(
         predictor=pmodel, target=model, teacher=model, layout=layout, batch_size=512, mesh=mesh
     )

@@ -1,0 +1,302 @@
+"""The compressed artefact: predictor, orderings and copied leaves in one `.nrnp` file.
+
+  compressed.save('r20.nrnp')                 # one uncompressed .npz, written atomically
+  variables = nrnp.load('r20.nrnp').reconstruct()     # reader.load
+  compressed.size_report()                    # bytes per part, NeRN and on-disk ratios
+
+File format (`FORMAT`, version `VERSION`): an uncompressed `.npz` (a zip of `.npy`
+members, read with `np.load(allow_pickle=False)`, so nothing is ever unpickled):
+
+  header        [bytes] uint8   UTF-8 JSON: format, version, leaves (path, shape,
+                                dtype, represented), layout (KernelLayout fields),
+                                ordering, encoding, predictor settings and leaves,
+                                config, history, metrics
+  predictor/<i> predictor leaf i of header['predictor_leaves']
+  ordering/<l>  [O * I] uint8/16/32, represented layer l: kernel slot f * I + c gets
+                coordinate (p // I, p % I) with p = ordering[l][f * I + c]
+                (absent for ordering 'none', whose coordinates are the storage order)
+  copied/<i>    leaf i of header['leaves'] when not represented (BatchNorm, dense, ...)
+
+Leaves whose dtype numpy cannot store natively (bfloat16) are stored as unsigned
+integers of the same width and viewed back on load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nrnp import files
+from nrnp.core import coordinates, encodings, kernels, predictor
+from nrnp.nets import loading, state_dicts
+from nrnp.nets.trees import flatten_variables, unflatten
+
+FORMAT = 'nrnp.compressed'
+VERSION = 1
+_HEADER_KEYS = (
+    'format',
+    'version',
+    'bare',
+    'leaves',
+    'layout',
+    'ordering',
+    'encoding',
+    'predictor',
+    'predictor_leaves',
+    'config',
+    'history',
+    'metrics',
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafSpec:
+    """One leaf of the compressed variables: `path` starts with the collection name."""
+
+    path: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    represented: bool
+
+
+def _to_storable(x: np.ndarray) -> np.ndarray:
+    """bfloat16 and other non-native dtypes as unsigned ints of the same width."""
+    return x if x.dtype.kind in 'biufc' else x.view(f'u{x.dtype.itemsize}')
+
+
+def _from_storable(x: np.ndarray, dtype: str) -> np.ndarray:
+    target = jnp.dtype(dtype)
+    return x if x.dtype == target else x.view(target)
+
+
+@dataclasses.dataclass
+class Compressed:
+    """A compressed network: everything needed to rebuild its variables, nothing else.
+
+    Attributes:
+      leaves: every leaf of the input variables, paths starting with the collection
+        ('params', 'batch_stats', ...); represented ones are rebuilt by the predictor.
+      copied: `{path: array}` of the leaves that are not represented, as given.
+      layout: the kernel table layout of the represented params.
+      ordering: 'none' | 'infilter' | 'crossfilter'.
+      positions: per represented layer `[O * I]` unsigned ints (empty for 'none').
+      encoding: {'kind', 'levels', 'base', 'features', 'scale', 'seed'}.
+      predictor_settings: {'hidden', 'layers', 'init', 'residual', 'input_dim'}.
+      predictor_params: the predictor's params pytree (numpy).
+      bare: the input was a bare params tree (no 'params' key); `reconstruct` returns one.
+      config: the run's config as JSON-compatible dict.
+      history: per-phase records ('init', 'reconstruct', 'distill').
+      metrics: 'top1_original', 'top1_reconstructed', 'reconstruction_rmse' (None if unknown).
+    """
+
+    leaves: list[LeafSpec]
+    copied: dict
+    layout: kernels.KernelLayout
+    ordering: str
+    positions: list[np.ndarray]
+    encoding: dict
+    predictor_settings: dict
+    predictor_params: dict
+    bare: bool = False
+    config: dict = dataclasses.field(default_factory=dict)
+    history: list = dataclasses.field(default_factory=list)
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+    # ------------------------------------------------------------ rebuilding
+
+    def coordinates(self) -> np.ndarray:
+        """`[num_kernels, 3]` int32 coordinates, identical to those used in training."""
+        return coordinates.positions_to_coordinates(self.layout, self.positions or None)
+
+    def predictor_module(self) -> predictor.Predictor:
+        s = self.predictor_settings
+        return predictor.Predictor(
+            hidden=s['hidden'], layers=s['layers'], initializer=s['init'], residual=s['residual']
+        )
+
+    def encoded(self) -> jax.Array:
+        """`[num_kernels, input_dim]` float32, the predictor's inputs (as the run computed them)."""
+        e = self.encoding
+        encode, input_dim = encodings.make_encoder(
+            e['kind'],
+            levels=e['levels'],
+            base=e['base'],
+            features=e['features'],
+            scale=e['scale'],
+            seed=e['seed'],
+        )
+        if input_dim != self.predictor_settings['input_dim']:
+            raise ValueError(f'encoding width {input_dim} != {self.predictor_settings}')
+        return jnp.asarray(encode(self.coordinates()), jnp.float32)
+
+    def reconstruct(self) -> dict:
+        """The variables with every represented kernel predicted (numpy leaves).
+
+        Returns:
+          The input's tree: `{'params', 'batch_stats', ...}` (or bare params when
+          compressed from bare params), same structure, shapes and dtypes; copied
+          leaves are the stored arrays themselves, bit for bit.
+        """
+        params = {}
+        for leaf in self.leaves:
+            if leaf.path[0] == 'params':
+                value = self.copied.get(leaf.path)
+                if value is None:
+                    value = jnp.zeros(leaf.shape, leaf.dtype)  # replaced by the predictor
+                params[leaf.path[1:]] = value
+        pparams = jax.tree.map(jnp.asarray, self.predictor_params)
+        rebuilt = predictor.reconstruct(
+            self.predictor_module(), self.layout, pparams, self.encoded(), unflatten(params)
+        )
+        flat_rebuilt = flatten_variables(rebuilt, ('params',))
+        out = {}
+        for leaf in self.leaves:
+            if leaf.represented:
+                out[leaf.path] = np.asarray(flat_rebuilt[leaf.path]).astype(leaf.dtype, copy=False)
+            else:
+                out[leaf.path] = self.copied[leaf.path]
+        tree = unflatten(out)
+        return tree['params'] if self.bare else tree
+
+    @property
+    def batch_stats(self) -> dict | None:
+        """The stored BatchNorm statistics (None when the input had none)."""
+        stats = {p[1:]: v for p, v in self.copied.items() if p[0] == 'batch_stats'}
+        return unflatten(stats) if stats else None
+
+    # ------------------------------------------------------------ serialisation
+
+    def _header(self) -> dict:
+        return {
+            'format': FORMAT,
+            'version': VERSION,
+            'bare': self.bare,
+            'leaves': [dataclasses.asdict(leaf) for leaf in self.leaves],
+            'layout': [dataclasses.asdict(layer) for layer in self.layout.layers],
+            'ordering': self.ordering,
+            'encoding': self.encoding,
+            'predictor': self.predictor_settings,
+            'predictor_leaves': [
+                {'path': list(p), 'shape': list(v.shape), 'dtype': str(v.dtype)}
+                for p, v in flatten_variables(self.predictor_params).items()
+            ],
+            'config': self.config,
+            'history': self.history,
+            'metrics': self.metrics,
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every member of the `.nrnp` file, by key (see the module docstring)."""
+        header = json.dumps(self._header()).encode()
+        out = {'header': np.frombuffer(header, np.uint8)}
+        for i, value in enumerate(flatten_variables(self.predictor_params).values()):
+            out[f'predictor/{i}'] = _to_storable(value)
+        for i, value in enumerate(self.positions):
+            out[f'ordering/{i}'] = value
+        for i, leaf in enumerate(self.leaves):
+            if not leaf.represented:
+                out[f'copied/{i}'] = _to_storable(self.copied[leaf.path])
+        return out
+
+    def to_bytes(self) -> bytes:
+        """The `.nrnp` file's bytes."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **self.arrays())
+        return buffer.getvalue()
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Writes the artefact to `path` (conventionally `*.nrnp`) atomically.
+
+        Returns:
+          The path written.
+        """
+        path = os.fspath(path)
+        files.atomic_write(path, self.to_bytes())
+        return path
+
+    # ------------------------------------------------------------ sizes
+
+    def size_report(self) -> dict:
+        """Bytes per part and the compression ratios.
+
+        Returns:
+          predictor_bytes, ordering_bytes, copied_bytes (of which copied_params_bytes
+          and batch_stats_bytes), header_bytes; payload_bytes (their sum);
+          artifact_bytes (the `.nrnp` file, payload + zip/npy framing); original_bytes
+          (all input leaves); represented_params, predictor_params, param_ratio
+          (predictor / represented params, NeRN's measure) and disk_ratio
+          (artifact_bytes / original_bytes).
+        """
+        arrays = self.arrays()
+
+        def nbytes(prefix):
+            return sum(v.nbytes for k, v in arrays.items() if k.startswith(prefix))
+
+        copied = {leaf.path: self.copied[leaf.path] for leaf in self.leaves if not leaf.represented}
+        n_pred = sum(v.size for v in jax.tree.leaves(self.predictor_params))
+        original = sum(
+            math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize for leaf in self.leaves
+        )
+        out = {
+            'predictor_bytes': nbytes('predictor/'),
+            'ordering_bytes': nbytes('ordering/'),
+            'copied_bytes': nbytes('copied/'),
+            'copied_params_bytes': sum(v.nbytes for p, v in copied.items() if p[0] == 'params'),
+            'batch_stats_bytes': sum(v.nbytes for p, v in copied.items() if p[0] == 'batch_stats'),
+            'header_bytes': nbytes('header'),
+            'artifact_bytes': len(self.to_bytes()),
+            'original_bytes': int(original),
+            'represented_params': int(self.layout.num_params),
+            'predictor_params': int(n_pred),
+        }
+        parts = ('predictor_bytes', 'ordering_bytes', 'copied_bytes', 'header_bytes')
+        out['payload_bytes'] = sum(out[k] for k in parts)
+        out['param_ratio'] = out['predictor_params'] / out['represented_params']
+        out['disk_ratio'] = out['artifact_bytes'] / out['original_bytes']
+        return out
+
+    def summary(self) -> str:
+        """A readable multi-line description: layers, predictor, sizes, accuracy."""
+        s, p = self.size_report(), self.predictor_settings
+        lines = [
+            f'nrnp compressed network: {len(self.layout.layers)} represented layers, '
+            f'{self.layout.num_kernels} kernels, {s["represented_params"]:,} params',
+            f'  predictor: hidden {p["hidden"]}, {p["layers"]} layers, {s["predictor_params"]:,} '
+            f'params (ratio {s["param_ratio"]:.4f}); ordering {self.ordering}; '
+            f'encoding {self.encoding["kind"]}',
+            f'  bytes: predictor {s["predictor_bytes"]:,}, orderings {s["ordering_bytes"]:,}, '
+            f'copied {s["copied_bytes"]:,}, header {s["header_bytes"]:,}',
+            f'  file {s["artifact_bytes"]:,} B vs original {s["original_bytes"]:,} B '
+            f'(on-disk ratio {s["disk_ratio"]:.4f})',
+        ]
+        m = self.metrics
+        if m.get('top1_original') is not None or m.get('top1_reconstructed') is not None:
+            fmt = lambda v: '-' if v is None else f'{v:.2f} %'
+            lines.append(
+                f'  top-1 original {fmt(m.get("top1_original"))}, '
+                f'rebuilt {fmt(m.get("top1_reconstructed"))}'
+            )
+        return '\n'.join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    # ------------------------------------------------------------ export
+
+    def export_flax(self, path: str | os.PathLike) -> None:
+        """The rebuilt variables as an orbax checkpoint (`loading.save_variables`)."""
+        loading.save_variables(path, self.reconstruct())
+
+    def export_torch(self, path: str | os.PathLike, naming: str = 'auto') -> dict:
+        """The rebuilt variables as a PyTorch-layout `.npz` (`state_dicts.export_state_dict`)."""
+        variables = self.reconstruct()
+        return state_dicts.export_state_dict(
+            {'params': variables} if self.bare else variables, path, naming
+        )

@@ -1,0 +1,22 @@
+"""ResNet56 (akamaster, option A) on CIFAR-10, NeRN's h=320 predictor (ratio 0.46).
+
+Recipe:
+
+  python -m nrnp.main --config=configs/c10_r56.py --workdir=/tmp/c10_r56 \
+    --config.teacher.checkpoint=../shared/weights/akamaster-cifar10/resnet56-4bfd9763.th \
+    --config.data.image_folder=../shared/data/cifar10-jpeg
+
+Timed on 2 CPU cores (benchmarks/steps.py): a reconstruction step 80 ms, a
+distillation step (256 images) 10.2 s: run the distillation on a GPU. Original
+top-1 on the JPEG test images: 83.20 %; no compression run was measured yet.
+"""
+
+from nrnp.configs import c10_r20
+
+
+def get_config(arg: str = ''):
+    c = c10_r20.get_config(arg)
+    c.teacher.model = 'resnet56'
+    if not arg:
+        c.predictor.hidden = 320
+    return c

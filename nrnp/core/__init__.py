@@ -1,0 +1,5 @@
+"""The representation itself, free of training and I/O: the kernel table (params pytree <->
+`[num_kernels, 9]`), kernel orderings, coordinates and their compact form, positional
+encodings, and the predictor MLP with the pure `reconstruct` that rebuilds a target's params.
+Imports nothing else of nrnp.
+"""

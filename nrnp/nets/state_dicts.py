@@ -1,0 +1,274 @@
+"""PyTorch-layout state dicts: read (.th/.pt/.pth/.npz), map onto Flax variables and back, export.
+
+  state_dict = read_state_dict('resnet20-12fca82f.th')
+  variables = state_dict_to_variables(state_dict, init_variables(model, (1, 32, 32, 3)))
+  export_state_dict(variables, 'r20.npz')      # nrnp names, or generic ones for any CNN
+
+The rename between Flax and PyTorch is mechanical: module path ``layer1_0/conv1``
+is torch ``layer1.0.conv1``, ``shortcut_conv``/``shortcut_bn`` are ``shortcut.0``/
+``shortcut.1`` (likewise ``downsample``); conv kernels are HWIO here and OIHW in
+torch, Dense kernels are transposed. PyTorch files are read with
+``torch.load(weights_only=True)`` when torch is installed, and otherwise with a
+restricted unpickler that only admits tensors, storages and ordered dicts
+(``nrnp.torch_pickle``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nrnp import files
+from nrnp.errors import CheckpointError
+from nrnp.nets.trees import flatten_variables
+
+_TORCH_SUFFIXES = ('.th', '.pt', '.pth')
+_RENAMES = {
+    'shortcut_conv': 'shortcut.0',
+    'shortcut_bn': 'shortcut.1',
+    'downsample_conv': 'downsample.0',
+    'downsample_bn': 'downsample.1',
+}
+_LEAF_TO_TORCH = {
+    ('params', 'kernel'): 'weight',
+    ('params', 'scale'): 'weight',
+    ('params', 'bias'): 'bias',
+    ('batch_stats', 'mean'): 'running_mean',
+    ('batch_stats', 'var'): 'running_var',
+}
+
+
+# ---------------------------------------------------------------- reading torch files
+
+
+def _read_torch(path: str) -> Any:
+    """Reads a torch checkpoint with ``torch.load(weights_only=True)``; arrays become numpy."""
+    import torch  # noqa: PLC0415  (optional dependency)
+
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # torch raises many types for truncated or unsafe files
+        raise CheckpointError(f'{path}: torch.load failed: {e}') from e
+    to_numpy = lambda t: (t.float() if t.dtype == torch.bfloat16 else t).detach().numpy()
+    return jax.tree.map(lambda t: to_numpy(t) if isinstance(t, torch.Tensor) else t, obj)
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def read_state_dict(
+    path: str | os.PathLike, use_torch: bool | None = None
+) -> dict[str, np.ndarray]:
+    """Reads a PyTorch checkpoint or ``.npz`` file into a flat state dict of numpy arrays.
+
+    Args:
+      path: a ``.npz``, ``.th``, ``.pt`` or ``.pth`` file.
+      use_torch: read torch files with ``torch.load``; ``None`` means "if torch is
+        importable". ``False`` forces the restricted reader.
+
+    Returns:
+      ``{torch_key: array}`` with any ``module.`` prefix stripped, a top-level
+      ``state_dict``/``model`` entry unwrapped and ``num_batches_tracked`` dropped.
+
+    Raises:
+      CheckpointError: missing, truncated, foreign or unsafe file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f'{path}: no such checkpoint file')
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == '.npz':
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                obj = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise CheckpointError(f'{path}: unreadable .npz file ({e})') from e
+    elif suffix in _TORCH_SUFFIXES:
+        torch_ok = _torch_available() if use_torch is None else use_torch
+        if torch_ok:
+            obj = _read_torch(path)
+        else:
+            from nrnp.nets import torch_pickle  # noqa: PLC0415  (only without torch)
+
+            obj = torch_pickle.load(path)
+    else:
+        raise CheckpointError(f'{path}: unknown checkpoint suffix {suffix!r}')
+    for wrapper in ('state_dict', 'model'):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f'{path}: expected a state dict, got {type(obj).__name__}')
+    state_dict = {}
+    for key, value in obj.items():
+        key = key.removeprefix('module.')
+        if key.endswith('num_batches_tracked'):
+            continue
+        if not isinstance(value, np.ndarray):
+            raise CheckpointError(f'{path}: entry {key!r} is {type(value).__name__}, not a tensor')
+        state_dict[key] = value
+    return state_dict
+
+
+# ---------------------------------------------------------------- flax <-> torch layout
+
+
+def _torch_key(path: tuple) -> str:
+    """Maps a variables path ``('params', 'layer1_0', 'conv1', 'kernel')`` to a torch key."""
+    collection, *modules, leaf = (getattr(k, 'key', k) for k in path)
+    torch_leaf = _LEAF_TO_TORCH.get((collection, leaf))
+    if torch_leaf is None:
+        name = '/'.join([collection, *modules, leaf])
+        raise CheckpointError(f'no PyTorch name for variable {name}')
+    parts = [_RENAMES.get(m, re.sub(r'^(layer\d+)_(\d+)$', r'\1.\2', m)) for m in modules]
+    return '.'.join([*parts, torch_leaf])
+
+
+def _to_torch_layout(x: np.ndarray) -> np.ndarray:
+    """HWIO conv kernel -> OIHW, [in, out] Dense kernel -> [out, in]; others unchanged."""
+    if x.ndim == 4:
+        return x.transpose(3, 2, 0, 1)
+    return x.T if x.ndim == 2 else x
+
+
+def _from_torch_layout(x: np.ndarray) -> np.ndarray:
+    """OIHW conv weight -> HWIO, [out, in] Linear weight -> [in, out]; others unchanged."""
+    if x.ndim == 4:
+        return x.transpose(2, 3, 1, 0)
+    return x.T if x.ndim == 2 else x
+
+
+def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return _to_torch_layout(np.empty(shape, np.bool_)).shape
+
+
+def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], template: dict) -> dict:
+    """Maps a PyTorch-layout state dict onto a Flax variables template.
+
+    Args:
+      state_dict: ``{torch_key: array}`` as from ``read_state_dict`` (OIHW convs).
+      template: ``{'params', 'batch_stats'}`` from ``init_variables`` or
+        ``jax.eval_shape`` of it; only leaf shapes and dtypes are used.
+
+    Returns:
+      Variables with the template's structure, leaves ``jax.Array`` in the
+      template's dtype (float32 for the nrnp models).
+
+    Raises:
+      CheckpointError: listing every missing key, unexpected key and shape
+        mismatch (Flax path, torch key, checkpoint shape and expected shape).
+    """
+    problems, used = [], set()
+
+    def convert(path, leaf):
+        key, flax_path = _torch_key(path), jax.tree_util.keystr(path, simple=True, separator='/')
+        if key not in state_dict:
+            problems.append(f'missing: {flax_path} <- {key} (expected {_torch_shape(leaf.shape)})')
+            return None
+        used.add(key)
+        value = np.asarray(state_dict[key])
+        if value.shape != _torch_shape(leaf.shape):
+            problems.append(
+                f'shape mismatch: {flax_path} <- {key}: checkpoint {value.shape}, expected '
+                f'{_torch_shape(leaf.shape)} (flax {tuple(leaf.shape)})'
+            )
+            return None
+        return jnp.asarray(_from_torch_layout(value).astype(leaf.dtype))
+
+    variables = jax.tree.map_with_path(convert, template)
+    problems += [f'unexpected: {k} {np.shape(state_dict[k])}' for k in state_dict if k not in used]
+    if problems:
+        raise CheckpointError(
+            f'state dict does not match the model ({len(problems)} problems):\n  '
+            + '\n  '.join(problems)
+        )
+    return variables
+
+
+def variables_to_state_dict(variables: dict) -> dict[str, np.ndarray]:
+    """Exports Flax variables as a PyTorch-layout state dict (the inverse of the above).
+
+    Args:
+      variables: ``{'params', 'batch_stats'}`` of an nrnp model.
+
+    Returns:
+      ``{torch_key: array}`` with OIHW conv weights and ``[out, in]`` Linear weights.
+    """
+    leaves, _ = jax.tree.flatten_with_path(variables)
+    return {_torch_key(path): _to_torch_layout(np.asarray(leaf)) for path, leaf in leaves}
+
+
+# ---------------------------------------------------------------- export, any CNN
+
+
+_GENERIC_LEAF = {
+    'kernel': 'weight',
+    'scale': 'weight',
+    'mean': 'running_mean',
+    'var': 'running_var',
+}
+
+
+def generic_state_dict(variables: dict) -> dict[str, np.ndarray]:
+    """Any Flax CNN's variables as a PyTorch-layout state dict (no nrnp renames).
+
+    Key: the module path without the collection, joined with '.', then the leaf
+    renamed kernel/scale -> weight, mean -> running_mean, var -> running_var
+    (others kept). Rank-4 kernels HWIO -> OIHW (a depthwise `[k, k, 1, C]` becomes
+    torch's `[C, 1, k, k]`), rank-2 Dense kernels transposed to `[out, in]`.
+
+    Raises:
+      ValueError: when two leaves map to one key.
+    """
+    out = {}
+    for path, value in flatten_variables(variables).items():
+        key = '.'.join([*path[1:-1], _GENERIC_LEAF.get(path[-1], path[-1])])
+        if path[-1] == 'kernel' and value.ndim in (2, 4):
+            value = value.T if value.ndim == 2 else value.transpose(3, 2, 0, 1)
+        if key in out:
+            raise ValueError(f'{"/".join(path)}: PyTorch key {key!r} is used twice')
+        out[key] = value
+    return out
+
+
+def export_state_dict(variables: dict, path: str | os.PathLike, naming: str = 'auto') -> dict:
+    """Writes `{'params', 'batch_stats'}` as a PyTorch-layout state dict `.npz` (atomically).
+
+    Args:
+      variables: Flax variables.
+      path: the `.npz` file (readable by `read_state_dict`).
+      naming: 'nrnp' (`variables_to_state_dict`: nrnp's ResNets and
+        SmallCNN, torchvision/akamaster names), 'generic' (`generic_state_dict`),
+        or 'auto' (nrnp's when every leaf has a name there, else generic).
+
+    Returns:
+      The state dict written.
+    """
+    if naming not in ('auto', 'nrnp', 'generic'):
+        raise ValueError(f"naming must be 'auto', 'nrnp' or 'generic', got {naming!r}")
+    state_dict = None
+    if naming in ('auto', 'nrnp'):
+        try:
+            state_dict = variables_to_state_dict(variables)
+        except CheckpointError:
+            if naming == 'nrnp':
+                raise
+    if state_dict is None:
+        state_dict = generic_state_dict(variables)
+    buffer = io.BytesIO()
+    np.savez(buffer, **state_dict)
+    files.atomic_write(path, buffer.getvalue())
+    return state_dict

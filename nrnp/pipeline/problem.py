@@ -1,0 +1,116 @@
+"""The compression problem of one target: kernel table, coordinates, encodings, predictor.
+
+  prep = prepare(params, config, log=print)
+  prep.problem      # ReconstructionProblem: encoded [N, F], target/mask [N, 9], probs [N]
+  prep.pmodel, prep.input_dim, prep.predictor_seed, prep.keys
+
+Computed once per run from the target's params and the `kernels`, `encoding`,
+`predictor` and `seed` sections of the config; deterministic, so a resumed run
+rebuilds exactly the same problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nrnp.core import coordinates, encodings, kernels, predictor
+from nrnp.training import reconstruction
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything computed once per target (see module docstring)."""
+
+    layout: kernels.KernelLayout
+    table: np.ndarray  # [N, 9] original rows
+    mask: np.ndarray  # [N, 9]
+    coords: np.ndarray  # [N, 3] int32
+    encoded: jax.Array  # [N, input_dim]
+    pmodel: predictor.Predictor
+    input_dim: int
+    predictor_seed: int
+    predictor_params: int
+    keys: dict
+    problem: reconstruction.ReconstructionProblem
+    ordering_seconds: float
+
+
+def make_encoder(encoding, seed: int):
+    """The encoding section as `coords [N, 3] -> [N, F]` and its width F."""
+    return encodings.make_encoder(
+        encoding.kind,
+        levels=encoding.levels,
+        base=encoding.base,
+        features=encoding.features,
+        scale=encoding.scale,
+        seed=seed,
+    )
+
+
+def predictor_module(p) -> predictor.Predictor:
+    """The predictor section as a module."""
+    return predictor.Predictor(
+        hidden=p.hidden, layers=p.layers, initializer=p.init, residual=p.residual
+    )
+
+
+def named_keys(seed: int) -> dict:
+    """One root key split into named keys once (randomness is a function of seed and step)."""
+    root = jax.random.key(seed)
+    names = ['predictor', 'reconstruct', 'distill', 'data']
+    return {name: jax.random.fold_in(root, i) for i, name in enumerate(names)}
+
+
+def selection(k) -> kernels.Predicate:
+    """The kernels section as the representation predicate."""
+    return kernels.select_kernels(tuple(k.sizes), k.exclude, k.large, dense=k.dense)
+
+
+def prepare(params, config, log=print) -> Prepared:
+    """Builds the kernel table, orderings, encodings and predictor module of `params`."""
+    layout = kernels.kernel_layout(params, selection(config.kernels))
+    table = np.asarray(kernels.gather(layout, params))  # [N, 9]
+    mask = layout.mask()  # [N, 9]
+    start = time.time()
+    coords = coordinates.kernel_coordinates(layout, table, config.kernels.ordering, log)
+    ordering_seconds = time.time() - start
+    encode, input_dim = make_encoder(config.encoding, config.seed)
+    encoded = jnp.asarray(encode(coords), jnp.float32)  # [N, input_dim]
+    log(
+        f'kernel table: {layout.num_kernels} kernels in {len(layout.layers)} layers, '
+        f'{layout.num_params} represented params; {config.kernels.ordering} ordering '
+        f'{ordering_seconds:.1f}s'
+    )
+    pmodel = predictor_module(config.predictor)
+    keys = named_keys(config.seed)
+    predictor_seed = int(jax.random.randint(keys['predictor'], (), 0, 2**30))
+    n_pred = predictor.num_params(
+        config.predictor.hidden, input_dim, config.predictor.layers, kernels.ROW
+    )
+    log(
+        f'predictor: hidden {config.predictor.hidden}, {config.predictor.layers} layers, '
+        f'{n_pred} params, ratio {n_pred / layout.num_params:.4f}'
+    )
+    table_j, mask_j = jnp.asarray(table), jnp.asarray(mask)
+    problem = reconstruction.ReconstructionProblem(
+        encoded, table_j, mask_j, reconstruction.magnitude_probabilities(table_j, mask_j)
+    )
+    return Prepared(
+        layout=layout,
+        table=table,
+        mask=mask,
+        coords=coords,
+        encoded=encoded,
+        pmodel=pmodel,
+        input_dim=input_dim,
+        predictor_seed=predictor_seed,
+        predictor_params=n_pred,
+        keys=keys,
+        problem=problem,
+        ordering_seconds=ordering_seconds,
+    )

@@ -1,0 +1,288 @@
+"""The training loop of a run: every phase of the schedule in turn, checkpointed and resumable.
+
+  schedule = schedule.build_schedule(config)   # [Phase(kind, steps, round, cycle), ...]
+  state, records = run_schedule(ctx, config, schedule)
+
+Checkpoints (orbax, atomic) hold the predictor state (params, the phase-switching
+optimizer's state with one optimizer state per phase kind, global step), the current
+round's target rows, and the position (phase index, step in phase, the records so
+far). A killed run restarted with the same command continues from the last checkpoint
+and ends with the same predictor, bit for bit on CPU: every random draw is a function
+of (seed, step) and the image batches of (seed, cycle, step in phase). SIGTERM saves
+and exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import signal
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nrnp.core import predictor
+from nrnp.data import batching
+from nrnp.errors import NonFiniteError, Preempted
+from nrnp.reporting import progress as progress_lines
+from nrnp.training import checkpoints, distillation, optim, reconstruction, sharding
+from nrnp.training.schedule import Phase, optimizer
+
+
+@dataclasses.dataclass
+class Context:
+    """What the phases need besides the config (built once by `pipeline.assemble`).
+
+    Attributes:
+      pmodel: predictor module; input_dim: its input width; predictor_seed: init seed.
+      problem: `ReconstructionProblem` with the original rows as target.
+      setup: `DistillSetup` (None without distillation); frozen: its `Frozen` arrays.
+      batches: `(start_step, cycle) -> iterator` of distillation image batches
+        (`images` or `(images, labels)`, images `[B, H, W, C]` float32, this
+        process's share); deterministic in its arguments for exact resume.
+      evaluate: `pparams -> top1 percent` of the rebuilt network on the test images, or None.
+      keys: named PRNG keys ('reconstruct', 'distill', ...).
+      log: progress sink; workdir: run directory.
+      mesh: device mesh (None: default device); images and kernel rows are split over it.
+    """
+
+    pmodel: predictor.Predictor
+    input_dim: int
+    predictor_seed: int
+    problem: reconstruction.ReconstructionProblem
+    setup: distillation.DistillSetup | None
+    frozen: distillation.Frozen | None
+    batches: Callable | None
+    evaluate: Callable
+    keys: dict
+    log: Callable
+    workdir: str
+    mesh: object = None
+
+
+class _Stop:
+    """SIGTERM flag: the loop saves a checkpoint and exits at the next step."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _keeping_sharding(step, like):
+    """Wraps `step(state, k)` so the new state keeps `like`'s placement (no recompiles)."""
+    shardings = jax.tree.map(lambda x: x.sharding, like)
+
+    def wrapped(state, k):
+        new_state, metrics = step(state, k)
+        return jax.device_put(new_state, shardings), metrics
+
+    return wrapped
+
+
+def _pct(value) -> str:
+    return '-' if value is None else f'{value:.2f} %'
+
+
+def _check_finite(metrics: dict, phase: Phase, step: int):
+    for name, value in metrics.items():
+        value = float(value)
+        if not np.isfinite(value):
+            raise NonFiniteError(
+                f'{phase.label}: non-finite {name} = {value} at step {step} of the phase; '
+                'the last good checkpoint is kept (lower the learning rate?)'
+            )
+
+
+def run_schedule(ctx: Context, config, schedule: list[Phase]):
+    """Runs (or resumes) `schedule`.
+
+    Returns:
+      (final PredictorState, list of per-phase records with kind, steps, seconds,
+       top1, rmse and intermediate evals).
+    """
+    tx = optimizer(config, schedule)
+    pparams = predictor.init_predictor(ctx.pmodel, ctx.input_dim, ctx.predictor_seed)
+    state = reconstruction.PredictorState(
+        step=jnp.zeros([], jnp.int32), pparams=pparams, opt_state=tx.init(pparams)
+    )
+    round_target = ctx.problem.target
+    ckpt = checkpoints.RunCheckpointer(f'{ctx.workdir}/checkpoints')
+    position = {'phase': 0, 'step': 0, 'records': []}
+    restored = ckpt.restore_latest({'state': state, 'round_target': round_target})
+    if restored is not None:
+        arrays, position = restored
+        state, round_target = arrays['state'], arrays['round_target']
+        if position.get('schedule') != [dataclasses.asdict(p) for p in schedule]:
+            raise ValueError(
+                f'{ctx.workdir} holds a run with another schedule '
+                f'{position.get("schedule")}; use a new --workdir'
+            )
+        ctx.log(
+            f'resuming from checkpoint {ckpt.latest_step()}: phase {position["phase"]}, '
+            f'step {position["step"]} of it'
+        )
+    records = list(position['records'])
+    if ctx.mesh is not None:
+        state = sharding.place_state(state, ctx.mesh)
+        round_target = sharding.replicate(round_target, ctx.mesh)
+        ctx = dataclasses.replace(
+            ctx,
+            problem=sharding.replicate(ctx.problem, ctx.mesh),
+            frozen=None if ctx.frozen is None else sharding.replicate(ctx.frozen, ctx.mesh),
+        )
+
+    def save(phase_index, step_in_phase, state):
+        meta = {
+            'phase': phase_index,
+            'step': step_in_phase,
+            'records': records,
+            'schedule': [dataclasses.asdict(p) for p in schedule],
+        }
+        ckpt.save(int(state.step), {'state': state, 'round_target': round_target}, meta)
+
+    with _Stop() as stop:
+        for index, phase in enumerate(schedule):
+            if index < position['phase']:
+                continue
+            first = position['step'] if index == position['phase'] else 0
+            if first == 0:
+                state, round_target = _start_phase(ctx, config, phase, state, round_target, tx)
+                if ctx.mesh is not None:  # a fresh predictor or optimizer state lands on one device
+                    state = sharding.place_state(state, ctx.mesh)
+                    round_target = sharding.replicate(round_target, ctx.mesh)
+            state, record = _run_phase(
+                ctx, config, phase, index, first, state, round_target, tx, stop, save
+            )
+            records.append(record)
+            save(index + 1, 0, state)
+            if stop.requested:
+                ctx.log(f'SIGTERM: checkpoint written after {phase.label}; exiting')
+                raise Preempted(f'preempted after {phase.label}')
+    ckpt.close()
+    return state, records
+
+
+def _start_phase(ctx, config, phase: Phase, state, round_target, tx: optim.PhaseSwitch):
+    """Phase-start actions: make the phase's optimizer the active one; for a
+    reconstruction round, also choose its target and predictor.
+
+    Round 1 of every cycle fits the original weights; round r > 1 fits what round
+    r - 1 rebuilt (progressive reconstruction), from the same predictor or, with
+    `reconstruct.fresh_predictor`, from a new one.
+    """
+    state = state.replace(opt_state=optim.select_phase(state.opt_state, phase.kind, tx))
+    if phase.kind != 'reconstruct':
+        return state, round_target
+    rc = config.reconstruct
+    pparams = state.pparams
+    if phase.round == 1:
+        round_target = ctx.problem.target
+    else:
+        round_target = predictor.predict(ctx.pmodel, pparams, ctx.problem.encoded)
+        if rc.fresh_predictor:
+            seed = ctx.predictor_seed + 1000 * phase.cycle + phase.round
+            pparams = predictor.init_predictor(ctx.pmodel, ctx.input_dim, seed)
+    opt_state = state.opt_state
+    if rc.restart_each_round or pparams is not state.pparams:
+        opt_state = optim.reset_phase(opt_state, 'reconstruct', tx, pparams)
+    return state.replace(pparams=pparams, opt_state=opt_state), round_target
+
+
+def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, save):
+    problem = dataclasses.replace(ctx.problem, target=round_target)
+    if phase.kind == 'reconstruct':
+        step_fn = jax.jit(
+            functools.partial(
+                reconstruction.reconstruction_step,
+                model=ctx.pmodel,
+                tx=tx,
+                batch_size=min(config.reconstruct.batch_size, problem.target.shape[0]),
+                magnitude_fraction=config.reconstruct.magnitude_fraction,
+                mesh=ctx.mesh,
+            ),
+            donate_argnums=0,
+        )
+        step = lambda s, k: step_fn(s, problem, ctx.keys['reconstruct'])
+    else:
+        d = config.distill
+        weights = (d.kd_weight, d.fm_weight, d.reconstruction_weight)
+        step_fn = jax.jit(
+            functools.partial(
+                distillation.distillation_step, setup=ctx.setup, tx=tx, loss_weights=weights
+            ),
+            donate_argnums=0,
+        )
+        batches = ctx.batches(first, phase.cycle)
+        batches = batching.prefetch(batches, size=2)
+
+        def step(s, k):
+            images = next(batches)
+            if isinstance(images, tuple):
+                images = images[0]  # labels are never used
+            images = (
+                jnp.asarray(images) if ctx.mesh is None else sharding.global_batch(images, ctx.mesh)
+            )
+            return step_fn(s, problem, ctx.frozen, images, ctx.keys['distill'])
+
+    if ctx.mesh is not None:
+        step = _keeping_sharding(step, state)
+    progress = progress_lines.Progress(phase.steps, phase.label, ctx.log, every=config.log_every)
+    evals = []
+    start = time.time()
+    if first:
+        ctx.log(f'{phase.label}: continuing at step {first}/{phase.steps}')
+    for k in range(first + 1, phase.steps + 1):
+        state, metrics = step(state, k)
+        if k % config.log_every == 0 or k == phase.steps:
+            _check_finite(metrics, phase, k)
+            progress.update(k - first, {n: v for n, v in metrics.items()}, force=True)
+        if config.eval_every and k % config.eval_every == 0 and k < phase.steps:
+            evals.append({'step': k, 'top1': ctx.evaluate(state.pparams)})
+            ctx.log(f'{phase.label} step {k}: eval/top1_reconstructed {_pct(evals[-1]["top1"])}')
+        periodic = config.checkpoint_every and k % config.checkpoint_every == 0
+        if k < phase.steps and (stop.requested or periodic):
+            _check_finite(metrics, phase, k)
+            save(index, k, state)
+            if stop.requested:
+                ctx.log(f'SIGTERM: checkpoint written at {phase.label} step {k}; exiting')
+                raise Preempted(f'preempted at {phase.label} step {k}')
+    jax.block_until_ready(state)
+    seconds = time.time() - start
+    top1 = ctx.evaluate(state.pparams)
+    rmse = reconstruction.full_rmse(ctx.pmodel, state.pparams, ctx.problem)
+    done = phase.steps - first
+    record = {
+        'kind': phase.kind,
+        'round': phase.round,
+        'cycle': phase.cycle,
+        'steps': phase.steps,
+        'seconds': seconds,
+        'step_ms': 1000 * seconds / max(done, 1),
+        'top1': top1,
+        'rmse': rmse,
+        'evals': evals,
+    }
+    if first:
+        record['resumed_at'] = first
+    ctx.log(
+        f'{phase.label} done: {phase.steps} steps, {seconds:.1f}s, '
+        f'eval/top1_reconstructed {_pct(top1)}, recon/rmse {rmse:.6f} (vs original weights)'
+    )
+    return state, record

@@ -1,0 +1,259 @@
+"""End to end: the tiny config through both phases, crash + resume, SIGTERM, bad input."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import nrnp
+from nrnp import errors
+from nrnp.configs import default
+from nrnp.data import batching, dataset
+from nrnp.pipeline import job
+from nrnp.training import checkpoints, evaluation, schedule
+
+
+def _config(**overrides):
+    c = default.get_config('tiny')
+    c.cycles = 2  # reconstruct -> distill -> reconstruct -> distill
+    c.distill.steps = 6
+    c.checkpoint_every = 2
+    for key, value in overrides.items():
+        section, field = key.split('.')
+        c[section][field] = value
+    return c
+
+
+def _final_arrays(workdir):
+    ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'))
+    step = ckpt.latest_step()
+    restored = ckpt.manager.restore(step)
+    ckpt.close()
+    return step, restored
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp('reference'))
+    report = job.run(_config(), workdir, echo=lambda s: None)
+    return workdir, report
+
+
+def test_report_fields_and_phases(reference):
+    workdir, report = reference
+    saved = json.load(open(os.path.join(workdir, 'report.json')))
+    assert saved['top1_original'] == report['top1_original'] > 80.0  # the digits teacher
+    kinds = [p['kind'] for p in saved['phases']]
+    assert kinds == ['init', 'reconstruct', 'distill', 'reconstruct', 'distill']
+    for key in (
+        'top1_reconstructed',
+        'test_images',
+        'represented_params',
+        'predictor_params',
+        'ratio',
+        'reconstruction_rmse',
+        'wall_seconds',
+    ):
+        assert key in saved
+    assert saved['test_images'] == 360
+    assert saved['represented_params'] == 9 * (1 * 32 + 32 * 64 + 64 * 64)
+    assert saved['ratio'] == pytest.approx(saved['predictor_params'] / saved['represented_params'])
+    for p in saved['phases'][1:]:
+        assert p['steps'] > 0 and p['seconds'] > 0 and 0 <= p['top1'] <= 100
+        assert np.isfinite(p['rmse'])
+    assert os.path.exists(os.path.join(workdir, 'report.md'))
+    assert os.path.exists(os.path.join(workdir, 'report.png'))
+
+
+def test_cli_artifact_rebuilds_the_reported_network(reference):
+    workdir, report = reference
+    compressed = nrnp.load(os.path.join(workdir, 'compressed.nrnp'))
+    rebuilt = compressed.reconstruct()
+    model = job.build_target(_config())
+    test = dataset.load_digits('test')
+    c = _config()
+    top1 = evaluation.top1(
+        model, rebuilt, batching.normalise(test.images, c.data.mean, c.data.std), test.labels
+    )
+    assert top1 == pytest.approx(report['top1_reconstructed'])
+    assert report['artifact_bytes'] == os.path.getsize(os.path.join(workdir, 'compressed.nrnp'))
+
+
+def _crash_after(monkeypatch, batches: int, action):
+    real = batching.train_batches
+    calls = {'n': 0}
+
+    def fake(*args, **kwargs):
+        it = real(*args, **kwargs)
+        if kwargs.get('batch_size') != 32:  # teacher training: untouched
+            yield from it
+            return
+        calls['n'] += 1
+        if calls['n'] > 1:  # only the first distillation phase is interrupted
+            yield from it
+            return
+        for i, item in enumerate(it):
+            if i == batches:
+                action()
+            yield item
+
+    monkeypatch.setattr(batching, 'train_batches', fake)
+
+
+def test_crash_mid_distillation_then_resume_is_bit_exact(reference, tmp_path, monkeypatch):
+    ref_dir, _ = reference
+    workdir = str(tmp_path)
+
+    def kill():
+        raise KeyboardInterrupt('simulated kill')
+
+    _crash_after(monkeypatch, 5, kill)
+    with pytest.raises(KeyboardInterrupt):
+        job.run(_config(), workdir, echo=lambda s: None)
+    ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'))
+    arrays_meta = ckpt.manager.restore(ckpt.latest_step())
+    ckpt.close()
+    assert arrays_meta['meta']['phase'] == 1 and 0 < arrays_meta['meta']['step'] < 6
+    monkeypatch.undo()
+    logs = []
+    job.run(_config(), workdir, echo=logs.append)
+    assert any('resuming from checkpoint' in line for line in logs)
+    step_ref, ref = _final_arrays(ref_dir)
+    step_new, new = _final_arrays(workdir)
+    assert step_ref == step_new
+    jax.tree.map(np.testing.assert_array_equal, ref['arrays'], new['arrays'])
+
+
+def test_sigterm_checkpoints_and_exits(tmp_path, monkeypatch):
+    workdir = str(tmp_path)
+    _crash_after(monkeypatch, 3, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(errors.Preempted):
+        job.run(_config(), workdir, echo=lambda s: None)
+    ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'))
+    meta = ckpt.manager.restore(ckpt.latest_step())['meta']
+    ckpt.close()
+    assert meta['phase'] == 1 and meta['step'] > 0
+    monkeypatch.undo()
+    report = job.run(_config(), workdir, echo=lambda s: None)
+    assert [p['kind'] for p in report['phases']][-1] == 'distill'
+
+
+def test_non_finite_loss_names_phase_and_step(tmp_path):
+    c = _config(**{'reconstruct.learning_rate': 1e30, 'reconstruct.optimizer': 'adam'})
+    c.cycles = 1
+    with pytest.raises(FloatingPointError, match=r'reconstruct c1 round 1: non-finite .* at step'):
+        job.run(c, str(tmp_path), echo=lambda s: None)
+
+
+def test_other_schedule_in_the_same_workdir_is_refused(reference, tmp_path):
+    import shutil
+
+    workdir = str(tmp_path / 'copy')
+    shutil.copytree(reference[0], workdir)
+    c = _config()
+    c.distill.steps = 7
+    with pytest.raises(ValueError, match='another schedule'):
+        job.run(c, workdir, echo=lambda s: None)
+
+
+def test_schedule_building():
+    c = _config()
+    c.reconstruct.steps, c.reconstruct.rounds, c.cycles = 10, 3, 1
+    sched = schedule.build_schedule(c)
+    assert [(p.kind, p.steps, p.round) for p in sched] == [
+        ('reconstruct', 4, 1),
+        ('reconstruct', 3, 2),
+        ('reconstruct', 3, 3),
+        ('distill', 6, 1),
+    ]
+    c.reconstruct.rounds = 0
+    with pytest.raises(ValueError, match='rounds'):
+        schedule.build_schedule(c)
+
+
+def _mixed_size_folder(root, per_class: dict[str, int], seed=0, size=None):
+    """PNG image folder, classes told apart by colour, each image of its own size (or all
+    `size` x `size`)."""
+    rng = np.random.default_rng(seed)
+    colours = {'red': (200, 30, 30), 'green': (30, 200, 30), 'blue': (30, 30, 200)}
+    for split, count in per_class.items():
+        for name, colour in colours.items():
+            os.makedirs(os.path.join(root, split, name))
+            for i in range(count):
+                h, w = rng.integers(6, 20, 2) if size is None else (size, size)
+                img = np.clip(rng.normal(colour, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(os.path.join(root, split, name, f'{i}.png'))
+
+
+def test_streamed_folder_of_mixed_sizes_runs_both_phases(tmp_path):
+    root = str(tmp_path / 'imgs')
+    _mixed_size_folder(root, {'train': 16, 'test': 5})
+    c = _config(
+        **{
+            'data.image_folder': root,
+            'data.streaming': True,
+            'data.augment': 'random_resized_crop',
+            'data.eval_crop': 'center',
+            'data.image_size': 8,
+            'data.channels': 3,
+            'data.eval_batch_size': 4,
+            'distill.batch_size': 8,
+        }
+    )
+    c.cycles = 1
+    report = job.run(c, str(tmp_path / 'run'), echo=lambda s: None)
+    assert report['test_images'] == 15
+    assert [p['kind'] for p in report['phases']] == ['init', 'reconstruct', 'distill']
+    assert report['top1_original'] > 60.0  # colours are easy, even from random crops
+    assert not os.path.exists(tmp_path / 'run' / 'cache')  # streamed: nothing decoded ahead
+    # Held in memory instead, the differing sizes are refused with the way out.
+    c.data.streaming = False
+    with pytest.raises(errors.DataError, match=r'(?s)pass image_size.*data.streaming=True'):
+        job.run(c, str(tmp_path / 'mem'), echo=lambda s: None)
+
+
+@pytest.mark.parametrize('streaming', [False, True])
+def test_differing_class_folders_are_refused(tmp_path, streaming):
+    root = str(tmp_path / 'imgs')
+    _mixed_size_folder(root, {'train': 2, 'test': 2}, size=8)
+    os.rename(os.path.join(root, 'test', 'blue'), os.path.join(root, 'test', 'cyan'))
+    c = _config(
+        **{
+            'data.image_folder': root,
+            'data.streaming': streaming,
+            'data.augment': 'random_resized_crop',
+            'data.eval_crop': 'center',
+            'data.channels': 3,
+        }
+    )
+    with pytest.raises(
+        errors.DataError, match=r"only in train: \['blue'\].*only in test: \['cyan'\]"
+    ):
+        job.run(c, str(tmp_path / 'run'), echo=lambda s: None)
+    c.data.channels = 2  # neither grey nor RGB: decoded as RGB, then refused
+    with pytest.raises(errors.DataError, match='3-channel images but data.channels is 2'):
+        job.run(c, str(tmp_path / 'run2'), echo=lambda s: None)
+
+
+@pytest.mark.parametrize('streaming', [False, True])
+def test_splits_are_resized_to_image_size_unless_a_crop_resizes(tmp_path, streaming):
+    root = str(tmp_path / 'imgs')
+    _mixed_size_folder(root, {'train': 2})
+    c = _config(
+        **{
+            'data.image_folder': root,
+            'data.streaming': streaming,
+            'data.image_size': 5,
+            'data.channels': 3,
+        }
+    )
+    split = job.load_split(c, 'train', str(tmp_path / 'run'), crops=False)
+    images, labels = split.read(np.arange(6))
+    assert {tuple(x.shape) for x in images} == {(5, 5, 3)} and list(labels) == [0, 0, 1, 1, 2, 2]
+    if streaming:  # left as they are for random_resized_crop / the centre crop
+        kept, _ = job.load_split(c, 'train', str(tmp_path / 'run'), crops=True).read(np.arange(6))
+        assert len({x.shape for x in kept}) > 1

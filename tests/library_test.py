@@ -1,0 +1,218 @@
+"""nrnp.compress on nrnp's ResNet20, a VGG-style net and a 1x1/depthwise/dense net."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import nrnp
+from nrnp.artifact import compressed
+from nrnp.configs import default
+from nrnp.core import coordinates, predictor
+from nrnp.nets import models
+from nrnp.pipeline import library, problem
+
+FAST = dict(
+    reconstruct__steps=3,
+    reconstruct__batch_size=256,
+    predictor__hidden=8,
+    predictor__layers=3,
+    encoding__levels=4,
+    log_every=1,
+)
+
+
+class VGG(nn.Module):
+    """Conv-BN-ReLU-pool twice, then a Dense head; sows nothing."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        for i, features in enumerate((8, 16)):
+            x = nn.Conv(features, (3, 3), name=f'conv{i}')(x)
+            x = nn.BatchNorm(use_running_average=not train, name=f'bn{i}')(x)
+            x = nn.max_pool(nn.relu(x), (2, 2), (2, 2))
+        return nn.Dense(10, name='fc')(x.reshape(x.shape[0], -1))
+
+
+class Mobile(nn.Module):
+    """A 3x3 stem, a depthwise 3x3, a pointwise 1x1, a 5x5 conv and a bfloat16 Dense head."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Conv(8, (3, 3), name='stem')(x))
+        x = nn.relu(nn.Conv(8, (3, 3), feature_group_count=8, name='dw')(x))
+        x = nn.relu(nn.Conv(16, (1, 1), use_bias=False, name='pw')(x))
+        x = nn.Conv(4, (5, 5), name='big')(x)
+        return nn.Dense(10, param_dtype=jnp.bfloat16, name='head')(jnp.mean(x, (1, 2)))
+
+
+def random_variables(model, input_shape, seed=0):
+    """Variables of `model` with random values (abstract init: no real init work)."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape)))
+    rng = np.random.default_rng(seed)
+    fill = lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype)
+    variables = jax.tree.map(fill, dict(shapes))
+    if 'batch_stats' in variables:  # positive variances
+        variables['batch_stats'] = jax.tree.map(lambda x: np.abs(x) + 0.5, variables['batch_stats'])
+    return variables
+
+
+def bits(x):
+    x = np.asarray(x)
+    return x.view(f'u{x.dtype.itemsize}')
+
+
+def check_roundtrip(comp, variables, tmp_path):
+    """save -> load -> reconstruct keeps the tree, shapes, dtypes, copied leaves, predictions."""
+    path = comp.save(tmp_path / 'net.nrnp')
+    loaded = nrnp.load(path)
+    rebuilt = loaded.reconstruct()
+    assert jax.tree.structure(rebuilt) == jax.tree.structure(variables)
+    flat_in = compressed.flatten_variables(variables if 'params' in variables else {'p': variables})
+    flat_out = compressed.flatten_variables(rebuilt if 'params' in rebuilt else {'p': rebuilt})
+    for path_, x in flat_in.items():
+        assert flat_out[path_].shape == x.shape and flat_out[path_].dtype == x.dtype, path_
+    # the exact rebuild of the training code, from a fresh `prepare`
+    params = variables['params'] if 'params' in variables else variables
+    config = ml_collections.ConfigDict(loaded.config)
+    prep = problem.prepare(params, config, log=lambda s: None)
+    np.testing.assert_array_equal(loaded.coordinates(), prep.coords)
+    pparams = jax.tree.map(jnp.asarray, loaded.predictor_params)
+    expected = predictor.reconstruct(prep.pmodel, prep.layout, pparams, prep.encoded, params)
+    represented = {layer.path for layer in prep.layout.layers}
+    got = compressed.flatten_variables(rebuilt['params'] if 'params' in rebuilt else rebuilt)
+    for path_, x in compressed.flatten_variables(expected).items():
+        if path_ not in represented:
+            x = params_get(params, path_)  # copied leaves: the input's, bit for bit
+        np.testing.assert_array_equal(bits(got[path_]), bits(x), err_msg=str(path_))
+    # size report: the parts add up and match the file
+    report = loaded.size_report()
+    parts = ('predictor_bytes', 'ordering_bytes', 'copied_bytes', 'header_bytes')
+    assert report['payload_bytes'] == sum(report[k] for k in parts)
+    assert report['copied_bytes'] == report['copied_params_bytes'] + report['batch_stats_bytes']
+    assert report['artifact_bytes'] == (tmp_path / 'net.nrnp').stat().st_size
+    assert report['ordering_bytes'] == coordinates.ordering_bytes(prep.layout, loaded.ordering)
+    assert report['represented_params'] == prep.layout.num_params
+    assert report['predictor_params'] == prep.predictor_params
+    assert report['param_ratio'] == pytest.approx(prep.predictor_params / prep.layout.num_params)
+    original = sum(x.nbytes for x in flat_in.values())
+    assert report['original_bytes'] == original
+    assert report['disk_ratio'] == pytest.approx(report['artifact_bytes'] / original)
+    assert 'on-disk ratio' in str(loaded)
+    return loaded, rebuilt
+
+
+def params_get(tree, path):
+    for name in path:
+        tree = tree[name]
+    return tree
+
+
+def test_resnet20_data_free(tmp_path):
+    model = models.build_model('resnet20', 10)
+    variables = random_variables(model, (1, 32, 32, 3))
+    logs, seen = [], []
+    comp = nrnp.compress(
+        variables, kernels__ordering='none', log=logs.append, callback=seen.append, **FAST
+    )
+    assert any('data-free' in line and 'distill.steps 300 -> 0' in line for line in logs)
+    assert [r['kind'] for r in comp.history] == ['init', 'reconstruct'] == [r['kind'] for r in seen]
+    assert comp.metrics['top1_original'] is None and np.isfinite(
+        comp.metrics['reconstruction_rmse']
+    )
+    assert len(comp.layout.layers) == 19 and comp.positions == []
+    loaded, rebuilt = check_roundtrip(comp, variables, tmp_path)
+    assert set(rebuilt) == {'params', 'batch_stats'}
+    assert loaded.history == comp.history
+
+
+def test_vgg_with_data_distills_and_evaluates(tmp_path):
+    model = VGG()
+    variables = random_variables(model, (1, 8, 8, 3))
+    rng = np.random.default_rng(1)
+    images = [rng.standard_normal((4, 8, 8, 3)).astype(np.float32) for _ in range(3)]
+    labels = np.arange(6) % 10
+    logs = []
+    comp = nrnp.compress(
+        variables,
+        model,
+        data=[(x, labels[:4]) for x in images],
+        test_data=(np.concatenate(images[:2])[:6], labels),
+        distill__steps=3,
+        distill__batch_size=4,
+        distill__kernel_batch_size=64,
+        log=logs.append,
+        **FAST,
+    )
+    assert [r['kind'] for r in comp.history] == ['init', 'reconstruct', 'distill']
+    assert any('fm_weight -> 0' in line for line in logs)
+    assert comp.config['distill']['fm_weight'] == 0.0
+    assert 0 <= comp.metrics['top1_original'] <= 100
+    assert comp.metrics['top1_reconstructed'] == comp.history[-1]['top1']
+    assert all(r['top1'] is not None for r in comp.history)
+    loaded, _ = check_roundtrip(comp, variables, tmp_path)
+    assert loaded.metrics == comp.metrics
+
+
+def test_mobile_depthwise_dense_bare_params(tmp_path):
+    model = Mobile()
+    params = random_variables(model, (1, 8, 8, 3))['params']  # bare params: no 'params' key
+    config = default.get_config()
+    comp = nrnp.compress(
+        params,
+        config=config,
+        kernels__dense=True,
+        kernels__large='tile',
+        kernels__ordering='crossfilter',
+        **FAST,
+        log=None,
+    )
+    names = [layer.name for layer in comp.layout.layers]
+    assert names == ['big/kernel', 'dw/kernel', 'head/kernel', 'pw/kernel', 'stem/kernel']
+    assert comp.layout.layers[1].shape == (3, 3, 1, 8)  # depthwise
+    assert comp.layout.layers[2].rank == 2 and comp.layout.layers[2].dtype == 'bfloat16'
+    assert [p.dtype for p in comp.positions] == [np.uint8] * 5
+    assert config.kernels.dense is False and config.predictor.hidden == 64  # not modified
+    _, rebuilt = check_roundtrip(comp, params, tmp_path)
+    assert set(rebuilt) == set(params) and rebuilt['head']['bias'].dtype == jnp.bfloat16
+    logits = model.apply({'params': rebuilt}, jnp.ones((2, 8, 8, 3)))
+    assert logits.shape == (2, 10) and np.isfinite(np.asarray(logits, np.float32)).all()
+
+
+def test_smallcnn_feature_maps_and_resume(tmp_path):
+    model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
+    variables = random_variables(model, (1, 8, 8, 1))
+    batches = [np.ones((4, 8, 8, 1), np.float32) * i for i in range(2)]
+    kwargs = dict(data=batches, distill__steps=2, distill__batch_size=4, log=None, **FAST)
+    kwargs['distill__kernel_batch_size'] = 32
+    first = nrnp.compress(variables, model, workdir=tmp_path / 'w', **kwargs)
+    assert first.config['distill']['fm_weight'] == 1.0  # SmallCNN sows its feature maps
+    logs = []
+    again = nrnp.compress(
+        variables, model, workdir=tmp_path / 'w', **{**kwargs, 'log': logs.append}
+    )
+    assert any('resuming from checkpoint' in line for line in logs)
+    jax.tree.map(np.testing.assert_array_equal, first.predictor_params, again.predictor_params)
+    assert [r['kind'] for r in again.history] == ['init', 'reconstruct', 'distill']
+
+
+def test_bad_arguments():
+    params = random_variables(VGG(), (1, 8, 8, 3))['params']
+    with pytest.raises(ValueError, match=r"unknown config field 'predictor.hiden'.*hidden"):
+        nrnp.compress(params, predictor__hiden=3)
+    with pytest.raises(ValueError, match=r"unknown config field 'nosuch.x'"):
+        nrnp.compress(params, nosuch__x=3)
+    with pytest.raises(ValueError, match='config section'):
+        nrnp.compress(params, predictor=3)
+    with pytest.raises(TypeError, match='predictor.hidden'):
+        nrnp.compress(params, predictor__hidden='wide')
+    with pytest.raises(ValueError, match='need the model'):
+        nrnp.compress(params, data=[np.zeros((1, 8, 8, 3), np.float32)])
+
+
+def test_apply_overrides_converts_lists_to_tuples():
+    config = default.get_config()
+    library.apply_overrides(config, {'predictor__hidden': 7, 'kernels__sizes': [3]})
+    assert config.predictor.hidden == 7 and config.kernels.sizes == (3,)
