@@ -8,15 +8,14 @@ optimizer's state with one optimizer state per phase kind, global step), the cur
 round's target rows, and the position (phase index, step in phase, the records so
 far). A killed run restarted with the same command continues from the last checkpoint
 and ends with the same predictor, bit for bit on CPU: every random draw is a function
-of (seed, step) and the image batches of (seed, cycle, step in phase). SIGTERM saves
-and exits.
+of (seed, step) and the image batches of (seed, cycle, step in phase). SIGTERM and
+Ctrl-C save at the current step and raise `Preempted` (`interrupts`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import signal
 import time
 from collections.abc import Callable
 
@@ -28,7 +27,14 @@ from nrnp.core import predictor
 from nrnp.data import batching
 from nrnp.errors import NonFiniteError, Preempted
 from nrnp.reporting import progress as progress_lines
-from nrnp.training import checkpoints, distillation, optim, reconstruction, sharding
+from nrnp.training import (
+    checkpoints,
+    distillation,
+    interrupts,
+    optim,
+    reconstruction,
+    sharding,
+)
 from nrnp.training.schedule import Phase, optimizer
 
 
@@ -61,28 +67,6 @@ class Context:
     log: Callable
     workdir: str
     mesh: object = None
-
-
-class _Stop:
-    """SIGTERM flag: the loop saves a checkpoint and exits at the next step."""
-
-    def __init__(self):
-        self.requested = False
-        self.previous = None
-
-    def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread
-            self.previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
 
 
 def _keeping_sharding(step, like):
@@ -157,7 +141,7 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
         }
         ckpt.save(int(state.step), {'state': state, 'round_target': round_target}, meta)
 
-    with _Stop() as stop:
+    with interrupts.catch(ctx.log) as stop:
         for index, phase in enumerate(schedule):
             if index < position['phase']:
                 continue
@@ -173,8 +157,10 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
             records.append(record)
             save(index + 1, 0, state)
             if stop.requested:
-                ctx.log(f'SIGTERM: checkpoint written after {phase.label}; exiting')
-                raise Preempted(f'preempted after {phase.label}')
+                raise Preempted(
+                    f'{stop.requested}: checkpoint written after {phase.label} in '
+                    f'{ctx.workdir}; run the same command again to resume'
+                )
     ckpt.close()
     return state, records
 
@@ -261,8 +247,10 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
             _check_finite(metrics, phase, k)
             save(index, k, state)
             if stop.requested:
-                ctx.log(f'SIGTERM: checkpoint written at {phase.label} step {k}; exiting')
-                raise Preempted(f'preempted at {phase.label} step {k}')
+                raise Preempted(
+                    f'{stop.requested}: checkpoint written at {phase.label} step {k} in '
+                    f'{ctx.workdir}; run the same command again to resume'
+                )
     jax.block_until_ready(state)
     seconds = time.time() - start
     top1 = ctx.evaluate(state.pparams)
