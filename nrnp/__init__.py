@@ -5,7 +5,7 @@ compressed = nrnp.compress(variables, model, data=batches); compressed.save('net
 variables = nrnp.load('net.nrnp').reconstruct()
 """
 
-__version__ = '0.1.0'
+from nrnp.version import __version__
 
 _LAZY = {
     'compress': 'nrnp.pipeline.library',
@@ -13,7 +13,7 @@ _LAZY = {
     'Compressed': 'nrnp.artifact.compressed',
     'ArtifactError': 'nrnp.errors',
 }
-__all__ = ['ArtifactError', 'Compressed', 'compress', 'load']
+__all__ = ['ArtifactError', 'Compressed', '__version__', 'compress', 'load']
 
 
 def __getattr__(name: str):

@@ -1,22 +1,67 @@
-"""Command line: `python -m nrnp.main --config=configs/c10_r20.py --workdir=W [--config.x.y=v]`.
+"""Command line: `nrnp --config=c100 [--workdir=W] [--config.x.y=v] [--overwrite] [--debug]`.
 
-Parses flags, hides GPUs from TensorFlow (when it is installed), and calls
-`nrnp.pipeline.job.run`, which writes `W/report.json` and `W/report.md`.
+  python -m nrnp.main --config=configs/c10_r20.py:tiny --workdir=/tmp/r20
+  nrnp --config=c100                 # a shipped recipe, from any directory
+  nrnp fields                        # every config field, its default and meaning
+  nrnp --help
+
+Parses the flags, checks the config before any work (`pipeline.validation`), hides GPUs
+from TensorFlow (when it is installed) and calls `nrnp.pipeline.job.run`, which writes
+`W/report.json`, `W/report.md` and `W/compressed.nrnp`. Expected failures print one
+short message and exit with a documented status (`nrnp.errors`: 2 bad input, 1 runtime
+failure, 75 stopped by SIGTERM/Ctrl-C after a checkpoint, 130 a second Ctrl-C); the
+traceback only with `--debug` or `NRNP_DEBUG=1`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from nrnp import errors
+from nrnp.configs import catalog
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    'config', None, 'Config file (configs/*.py[:tiny]).', lock_config=True
-)
-flags.DEFINE_string('workdir', None, 'Directory for the report, logs and checkpoints.')
-flags.mark_flags_as_required(['config', 'workdir'])
+USAGE = """\
+usage: nrnp --config=RECIPE[:tiny] [--workdir=DIR] [--config.SECTION.FIELD=VALUE ...]
+            [--overwrite] [--debug]
+       nrnp fields          list every config field with its default and meaning
+       nrnp --help
+
+Compresses a trained CNN's conv weights into a small predictor MLP (NeRN and the
+two-phase scheme of arXiv 2407.00356) and reports the accuracy of the original and
+the rebuilt network.
+
+  --config     a shipped recipe name or a config file (configs/*.py), optionally
+               followed by ':tiny' (the smoke-test size). Recipes:
+{recipes}
+  --workdir    where the run writes (default: runs/<recipe>[-<arg>] in the current
+               directory). Rerunning the same command resumes; a workdir holding
+               another run is refused (--overwrite replaces nrnp's files there).
+  --config.X   override any field, e.g. --config.predictor.hidden=160
+               --config.reconstruct.steps=20000 --config.data.image_folder=DIR
+  --overwrite  replace the run in --workdir (checkpoints, artefact, reports)
+  --debug      show tracebacks (also NRNP_DEBUG=1)
+
+Most used fields:
+  teacher.checkpoint   file, orbax dir, https URL or registry name ('' = train one)
+  data.image_folder    <root>/{{train,test}}/<class>/*.jpg instead of data.name
+  data.data_dir        where datasets are cached or prepared
+  predictor.hidden     predictor width h (the compression ratio)
+  reconstruct.steps    reconstruction steps; distill.steps: distillation steps
+
+Exit status: 0 done, 1 runtime failure, 2 bad input, 75 stopped by SIGTERM/Ctrl-C
+after writing a checkpoint (rerun the same command to resume), 130 second Ctrl-C.
+"""
+
+
+def _usage() -> str:
+    recipes = '\n'.join(f'                 {name:<14}{doc}' for name, doc in catalog.recipes())
+    return USAGE.format(recipes=recipes)
+
+
+def _print_fields() -> None:
+    for name, default, meaning in catalog.fields():
+        print(f'{name} = {default}' + (f'  # {meaning}' if meaning else ''))
 
 
 def _hide_gpus_from_tensorflow():
@@ -27,21 +72,88 @@ def _hide_gpus_from_tensorflow():
     tf.config.experimental.set_visible_devices([], 'GPU')
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def _parse(argv: list[str]):
+    """(config, workdir, overwrite) from the command line; errors.ConfigError on bad flags."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv, spec = catalog.resolve_config_flag(argv)
+    fl = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        'config', None, 'Recipe or config file [:tiny].', flag_values=fl, lock_config=True
+    )
+    flags.DEFINE_string('workdir', None, 'Run directory.', flag_values=fl)
+    flags.DEFINE_boolean('overwrite', False, 'Replace the run in --workdir.', flag_values=fl)
+    flags.DEFINE_boolean('debug', False, 'Show tracebacks.', flag_values=fl)
+    catalog.check_overrides(argv, spec)
+    try:
+        rest = fl(argv)
+    except flags.Error as e:
+        raise errors.ConfigError(f'{e}; `nrnp --help` shows the flags') from None
+    if len(rest) > 1:
+        raise errors.ConfigError(
+            f'unexpected arguments {rest[1:]}; flags are written --name=value (`nrnp --help`)'
+        )
+    workdir = fl.workdir or os.path.join('runs', spec.run_name)
+    return fl.config, workdir, fl.overwrite
+
+
+def main(argv: list[str]) -> int:
+    """Runs the command line `argv` (argv[0] is the program); returns the exit status."""
+    args = argv[1:]
+    if not args or {'-h', '--help', '-help', '--helpfull', '--helpshort'} & set(args):
+        print(_usage(), end='')
+        return 0 if args else errors.EXIT_BAD_INPUT
+    if args[0] == 'fields':
+        _print_fields()
+        return 0
+    config, workdir, overwrite = _parse([argv[0], *(a for a in args if a != '--debug')])
+    from nrnp.pipeline import validation
+
+    validation.check(config, style='cli')
     _hide_gpus_from_tensorflow()
+    from absl import logging
+
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
     from nrnp.pipeline import job
     from nrnp.training import sharding
 
     sharding.maybe_initialize_distributed()
-    job.run(FLAGS.config, FLAGS.workdir)
+    job.run(config, workdir, overwrite=overwrite)
+    return 0
 
 
-def run():
-    """Console entry point (`nrnp --config=... --workdir=...`)."""
-    app.run(main)
+def _fail(message: str, status: int) -> int:
+    sys.stdout.flush()
+    print(f'nrnp: {message}', file=sys.stderr)
+    return status
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point (`nrnp ...`): `main` with one-line errors and exit statuses."""
+    argv = list(sys.argv if argv is None else argv)
+    debug = '--debug' in argv or os.environ.get('NRNP_DEBUG', '') not in ('', '0')
+    try:
+        status = main(argv)
+    except errors.Preempted as e:
+        status = _fail(f'stopped: {e}', e.exit_code)
+    except errors.NrnpError as e:
+        if debug:
+            raise
+        status = _fail(f'error: {e}', e.exit_code)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        status = _fail('interrupted before training started: nothing to save', 130)
+    except Exception as e:  # a bug: say so, briefly, unless asked for the traceback
+        if debug:
+            raise
+        status = _fail(
+            f'internal error: {type(e).__name__}: {e}\n'
+            '  This is a bug in nrnp; rerun with --debug for the traceback and report it.',
+            errors.EXIT_FAILURE,
+        )
+    sys.exit(status)
 
 
 if __name__ == '__main__':

@@ -84,18 +84,23 @@ def test_foreign_truncated_and_wrong_version_files_raise(saved, tmp_path, monkey
     cases['random.nrnp'] = np.random.default_rng(0).bytes(4096)
     monkeypatch.setenv('NRNP_EVIL_DIR', str(tmp_path / 'evil'))
     cases['pickle.nrnp'] = pickle.dumps({'header': _Evil()})
+    cases['weights.h5'] = b'\x89HDF\r\n\x1a\n' + bytes(64)
     for name, payload in cases.items():
         (tmp_path / name).write_bytes(payload)
     np.savez(tmp_path / 'plain.npz', weights=np.ones(3))
     np.save(tmp_path / 'single.npy', np.ones(3))
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'compressed.nrnp').write_bytes(raw)
     bad = {
         'truncated.nrnp': 'not a readable',
-        'empty.nrnp': 'not a readable',
-        'random.nrnp': 'not a readable',
-        'pickle.nrnp': 'not a readable',
+        'empty.nrnp': r'not an nrnp artefact \(starts with',
+        'random.nrnp': 'not an nrnp artefact',
+        'pickle.nrnp': r'not an nrnp artefact \(a pickle',
+        'weights.h5': r'not an nrnp artefact \(an HDF5 file',
         'plain.npz': 'without a header',
         'single.npy': 'single .npy',
         'missing.nrnp': 'no such file',
+        'run': r'is a directory; .* did you mean .*run/compressed.nrnp',
     }
 
     def version(members, header):
@@ -127,6 +132,7 @@ def test_foreign_truncated_and_wrong_version_files_raise(saved, tmp_path, monkey
         with pytest.raises(nrnp.ArtifactError, match=message) as info:
             nrnp.load(path)
         assert path in str(info.value) and isinstance(info.value, ValueError)
+        assert 'allow_pickle' not in str(info.value)  # nothing the caller could pass
     assert not (tmp_path / 'evil').exists()  # nothing was unpickled
 
 

@@ -156,7 +156,7 @@ def test_other_schedule_in_the_same_workdir_is_refused(reference, tmp_path):
     shutil.copytree(reference[0], workdir)
     c = _config()
     c.distill.steps = 7
-    with pytest.raises(ValueError, match='another schedule'):
+    with pytest.raises(errors.WorkdirError, match=r'distill.steps: 6 -> 7'):
         job.run(c, workdir, echo=lambda s: None)
 
 

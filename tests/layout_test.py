@@ -13,7 +13,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'nrnp'
 LAYERS = {
     'nrnp.errors': 0,
     'nrnp.files': 0,
-    'nrnp.configs': 0,
+    'nrnp.version': 0,
+    'nrnp.configs': 1,
     'nrnp.core': 1,
     'nrnp.data': 1,
     'nrnp.nets': 2,
@@ -70,8 +71,7 @@ def test_every_module_belongs_to_a_layer():
 
 def test_no_module_imports_a_unit_beside_or_above_it():
     wrong = [
-        f'{module} (layer {LAYERS[_unit(module)]}) imports {target} '
-        f'(layer {LAYERS[_unit(target)]})'
+        f'{module} (layer {LAYERS[_unit(module)]}) imports {target} (layer {LAYERS[_unit(target)]})'
         for module, targets in _graph().items()
         for target in sorted(targets)
         if _unit(target) != _unit(module) and LAYERS[_unit(target)] >= LAYERS[_unit(module)]

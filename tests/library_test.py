@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import nrnp
+from nrnp import errors
 from nrnp.artifact import compressed
 from nrnp.configs import default
 from nrnp.core import coordinates, predictor
@@ -117,7 +118,7 @@ def test_resnet20_data_free(tmp_path):
     comp = nrnp.compress(
         variables, kernels__ordering='none', log=logs.append, callback=seen.append, **FAST
     )
-    assert any('data-free' in line and 'distill.steps 300 -> 0' in line for line in logs)
+    assert any('data-free' in line and 'distill__steps 300 -> 0' in line for line in logs)
     assert [r['kind'] for r in comp.history] == ['init', 'reconstruct'] == [r['kind'] for r in seen]
     assert comp.metrics['top1_original'] is None and np.isfinite(
         comp.metrics['reconstruction_rmse']
@@ -151,7 +152,8 @@ def test_vgg_with_data_distills_and_evaluates(tmp_path):
     assert comp.config['distill']['fm_weight'] == 0.0
     assert 0 <= comp.metrics['top1_original'] <= 100
     assert comp.metrics['top1_reconstructed'] == comp.history[-1]['top1']
-    assert all(r['top1'] is not None for r in comp.history)
+    assert comp.history[0]['top1'] is None  # the untrained predictor only with eval_init
+    assert all(r['top1'] is not None for r in comp.history[1:])
     loaded, _ = check_roundtrip(comp, variables, tmp_path)
     assert loaded.metrics == comp.metrics
 
@@ -216,3 +218,119 @@ def test_apply_overrides_converts_lists_to_tuples():
     config = default.get_config()
     library.apply_overrides(config, {'predictor__hidden': 7, 'kernels__sizes': [3]})
     assert config.predictor.hidden == 7 and config.kernels.sizes == (3,)
+
+
+class NoTrain(nn.Module):
+    """A conv net whose __call__ takes no `train` argument."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(10)(jnp.mean(nn.Conv(4, (3, 3))(x), (1, 2)))
+
+
+class Softmaxed(nn.Module):
+    """A conv net that returns probabilities instead of logits."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return jax.nn.softmax(nn.Dense(10)(jnp.mean(nn.Conv(4, (3, 3))(x), (1, 2))))
+
+
+def _refused_before_work(call, error, message):
+    """`call(log)` raises `error` matching `message` before the kernel table is built."""
+    logs = []
+    with pytest.raises(error, match=message):
+        call(logs.append)
+    assert not any('kernel table' in line for line in logs), logs
+
+
+def test_library_inputs_are_checked_before_any_training():
+    model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
+    variables = random_variables(model, (1, 8, 8, 1))
+    batch = np.zeros((4, 8, 8, 1), np.float32)
+    generator = (batch for _ in range(3))
+    cases = [
+        (lambda log: nrnp.compress(variables, model, data=generator, log=log), 'one-pass'),
+        (lambda log: nrnp.compress(variables, model, data=[], log=log), 'data is empty'),
+        (lambda log: nrnp.compress('x.th', log=log), r'dict of arrays.*load_target'),
+        (
+            lambda log: nrnp.compress(variables, reconstruct__steps=-5, log=log),
+            r'reconstruct__steps=-5: must be a number >= 0',
+        ),
+        (
+            lambda log: nrnp.compress(variables, predictor__hidden=0, log=log),
+            r'predictor__hidden=0: must be a number >= 1',
+        ),
+        (
+            lambda log: nrnp.compress(variables, kernels__ordering='zigzag', log=log),
+            r"kernels__ordering='zigzag': must be one of 'none', 'infilter', 'crossfilter'",
+        ),
+        (
+            lambda log: nrnp.compress(variables, model, test_data=(batch, np.zeros(3)), log=log),
+            r'test_data must be \(images \[N, H, W, C\], labels \[N\]\)',
+        ),
+    ]
+    for call, message in cases:
+        _refused_before_work(call, errors.BadInput, message)
+    notrain = NoTrain()
+    nt_vars = random_variables(notrain, (1, 8, 8, 1))
+    _refused_before_work(
+        lambda log: nrnp.compress(nt_vars, notrain, data=[batch], log=log, **FAST),
+        errors.BadInput,
+        r'model.apply\(variables, x, train=False\) failed',
+    )
+    soft = Softmaxed()
+    soft_vars = random_variables(soft, (1, 8, 8, 1))
+    _refused_before_work(
+        lambda log: nrnp.compress(soft_vars, soft, test_data=(batch, np.zeros(4)), log=log),
+        errors.BadInput,
+        'returns probabilities',
+    )
+
+
+def test_nan_weights_are_named():
+    model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
+    variables = random_variables(model, (1, 8, 8, 1))
+    variables['params']['conv2']['kernel'][0, 0, 0, 0] = np.nan
+    with pytest.raises(errors.NonFiniteError, match='params/conv2/kernel'):
+        nrnp.compress(variables, log=None, **FAST)
+
+
+def test_frozendict_in_frozendict_out(tmp_path):
+    from flax.core import FrozenDict, freeze
+
+    model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
+    variables = freeze(random_variables(model, (1, 8, 8, 1)))
+    comp = nrnp.compress(variables, log=None, **FAST)
+    for rebuilt in (comp.reconstruct(), nrnp.load(comp.save(tmp_path / 'f.nrnp')).reconstruct()):
+        assert isinstance(rebuilt, FrozenDict)
+        assert jax.tree.structure(rebuilt) == jax.tree.structure(variables)
+        np.testing.assert_array_equal(
+            rebuilt['batch_stats']['bn1']['mean'], variables['batch_stats']['bn1']['mean']
+        )
+
+
+def test_workdir_holding_another_run_is_refused(tmp_path):
+    model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
+    variables = random_variables(model, (1, 8, 8, 1))
+    workdir = tmp_path / 'w'
+    nrnp.compress(variables, workdir=workdir, log=None, **FAST)
+    files = {
+        p: p.read_bytes() for p in workdir.rglob('*') if p.is_file() and 'tensorboard' not in str(p)
+    }
+    for change in (
+        {'kernels__ordering': 'none'},
+        {'seed': 1},
+        {'reconstruct__learning_rate': 1e-3},
+    ):
+        with pytest.raises(errors.WorkdirError, match=r'(?s)holds another run.*overwrite=True'):
+            nrnp.compress(variables, workdir=workdir, log=None, **{**FAST, **change})
+    other = {**variables, 'params': jax.tree.map(lambda x: x + 1, variables['params'])}
+    with pytest.raises(errors.WorkdirError, match='input variables'):
+        nrnp.compress(other, workdir=workdir, log=None, **FAST)
+    for path, payload in files.items():
+        assert path.read_bytes() == payload, path  # nothing rewritten
+    again = nrnp.compress(
+        variables, workdir=workdir, log=None, overwrite=True, **{**FAST, 'seed': 1}
+    )
+    assert again.config['seed'] == 1

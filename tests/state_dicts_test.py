@@ -1,4 +1,4 @@
-"""Tests for nrnp.nets.state_dicts and loading: layout round trips, safe torch reading, real akamaster weights."""
+"""nrnp.nets.state_dicts and loading: layout round trips, safe torch reading, real weights."""
 
 import os
 import pathlib

@@ -91,6 +91,7 @@ class Compressed:
       predictor_settings: {'hidden', 'layers', 'init', 'residual', 'input_dim'}.
       predictor_params: the predictor's params pytree (numpy).
       bare: the input was a bare params tree (no 'params' key); `reconstruct` returns one.
+      frozen: the input was a Flax FrozenDict; `reconstruct` returns one.
       config: the run's config as JSON-compatible dict.
       history: per-phase records ('init', 'reconstruct', 'distill').
       metrics: 'top1_original', 'top1_reconstructed', 'reconstruction_rmse' (None if unknown).
@@ -105,6 +106,7 @@ class Compressed:
     predictor_settings: dict
     predictor_params: dict
     bare: bool = False
+    frozen: bool = False
     config: dict = dataclasses.field(default_factory=dict)
     history: list = dataclasses.field(default_factory=list)
     metrics: dict = dataclasses.field(default_factory=dict)
@@ -141,8 +143,8 @@ class Compressed:
 
         Returns:
           The input's tree: `{'params', 'batch_stats', ...}` (or bare params when
-          compressed from bare params), same structure, shapes and dtypes; copied
-          leaves are the stored arrays themselves, bit for bit.
+          compressed from bare params; a FrozenDict when given one), same structure,
+          shapes and dtypes; copied leaves are the stored arrays themselves, bit for bit.
         """
         params = {}
         for leaf in self.leaves:
@@ -163,7 +165,12 @@ class Compressed:
             else:
                 out[leaf.path] = self.copied[leaf.path]
         tree = unflatten(out)
-        return tree['params'] if self.bare else tree
+        tree = tree['params'] if self.bare else tree
+        if self.frozen:
+            from flax.core import freeze  # noqa: PLC0415  (flax is imported by jax users anyway)
+
+            return freeze(tree)
+        return tree
 
     @property
     def batch_stats(self) -> dict | None:
@@ -178,6 +185,7 @@ class Compressed:
             'format': FORMAT,
             'version': VERSION,
             'bare': self.bare,
+            'frozen': self.frozen,
             'leaves': [dataclasses.asdict(leaf) for leaf in self.leaves],
             'layout': [dataclasses.asdict(layer) for layer in self.layout.layers],
             'ordering': self.ordering,

@@ -37,8 +37,19 @@ def load(path: str | os.PathLike) -> Compressed:
         foreign (plain npz, pickle, random bytes) or wrong-version file.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        inside = os.path.join(path, 'compressed.nrnp')
+        hint = f'; did you mean {inside}?' if os.path.isfile(inside) else ''
+        raise ArtifactError(f'{path} is a directory; an nrnp artefact is one file{hint}')
     if not os.path.isfile(path):
         raise ArtifactError(f'{path}: no such file')
+    with open(path, 'rb') as f:
+        magic = f.read(8)
+    if not magic.startswith(b'PK'):  # every .nrnp is a zip (.npz); say what it is instead
+        known = {b'\x89HDF': 'an HDF5 file', b'\x93NUMPY': 'a single .npy array'}
+        kind = next((v for k, v in known.items() if magic.startswith(k)), None)
+        kind = kind or ('a pickle' if magic[:1] == b'\x80' else f'starts with {magic!r}')
+        raise ArtifactError(f'{path}: not an nrnp artefact ({kind}; .nrnp files are zip archives)')
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -129,6 +140,7 @@ def _from_members(path: str, header: dict, members: dict) -> Compressed:
         predictor_settings=header['predictor'],
         predictor_params=unflatten(pleaves),
         bare=bool(header['bare']),
+        frozen=bool(header.get('frozen', False)),  # absent in files of nrnp <= 0.1.0
         config=header['config'],
         history=header['history'],
         metrics=header['metrics'],

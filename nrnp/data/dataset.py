@@ -117,30 +117,67 @@ def resize(dataset: Dataset, image_size: int) -> Dataset:
     return dataclasses.replace(dataset, images=out)
 
 
-class _Head:
-    """The first n examples of a streamed source."""
+class _Subset:
+    """The examples at `index` [n] of a streamed source, as a source of its own."""
 
-    def __init__(self, source, n: int):
-        self.source, self.n = source, n
+    def __init__(self, source, index: np.ndarray):
+        self.source, self.index = source, np.asarray(index, np.int64)
         self.num_classes, self.class_names = source.num_classes, source.class_names
+        labels = getattr(source, 'labels', None)
+        if labels is not None:
+            self.labels = np.asarray(labels)[self.index]
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.index)
 
     def read(self, index: np.ndarray):
-        index = np.asarray(index, np.int64)
-        if index.size and (index.min() < 0 or index.max() >= self.n):
-            raise IndexError(f'index outside the first {self.n} examples')
-        return self.source.read(index)
+        return self.source.read(self.index[np.asarray(index, np.int64)])
+
+
+def take(dataset, index: np.ndarray):
+    """The examples at `index` [n]: a `Dataset` copy, or a view of a streamed source."""
+    index = np.asarray(index, np.int64)
+    if isinstance(dataset, Dataset):
+        return dataclasses.replace(
+            dataset, images=dataset.images[index], labels=dataset.labels[index]
+        )
+    return _Subset(dataset, index)
 
 
 def head(dataset, n: int):
-    """The first n examples (all when n >= len): a `Dataset` slice, or a view of a source."""
+    """The first n examples (all when n >= len)."""
+    return dataset if n >= len(dataset) else take(dataset, np.arange(n))
+
+
+def balanced_subset(dataset, n: int, seed: int = 0):
+    """A seeded subset of n examples with (nearly) equal counts per class, in split order.
+
+    Class-sorted splits (image folders) make `head` useless for evaluation: the first 200
+    CIFAR-10 test images are all airplanes. When the labels are known without decoding
+    (in-memory datasets, image folders) each class gets n // C examples, and n % C
+    classes, chosen by the seed, one more (fewer when a class runs out, the rest filled
+    from the others); otherwise (TFDS streams) n examples are drawn uniformly.
+
+    Returns:
+      `take(dataset, index)` with index sorted ascending; the whole dataset when n >= len.
+    """
     if n >= len(dataset):
         return dataset
-    if isinstance(dataset, Dataset):
-        return dataclasses.replace(dataset, images=dataset.images[:n], labels=dataset.labels[:n])
-    return _Head(dataset, n)
+    rng = np.random.default_rng([seed, 7])
+    labels = getattr(dataset, 'labels', None)
+    if labels is None:
+        return take(dataset, np.sort(rng.permutation(len(dataset))[:n]))
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    quota = np.full(len(classes), n // len(classes))
+    quota[rng.permutation(len(classes))[: n % len(classes)]] += 1
+    chosen = [members[:q] for members, q in zip(per_class, quota)]
+    missing = n - sum(len(c) for c in chosen)
+    if missing:  # small classes ran out: fill from what is left, uniformly
+        rest = np.concatenate([members[q:] for members, q in zip(per_class, quota)])
+        chosen.append(rng.permutation(rest)[:missing])
+    return take(dataset, np.sort(np.concatenate(chosen)))
 
 
 def process_split(num_examples: int, process_index: int, process_count: int) -> slice:

@@ -24,7 +24,8 @@ from nrnp.artifact import compressed
 from nrnp.core import coordinates, predictor
 from nrnp.errors import ConfigError
 from nrnp.nets import loading, models, trees
-from nrnp.pipeline import problem
+from nrnp.pipeline import inputs, problem
+from nrnp.reporting import metrics
 from nrnp.training import distillation, evaluation, loop, reconstruction, schedule
 
 
@@ -58,6 +59,7 @@ def compress_target(
     test_batches: Callable | None = None,
     train_batches: Callable | None = None,
     bare: bool = False,
+    write_metrics: bool = True,
     log: Callable[[str], None] = print,
 ) -> Outcome:
     """Compresses `variables` as `config` says and returns the artefact and the history.
@@ -75,13 +77,16 @@ def compress_target(
       train_batches: `(start_step, cycle) -> iterator` of distillation image batches
         (this process's rows), needed when the schedule distils.
       bare: the caller passed bare params (the artefact then rebuilds bare params).
+      write_metrics: write TensorBoard events and metrics.jsonl into `workdir`.
       log: progress sink.
 
     Returns:
       The `Outcome`.
     """
+    inputs.check_finite(variables)
     params = variables['params']
     prep = problem.prepare(params, config, log)
+    writer = metrics.MetricWriter(workdir, enabled=write_metrics and jax.process_index() == 0)
 
     def top1(v):
         return evaluation.top1_batches(model, v, test_batches(), mesh)
@@ -90,6 +95,7 @@ def compress_target(
     if test_batches is not None:
         top1_original = top1(variables)
         log(f'eval/top1_original {top1_original:.2f} %')
+        writer.write(0, {'eval/top1_original': top1_original})
 
     def evaluate(pparams):
         if test_batches is None:
@@ -115,6 +121,7 @@ def compress_target(
     }
     shown = '-' if init['top1'] is None else f'{init["top1"]:.2f} %'
     log(f'untrained predictor: top1 {shown}, rmse {init["rmse"]:.6f}')
+    writer.write(0, {'eval/top1_reconstructed': init['top1'], 'recon/rmse': init['rmse']})
     ctx = loop.Context(
         pmodel=prep.pmodel,
         input_dim=prep.input_dim,
@@ -128,9 +135,13 @@ def compress_target(
         log=log,
         workdir=workdir,
         mesh=mesh,
+        metrics=writer,
     )
     log('schedule: ' + ', '.join(f'{p.label} ({p.steps} steps)' for p in phases))
-    state, records = loop.run_schedule(ctx, config, phases)
+    try:
+        state, records = loop.run_schedule(ctx, config, phases)
+    finally:
+        writer.close()
     records = [init, *records]
     artifact = make_artifact(
         variables, prep, config, state.pparams, records, top1_original, bare=bare

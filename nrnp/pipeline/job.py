@@ -19,10 +19,10 @@ import numpy as np
 
 from nrnp.core import coordinates
 from nrnp.data import batching, sources
-from nrnp.data.dataset import check_same_classes, head
+from nrnp.data.dataset import balanced_subset, check_same_classes
 from nrnp.errors import ConfigError, DataError
 from nrnp.nets import models
-from nrnp.pipeline import assemble, targets
+from nrnp.pipeline import assemble, targets, workdirs
 from nrnp.reporting import plots, reports
 from nrnp.training import evaluation, sharding
 
@@ -112,26 +112,53 @@ def distillation_batches(config, train_data, start_step: int, cycle: int):
     )
 
 
-def best_seen(records) -> float:
+def best_seen(records) -> float | None:
     """Best rebuilt top-1 seen at any evaluation of the run (selected on the test set)."""
     seen = [r['top1'] for r in records if r['kind'] != 'init']
     seen += [e['top1'] for r in records for e in r.get('evals', [])]
-    return max(seen, default=records[0]['top1'])
+    return max((s for s in seen if s is not None), default=None)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
+def input_identities(config) -> dict:
+    """What the run reads, for the workdir fingerprint: the teacher and the data source."""
+    t, data = config.teacher, config.data
+    if not t.checkpoint:
+        teacher = 'trained in the workdir (its training config is in the fingerprint)'
+    elif os.path.exists(os.path.expanduser(t.checkpoint)):
+        teacher = workdirs.file_identity(t.checkpoint)
+    else:
+        teacher = t.checkpoint  # a URL or registry name, pinned by its hash when downloaded
+    if data.image_folder:
+        source = f'image folder {os.path.abspath(data.image_folder)}: '
+        source += workdirs.folder_identity(data.image_folder)
+    else:
+        source = f'{data.name} in {data.data_dir or "the default data dir"}'
+    out = {'teacher': teacher, 'data': source}
+    if config.distill.teacher_checkpoint:
+        out['distill_teacher'] = workdirs.file_identity(config.distill.teacher_checkpoint)
+    return out
+
+
+def run(
+    config: ml_collections.ConfigDict, workdir: str, echo=print, overwrite: bool = False
+) -> dict:
     """Runs the configured compression and writes `workdir/report.{json,md}`.
+
+    The workdir is claimed first (`workdirs.claim`): a new run writes its fingerprint,
+    the same run resumes, another run's workdir is refused before anything is written
+    unless `overwrite`.
 
     Returns:
       The report dictionary.
     """
     start = time.time()
     workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    fingerprint = workdirs.fingerprint(config, input_identities(config))
+    status = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='cli')
     log = Logger(workdir, echo)
     log(
-        f'nrnp: {config.teacher.model} on {dataset_label(config)}, workdir {workdir}, '
-        f'devices {jax.devices()}'
+        f'nrnp: {config.teacher.model} on {dataset_label(config)}, workdir {workdir} '
+        f'({"resuming" if status == "resume" else "new run"}), devices {jax.devices()}'
     )
 
     mean, std = tuple(config.data.mean), tuple(config.data.std)
@@ -139,7 +166,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         config, config.data.test_split, workdir, crops=config.data.eval_crop == 'center'
     )
     if config.data.test_limit:
-        test = head(test, config.data.test_limit)
+        test = balanced_subset(test, config.data.test_limit, config.seed)
     if test.num_classes > config.data.num_classes:
         raise ConfigError(
             f'the dataset has {test.num_classes} classes but data.num_classes is '
@@ -152,7 +179,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
             f'{config.data.channels}; set --config.data.channels={found}'
         )
     how = 'streamed' if config.data.streaming else 'in memory'
-    log(f'test split {config.data.test_split!r}: {len(test)} images ({how})')
+    subset = ' (a class-balanced subset, data.test_limit)' if config.data.test_limit else ''
+    log(f'test split {config.data.test_split!r}: {len(test)} images{subset} ({how})')
 
     resized = config.data.augment == 'random_resized_crop'  # the only one for mixed sizes
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import itertools
 import os
 import shutil
 import tempfile
@@ -25,10 +24,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nrnp import errors
 from nrnp.artifact import compressed
 from nrnp.configs import default as defaults
 from nrnp.nets import trees
-from nrnp.pipeline import assemble
+from nrnp.pipeline import assemble, inputs, validation, workdirs
 from nrnp.training import evaluation, sharding
 
 
@@ -47,20 +47,22 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
             if not isinstance(node, ml_collections.ConfigDict) or name not in node:
                 valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
                 where = '.'.join(names[:depth]) or 'the config'
-                raise ValueError(
+                raise errors.ConfigError(
                     f'unknown config field {dotted!r} (override {key}=...); fields of {where}: '
                     f'{", ".join(valid)}. Overrides are written section__field=value.'
                 )
             if depth < len(names) - 1:
                 node = node[name]
         if isinstance(node[names[-1]], ml_collections.ConfigDict):
-            raise ValueError(f'{dotted!r} is a config section; override its fields instead')
+            raise errors.ConfigError(
+                f'{key} is a config section; override its fields instead ({key}__field=...)'
+            )
         if isinstance(node[names[-1]], tuple) and isinstance(value, list):
             value = tuple(value)
         try:
             node[names[-1]] = value
         except TypeError as e:
-            raise TypeError(f'config field {dotted!r}: {e}') from e
+            raise TypeError(f'config field {dotted!r} (keyword {key}): {e}') from None
 
 
 def _sows_features(model, variables: dict, input_shape: tuple[int, ...]) -> bool:
@@ -68,53 +70,6 @@ def _sows_features(model, variables: dict, input_shape: tuple[int, ...]) -> bool
     apply = lambda x: model.apply(variables, x, train=False, mutable=['intermediates'])
     _, state = jax.eval_shape(apply, x)
     return bool(jax.tree.leaves(state.get('intermediates', {})))
-
-
-def _as_batch(item):
-    images = item[0] if isinstance(item, tuple | list) else item
-    images = np.asarray(images, np.float32)
-    if images.ndim != 4:
-        raise ValueError(f'data batches must be images [B, H, W, C], got shape {images.shape}')
-    return (images, np.asarray(item[1])) if isinstance(item, tuple | list) else images
-
-
-def _cycle(source: Iterable):
-    while True:
-        empty = True
-        for item in source:
-            empty = False
-            yield _as_batch(item)
-        if empty:
-            raise ValueError(
-                'data yielded no batches: pass a list (or another re-iterable) of batches; '
-                'a generator is used up after one pass'
-            )
-
-
-def _batch_source(data: Iterable):
-    """(first images batch, `(start_step, cycle) -> iterator` for `loop.Context.batches`)."""
-    if iter(data) is data:  # a one-pass iterator: put the peeked batch back
-        first = next(data, None)
-        data = itertools.chain([first], data)
-    else:
-        first = next(iter(data), None)
-    if first is None:
-        raise ValueError('data is empty')
-    first = _as_batch(first)
-    first = first[0] if isinstance(first, tuple) else first
-
-    def batches(start_step: int, cycle: int):
-        del cycle  # every distillation phase starts at the first batch
-        return itertools.islice(_cycle(data), start_step, None)
-
-    return first, batches
-
-
-def _split_variables(variables) -> tuple[dict, bool]:
-    variables = dict(variables.items())
-    if 'params' in variables:
-        return {k: dict(v.items()) for k, v in variables.items()}, False
-    return {'params': variables}, True
 
 
 def compress(
@@ -125,6 +80,7 @@ def compress(
     test_data: tuple | None = None,
     config: ml_collections.ConfigDict | None = None,
     workdir: str | os.PathLike | None = None,
+    overwrite: bool = False,
     callback: Callable[[dict], None] | None = None,
     log: Callable[[str], None] | None = print,
     **overrides,
@@ -138,65 +94,90 @@ def compress(
         Needed only with `data` (distillation) or `test_data` (accuracy). A model
         that sows no 'intermediates' (see `models.apply_with_features`) is
         distilled with `distill.fm_weight = 0` (logits only), set automatically.
-      data: optional iterable of image batches `[B, H, W, C]` float32, normalised
-        as the model expects, or `(images, labels)` tuples (labels unused),
-        re-iterated cyclically. None: data-free compression, reconstruction
-        only (`distill.steps` forced to 0). With data, the configured schedule
-        runs; resume is exact only for a re-iterable `data` with a fixed order.
+      data: optional list (or other re-iterable; a generator is refused) of image
+        batches `[B, H, W, C]` float32, or `(images, labels)` tuples (labels unused).
+        They are used exactly as given: normalised and augmented as the caller
+        made them (nrnp adds no augmentation) and not re-batched
+        (`distill.batch_size` does not apply); distillation step s of a phase uses
+        batch s mod len(data), so a resumed run replays the same batches. None:
+        data-free compression, reconstruction only (`distill.steps` forced to 0).
       test_data: optional `(images [N, H, W, C] float32, labels [N] int)` for the
         top-1 of the original and rebuilt networks (per phase, and in `metrics`).
       config: a ConfigDict (default: `nrnp.configs.default.get_config()`); not modified.
         The `kernels`, `encoding`, `predictor`, `reconstruct`, `distill`, `seed`,
         `cycles`, `num_devices`, `*_every` and `data.eval_batch_size` fields apply.
       workdir: None: checkpoints go to a temporary directory, deleted at the end.
-        Given: checkpoints stay there and a rerun with the same arguments resumes.
+        Given: checkpoints, TensorBoard events and metrics.jsonl stay there, and a
+        rerun with the same arguments resumes; a workdir holding another run
+        (other arguments or config) is refused.
+      overwrite: replace the run held in `workdir` instead of refusing it.
       callback: called with every phase record (dicts as in `report.json`'s
         'phases', the 'init' record first) once the schedule has run.
       log: progress sink (None: silent).
       **overrides: config fields as `section__field=value`, e.g.
         `predictor__hidden=180`, `reconstruct__steps=20000`, `kernels__dense=True`.
 
+    Only what is asked is evaluated: the original and each phase's rebuilt network on
+    `test_data` (the untrained predictor too with `eval_init=True`).
+
     Returns:
-      The `Compressed` artefact.
+      The `Compressed` artefact; `reconstruct()` returns the input's tree (a FrozenDict
+      when a FrozenDict was given).
 
     Raises:
-      ValueError: for an unknown override, or data/test_data without a model.
+      errors.BadInput (a ValueError) before any training: an unknown override or a
+        config value out of range (`errors.ConfigError`, naming the keyword), variables
+        that are not a dict of arrays, a one-pass or empty `data`, a model that cannot
+        be applied as documented or returns probabilities, data/test_data without a
+        model, a workdir holding another run (`errors.WorkdirError`).
+      errors.NonFiniteError: NaN or inf in the variables.
+      TypeError: an override of the wrong type.
     """
     log = log or (lambda message: None)
     config = copy.deepcopy(defaults.get_config() if config is None else config)
     apply_overrides(config, overrides)
-    variables, bare = _split_variables(variables)
+    validation.check(config, style='library')
+    variables, bare, frozen = inputs.split_variables(variables)
     trees.flatten_variables(variables)  # fails early on a tree of non-dict nodes
     if model is None and (data is not None or test_data is not None):
-        raise ValueError('data and test_data need the model (a Linen module) to run the network')
+        raise errors.BadInput('data and test_data need the model (model=, a Linen module)')
     if data is None and config.distill.steps:
         steps = config.distill.steps
-        log(f'no data: data-free compression, reconstruction only (distill.steps {steps} -> 0)')
+        log(f'no data: data-free compression, reconstruction only (distill__steps {steps} -> 0)')
         config.distill.steps = 0
     full = {**variables, 'batch_stats': variables.get('batch_stats', {})}
-    mesh = sharding.make_mesh(config.num_devices, config.model_axis)
 
+    train_batches = input_shape = None
+    if config.distill.steps:
+        first, train_batches = inputs.batch_source(data)
+        inputs.check_model(model, full, first)
+        input_shape = (1, *first.shape[1:])
+        if not _sows_features(model, full, input_shape) and config.distill.fm_weight:
+            log('the model sows no intermediates: distill__fm_weight -> 0 (logits only)')
+            config.distill.fm_weight = 0.0
     test_batches = None
     if test_data is not None:
         images = np.asarray(test_data[0], np.float32)
         labels = np.asarray(test_data[1])
+        if images.ndim != 4 or labels.shape != images.shape[:1]:
+            raise errors.BadInput(
+                f'test_data must be (images [N, H, W, C], labels [N]), got shapes '
+                f'{images.shape} and {labels.shape}'
+            )
+        inputs.check_model(model, full, images)
         log(f'test data: {len(labels)} images')
-        test_batches = functools.partial(
-            evaluation.array_batches, images, labels, config.data.eval_batch_size, mesh
-        )
-
-    train_batches = input_shape = None
-    if config.distill.steps:
-        first, train_batches = _batch_source(data)
-        input_shape = (1, *first.shape[1:])
-        if not _sows_features(model, full, input_shape) and config.distill.fm_weight:
-            log('the model sows no intermediates: distill.fm_weight -> 0 (logits only)')
-            config.distill.fm_weight = 0.0
 
     temporary = workdir is None
     workdir = tempfile.mkdtemp(prefix='nrnp-') if temporary else os.path.abspath(workdir)
+    if not temporary:
+        fingerprint = workdirs.fingerprint(config, inputs.inputs_identity(full, data, test_data))
+        workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='library')
+    mesh = sharding.make_mesh(config.num_devices, config.model_axis)
+    if test_data is not None:
+        test_batches = functools.partial(
+            evaluation.array_batches, images, labels, config.data.eval_batch_size, mesh
+        )
     try:
-        os.makedirs(workdir, exist_ok=True)
         outcome = assemble.compress_target(
             full,
             model,
@@ -207,6 +188,7 @@ def compress(
             test_batches=test_batches,
             train_batches=train_batches,
             bare=bare,
+            write_metrics=not temporary,
             log=log,
         )
     finally:
@@ -215,4 +197,6 @@ def compress(
     for record in outcome.records:
         if callback is not None:
             callback(record)
-    return outcome.compressed
+    result = outcome.compressed
+    result.frozen = frozen
+    return result

@@ -61,8 +61,10 @@ def plot_report(report: Mapping, path: str) -> None:
     original = _number(report, 'top1_original', 'report')
     cycles = max(int(p.get('cycle', 1)) for p in phases)
     labels = [phase_label(p, cycles) for p in phases]
-    top1 = [_number(p, 'top1', f'phase {i} ({labels[i]})') for i, p in enumerate(phases)]
-    xs = list(range(len(phases)))
+    # A phase may record top1=None (not measured: the untrained predictor by default).
+    measured = [i for i, p in enumerate(phases) if 'top1' not in p or p['top1'] is not None]
+    top1 = [_number(phases[i], 'top1', f'phase {i} ({labels[i]})') for i in measured]
+    xs = measured
 
     fig = Figure(figsize=(max(6.0, 0.9 * len(phases) + 2), 4.2), layout='constrained')
     ax = fig.add_subplot()
@@ -71,20 +73,20 @@ def plot_report(report: Mapping, path: str) -> None:
     for x, y in zip(xs, top1):
         ax.annotate(f'{y:.1f}', (x, y), textcoords='offset points', xytext=(0, 6), ha='center')
     ax.set_xticks(
-        xs,
+        range(len(phases)),
         labels,
         rotation=30 if len(phases) > 5 else 0,
         ha='right' if len(phases) > 5 else 'center',
     )
     ax.set_xlabel('phase')
     ax.set_ylabel('top-1 (%)')
-    ax.set_ylim(0, max(100.0, *top1, original) * 1.02)
+    ax.set_ylim(0, max(100.0, *top1, original) * 1.02)  # top1 may be empty
     ax.grid(axis='y', alpha=0.3)
     rmse = [p.get('rmse') for p in phases]
     handles, names = ax.get_legend_handles_labels()
     if all(isinstance(r, (int, float)) for r in rmse):
         ax2 = ax.twinx()
-        (line,) = ax2.plot(xs, rmse, 's:', color='C1', label='kernel RMSE')
+        (line,) = ax2.plot(range(len(phases)), rmse, 's:', color='C1', label='kernel RMSE')
         ax2.set_ylabel('kernel RMSE')
         handles.append(line)
         names.append(line.get_label())

@@ -26,6 +26,7 @@ import numpy as np
 from nrnp.core import predictor
 from nrnp.data import batching
 from nrnp.errors import NonFiniteError, Preempted
+from nrnp.reporting import metrics as metrics_lines
 from nrnp.reporting import progress as progress_lines
 from nrnp.training import (
     checkpoints,
@@ -35,7 +36,7 @@ from nrnp.training import (
     reconstruction,
     sharding,
 )
-from nrnp.training.schedule import Phase, optimizer
+from nrnp.training.schedule import Phase, learning_rate, optimizer, restarts
 
 
 @dataclasses.dataclass
@@ -53,6 +54,8 @@ class Context:
       keys: named PRNG keys ('reconstruct', 'distill', ...).
       log: progress sink; workdir: run directory.
       mesh: device mesh (None: default device); images and kernel rows are split over it.
+      metrics: `reporting.metrics.MetricWriter` for TensorBoard and metrics.jsonl.
+      schedule: the run's phases (set by `run_schedule`).
     """
 
     pmodel: predictor.Predictor
@@ -67,6 +70,8 @@ class Context:
     log: Callable
     workdir: str
     mesh: object = None
+    metrics: object = None
+    schedule: list = dataclasses.field(default_factory=list)
 
 
 def _keeping_sharding(step, like):
@@ -123,6 +128,9 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
             f'step {position["step"]} of it'
         )
     records = list(position['records'])
+    ctx = dataclasses.replace(
+        ctx, schedule=schedule, metrics=ctx.metrics or metrics_lines.MetricWriter(None)
+    )
     if ctx.mesh is not None:
         state = sharding.place_state(state, ctx.mesh)
         round_target = sharding.replicate(round_target, ctx.mesh)
@@ -186,7 +194,7 @@ def _start_phase(ctx, config, phase: Phase, state, round_target, tx: optim.Phase
             seed = ctx.predictor_seed + 1000 * phase.cycle + phase.round
             pparams = predictor.init_predictor(ctx.pmodel, ctx.input_dim, seed)
     opt_state = state.opt_state
-    if rc.restart_each_round or pparams is not state.pparams:
+    if restarts(config, phase):
         opt_state = optim.reset_phase(opt_state, 'reconstruct', tx, pparams)
     return state.replace(pparams=pparams, opt_state=opt_state), round_target
 
@@ -230,18 +238,40 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
     if ctx.mesh is not None:
         step = _keeping_sharding(step, state)
     progress = progress_lines.Progress(phase.steps, phase.label, ctx.log, every=config.log_every)
+    prefix = 'recon' if phase.kind == 'reconstruct' else 'distill'
     evals = []
     start = time.time()
+    compile_seconds = eval_seconds = 0.0
+    last_step, last_time = first + 1, None  # rates exclude compilation and evaluation
     if first:
         ctx.log(f'{phase.label}: continuing at step {first}/{phase.steps}')
     for k in range(first + 1, phase.steps + 1):
         state, metrics = step(state, k)
+        if k == first + 1:  # the first call compiles: time it apart from the steps
+            jax.block_until_ready(metrics)
+            compile_seconds = time.time() - start
+            last_time = time.time()
         if k % config.log_every == 0 or k == phase.steps:
             _check_finite(metrics, phase, k)
             progress.update(k - first, {n: v for n, v in metrics.items()}, force=True)
+            now = time.time()
+            rate = (k - last_step) / (now - last_time) if k > last_step else None
+            last_step, last_time = k, now
+            ctx.metrics.write(
+                int(state.step),
+                {
+                    **metrics,
+                    f'{prefix}/lr': learning_rate(config, ctx.schedule, index, k),
+                    f'{prefix}/steps_per_second': rate,
+                },
+            )
         if config.eval_every and k % config.eval_every == 0 and k < phase.steps:
+            eval_start = time.time()
             evals.append({'step': k, 'top1': ctx.evaluate(state.pparams)})
             ctx.log(f'{phase.label} step {k}: eval/top1_reconstructed {_pct(evals[-1]["top1"])}')
+            ctx.metrics.write(int(state.step), {'eval/top1_reconstructed': evals[-1]['top1']})
+            eval_seconds += time.time() - eval_start
+            last_time += time.time() - eval_start
         periodic = config.checkpoint_every and k % config.checkpoint_every == 0
         if k < phase.steps and (stop.requested or periodic):
             _check_finite(metrics, phase, k)
@@ -255,7 +285,9 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
     seconds = time.time() - start
     top1 = ctx.evaluate(state.pparams)
     rmse = reconstruction.full_rmse(ctx.pmodel, state.pparams, ctx.problem)
+    ctx.metrics.write(int(state.step), {'eval/top1_reconstructed': top1, 'recon/rmse': rmse})
     done = phase.steps - first
+    timed = seconds - compile_seconds - eval_seconds
     record = {
         'kind': phase.kind,
         'round': phase.round,
@@ -263,6 +295,8 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
         'steps': phase.steps,
         'seconds': seconds,
         'step_ms': 1000 * seconds / max(done, 1),
+        'compile_seconds': compile_seconds,
+        'steps_per_second': (done - 1) / timed if done > 1 and timed > 0 else None,
         'top1': top1,
         'rmse': rmse,
         'evals': evals,

@@ -61,18 +61,51 @@ def _optimizer(section, steps: int):
     )
 
 
+def _spans(config, schedule: list[Phase]) -> dict[str, int]:
+    recon = [p.steps for p in schedule if p.kind == 'reconstruct']
+    distill_steps = sum(p.steps for p in schedule if p.kind == 'distill')
+    recon_span = max(recon, default=1) if config.reconstruct.restart_each_round else sum(recon)
+    return {'reconstruct': max(recon_span, 1), 'distill': max(distill_steps, 1)}
+
+
+def restarts(config, phase: Phase) -> bool:
+    """Whether `phase` starts its kind's optimizer (and learning-rate schedule) afresh."""
+    rc = config.reconstruct
+    fresh = phase.round > 1 and rc.fresh_predictor
+    return phase.kind == 'reconstruct' and (rc.restart_each_round or fresh)
+
+
+def learning_rate(config, schedule: list[Phase], index: int, step: int) -> float:
+    """The learning rate step `step` (1-based) of phase `index` applies, for the logs."""
+    phase = schedule[index]
+    count = step - 1  # optimizer updates of this kind since its schedule (re)started
+    if not restarts(config, phase):
+        for earlier in reversed(schedule[:index]):
+            if earlier.kind != phase.kind:
+                continue
+            count += earlier.steps
+            if restarts(config, earlier):
+                break
+    section = config.reconstruct if phase.kind == 'reconstruct' else config.distill
+    fn = optim.cosine_schedule(
+        section.learning_rate,
+        _spans(config, schedule)[phase.kind],
+        section.final_learning_rate,
+        section.warmup,
+    )
+    return float(fn(count))
+
+
 def optimizer(config, schedule: list[Phase]) -> optim.PhaseSwitch:
     """The run's optimizer: `optim.phase_switch` over one optimizer per phase kind.
 
     Each kind's cosine spans all steps of that kind in the run, except with
     `reconstruct.restart_each_round`, where it spans one round.
     """
-    recon = [p.steps for p in schedule if p.kind == 'reconstruct']
-    distill_steps = sum(p.steps for p in schedule if p.kind == 'distill')
-    recon_span = max(recon, default=1) if config.reconstruct.restart_each_round else sum(recon)
+    spans = _spans(config, schedule)
     return optim.phase_switch(
         {
-            'reconstruct': _optimizer(config.reconstruct, max(recon_span, 1)),
-            'distill': _optimizer(config.distill, max(distill_steps, 1)),
+            'reconstruct': _optimizer(config.reconstruct, spans['reconstruct']),
+            'distill': _optimizer(config.distill, spans['distill']),
         }
     )

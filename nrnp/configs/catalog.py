@@ -1,0 +1,154 @@
+"""The shipped recipes and config fields, for the command line: names, listings, checks.
+
+  catalog.recipes()       # [('c100', 'ResNet56 on CIFAR-100 ...'), ...]
+  catalog.fields()        # [('predictor.hidden', '64', 'width h of the predictor MLP'), ...]
+  argv, spec = catalog.resolve_config_flag(argv)   # --config=c100 -> the shipped file
+
+A recipe is a module of this package with a `get_config(arg)`; `--config` takes its bare
+name (from any directory) or a path to a config file. Imports only the standard library,
+ml_collections and `nrnp.errors`, so a bad flag is reported before JAX is imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import os
+import pathlib
+import re
+
+import ml_collections
+
+from nrnp import errors
+
+HERE = pathlib.Path(__file__).resolve().parent
+_NOT_RECIPES = {'__init__', 'catalog'}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigSpec:
+    """What `--config` named: the file, the recipe's argument and the default run name."""
+
+    path: str
+    arg: str
+
+    @property
+    def name(self) -> str:
+        return pathlib.Path(self.path).stem
+
+    @property
+    def run_name(self) -> str:
+        return f'{self.name}-{self.arg}' if self.arg else self.name
+
+
+def recipes() -> list[tuple[str, str]]:
+    """(name, first docstring line) of every shipped recipe, `default` first."""
+    out = []
+    for path in sorted(HERE.glob('*.py')):
+        if path.stem in _NOT_RECIPES:
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ''
+        out.append((path.stem, doc.split('\n')[0]))
+    return sorted(out, key=lambda item: item[0] != 'default')
+
+
+def fields() -> list[tuple[str, str, str]]:
+    """(dotted name, default as written, meaning) of every field in `default.py`.
+
+    Read from the source, where each field is declared once with a one-line comment
+    (comment lines just above a field are part of its meaning).
+    """
+    out, pending = [], []
+    for line in (HERE / 'default.py').read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith('if arg'):
+            break
+        if stripped.startswith('#'):
+            pending.append(stripped.lstrip('# ').strip())
+            continue
+        m = re.match(r'c\.([\w.]+) = (.*?)(?:\s+#\s*(.*))?$', stripped)
+        if m and not m.group(2).startswith('ml_collections.ConfigDict'):
+            meaning = ' '.join([*pending, m.group(3) or '']).strip()
+            out.append((m.group(1), m.group(2), meaning))
+        pending = [] if stripped else pending
+    return out
+
+
+def _split(value: str) -> tuple[str, str]:
+    path, _, arg = value.partition(':')
+    return path, arg
+
+
+def resolve_config_flag(argv: list[str]) -> tuple[list[str], ConfigSpec]:
+    """argv with `--config` pointing at a file, and what it named.
+
+    Raises:
+      errors.ConfigError: no --config, or neither a file nor a recipe of that name.
+    """
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == '--config' and i + 1 < len(argv):
+            argv[i : i + 2] = [f'--config={argv[i + 1]}']
+            break
+    index = next((i for i, a in enumerate(argv) if a.startswith('--config=')), None)
+    if index is None:
+        raise errors.ConfigError(
+            'no --config given; use a recipe (' + ', '.join(n for n, _ in recipes()) + ') or a '
+            'config file, e.g. --config=c10_r20:tiny (`nrnp --help`)'
+        )
+    path, arg = _split(argv[index].removeprefix('--config='))
+    if not os.path.isfile(path):
+        shipped = HERE / f'{pathlib.Path(path).name.removesuffix(".py")}.py'
+        if os.sep in path or path.endswith('.py') or not shipped.is_file() or path in _NOT_RECIPES:
+            names = ', '.join(n for n, _ in recipes())
+            raise errors.ConfigError(
+                f'--config={path}: no such config file and no recipe of that name; recipes: '
+                f'{names} (or a path to a config file)'
+            )
+        path = str(shipped)
+    spec = ConfigSpec(os.path.abspath(path), arg)
+    argv[index] = f'--config={spec.path}' + (f':{arg}' if arg else '')
+    return argv, spec
+
+
+def load(spec: ConfigSpec) -> ml_collections.ConfigDict:
+    """Runs the config file's `get_config(arg)`; errors.ConfigError when it fails."""
+    module_spec = importlib.util.spec_from_file_location(f'nrnp_config_{spec.name}', spec.path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+        return module.get_config(spec.arg) if spec.arg else module.get_config()
+    except (ValueError, TypeError) as e:
+        raise errors.ConfigError(f'--config={spec.path}:{spec.arg}: {e}') from None
+    except AttributeError:
+        raise errors.ConfigError(f'{spec.path} defines no get_config()') from None
+
+
+def check_overrides(argv: list[str], spec: ConfigSpec) -> None:
+    """Checks that every `--config.a.b=v` names an existing field (with a suggestion if not).
+
+    Raises:
+      errors.ConfigError: naming the unknown field and the closest existing one.
+    """
+    config = load(spec)
+    known = [name for name, _, _ in fields()]
+    for arg in argv:
+        if not arg.startswith('--config.'):
+            continue
+        name = arg.removeprefix('--config.').split('=', 1)[0]
+        node = config
+        for part in name.split('.'):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                hint = f"; did you mean '{close[0]}'?" if close else ''
+                raise errors.ConfigError(
+                    f'--config.{name}: no such config field{hint} (`nrnp fields` lists them)'
+                )
+            node = node[part]
+        if isinstance(node, ml_collections.ConfigDict):
+            raise errors.ConfigError(
+                f'--config.{name} is a section; set one of its fields, e.g. '
+                f'--config.{name}.{next(iter(node.keys()))}=...'
+            )

@@ -1,0 +1,166 @@
+"""What a library caller passes to `nrnp.compress`, checked and adapted before any training.
+
+  variables, bare, frozen = split_variables(variables)      # {'params', ...}; input kind
+  first, batches = batch_source(data)                       # re-iterable batches, cycled
+  check_model(model, variables, first)                      # applies as documented, logits
+  identity = inputs_identity(variables, data, test_data)    # for the workdir fingerprint
+
+Every refusal is an `errors.BadInput` in library terms (keyword names), raised before
+the kernel table is built, so a wrong argument never costs a training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nrnp import errors
+
+
+def split_variables(variables) -> tuple[dict, bool, bool]:
+    """({'params', ...} as nested plain dicts, bare params given?, a FrozenDict given?)."""
+    if not isinstance(variables, Mapping):
+        what = f'{type(variables).__name__} {variables!r}'[:80]
+        hint = ''
+        if isinstance(variables, str):
+            hint = (
+                '; to compress a checkpoint file, load it first: '
+                'variables = nrnp.nets.loading.load_target(path, model, input_shape)'
+            )
+        raise errors.BadInput(
+            f"variables must be a dict of arrays ({{'params': ..., 'batch_stats': ...}} or a "
+            f'bare params tree), got {what}{hint}'
+        )
+    frozen = type(variables).__name__ == 'FrozenDict'
+
+    def plain(tree):
+        return {k: plain(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
+
+    tree = plain(variables)
+    if 'params' in tree:
+        return tree, False, frozen
+    return {'params': tree}, True, frozen
+
+
+def _as_batch(item):
+    images = item[0] if isinstance(item, tuple | list) else item
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4:
+        raise errors.BadInput(
+            f'data batches must be images [B, H, W, C] (or (images, labels) tuples), got an '
+            f'array of shape {images.shape}'
+        )
+    return (images, np.asarray(item[1])) if isinstance(item, tuple | list) else images
+
+
+def _cycle(source: Iterable) -> Iterator:
+    while True:
+        empty = True
+        for item in source:
+            empty = False
+            yield _as_batch(item)
+        if empty:
+            raise errors.BadInput('data yielded no batches on a second pass: pass a list')
+
+
+def batch_source(data: Iterable):
+    """(first images batch [B, H, W, C], `(start_step, cycle) -> iterator` of batches).
+
+    Batches are used as given: already normalised and augmented by the caller, not
+    re-batched (`distill.batch_size` does not apply), cycled in order (batch `s` of a
+    phase is `data[s % len(data)]`), so a resumed run replays the same batches.
+
+    Raises:
+      errors.BadInput: `data` is a one-pass iterator (a generator), empty, or not images.
+    """
+    try:
+        is_iterator = iter(data) is data
+    except TypeError:
+        raise errors.BadInput(
+            f'data must be a list (or another re-iterable) of image batches, got '
+            f'{type(data).__name__}'
+        ) from None
+    if is_iterator:
+        raise errors.BadInput(
+            'data is a one-pass iterator (a generator?): distillation cycles through the '
+            'batches and a resumed run replays them, so pass a list or another re-iterable '
+            '(e.g. list(batches))'
+        )
+    first = next(iter(data), None)
+    if first is None:
+        raise errors.BadInput('data is empty: give at least one batch, or data=None')
+    first = _as_batch(first)
+    first = first[0] if isinstance(first, tuple) else first
+
+    def batches(start_step: int, cycle: int):
+        del cycle  # every distillation phase starts at the first batch
+        return itertools.islice(_cycle(data), start_step, None)
+
+    return first, batches
+
+
+def check_model(model, variables: dict, images: np.ndarray) -> None:
+    """Applies `model` to a few images as nrnp will; refuses what cannot be distilled.
+
+    Raises:
+      errors.BadInput: the model cannot be called as `model.apply(variables, x,
+        train=False)`, or it returns probabilities (rows >= 0 summing to 1), not logits.
+    """
+    x = jnp.asarray(images[:8], jnp.float32)
+    try:
+        out = model.apply(variables, x, train=False)
+    except TypeError as e:
+        raise errors.BadInput(
+            f'model.apply(variables, x, train=False) failed ({e}); nrnp applies the model '
+            'that way: give the module a `train` argument (BatchNorm uses its running '
+            'statistics when train=False)'
+        ) from None
+    out = np.asarray(out, np.float32)
+    if out.ndim != 2 or out.shape[0] != x.shape[0]:
+        raise errors.BadInput(
+            f'the model maps {x.shape[0]} images to an output of shape {out.shape}; '
+            'nrnp needs logits [batch, classes]'
+        )
+    if (out >= 0).all() and np.allclose(out.sum(-1), 1.0, atol=1e-3):
+        raise errors.BadInput(
+            'the model returns probabilities (every row is >= 0 and sums to 1), but '
+            'distillation compares logits: return the output before the softmax'
+        )
+
+
+def check_finite(variables: dict) -> None:
+    """Raises errors.NonFiniteError naming the leaves of `variables` holding NaN or inf."""
+    bad = [
+        jax.tree_util.keystr(path, simple=True, separator='/')
+        for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]
+        if np.asarray(leaf).dtype.kind == 'f' and not np.isfinite(np.asarray(leaf)).all()
+    ]
+    if bad:
+        shown = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
+        raise errors.NonFiniteError(
+            f'the network to compress holds NaN or infinite values in {shown}: fix or '
+            'retrain it (nothing nrnp does can rebuild them)'
+        )
+
+
+def inputs_identity(variables: dict, data, test_data) -> dict:
+    """Hashes of the caller's arrays, for the workdir fingerprint."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    out = {'variables': digest.hexdigest()}
+    if data is not None:
+        first = _as_batch(next(iter(data)))
+        first = first[0] if isinstance(first, tuple) else first
+        count = len(data) if hasattr(data, '__len__') else '?'
+        out['data'] = f'{count} batches, first {hashlib.sha256(first.tobytes()).hexdigest()}'
+    if test_data is not None:
+        arrays = [np.ascontiguousarray(test_data[0]), np.ascontiguousarray(test_data[1])]
+        out['test_data'] = hashlib.sha256(b''.join(a.tobytes() for a in arrays)).hexdigest()
+    return out

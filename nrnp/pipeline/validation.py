@@ -1,0 +1,216 @@
+"""Every config check in one place, before any work: types, ranges, choices, consistency.
+
+  validation.check(config, style='cli')        # raises errors.ConfigError listing every problem
+  validation.check(config, style='library')    # the same, in `nrnp.compress` keyword terms
+
+The command line and `nrnp.compress` both call it before the teacher or any data is
+touched (it imports nothing heavy: a bad flag is reported in well under a second). Each
+problem names the field as the caller writes it (`--config.reconstruct.steps` or
+`reconstruct__steps`), the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from nrnp import errors
+
+# The choices of the enumerated fields (tests check they match the code that uses them).
+MODEL_NAMES = (
+    'resnet20',
+    'resnet32',
+    'resnet44',
+    'resnet56',
+    'resnet110',
+    'resnet18',
+    'resnet34',
+    'smallcnn',
+)
+CHOICES = {
+    'teacher.model': MODEL_NAMES,
+    'teacher.shortcut': ('A', 'B'),
+    'data.augment': ('crop_flip', 'random_resized_crop', 'none'),
+    'data.eval_crop': ('none', 'center'),
+    'data.channels': (1, 3),
+    'kernels.large': ('copy', 'tile'),
+    'kernels.ordering': ('none', 'infilter', 'crossfilter'),
+    'encoding.kind': ('nern', 'gaussian'),
+    'predictor.init': ('torch', 'lecun'),
+    'reconstruct.optimizer': ('ranger', 'adam', 'adamw'),
+    'distill.optimizer': ('ranger', 'adam', 'adamw'),
+    'distill.grad_through': ('batch', 'all'),
+    'distill.teacher_model': ('', *MODEL_NAMES),
+    'distill.teacher_shortcut': ('A', 'B'),
+}
+AT_LEAST = {  # field: smallest allowed value
+    **dict.fromkeys(
+        (
+            'seed',
+            'reconstruct.steps',
+            'reconstruct.warmup',
+            'distill.steps',
+            'distill.warmup',
+            'teacher.train_steps',
+            'data.test_limit',
+            'data.pad',
+            'checkpoint_every',
+            'eval_every',
+            'num_devices',
+            'reconstruct.final_learning_rate',
+            'distill.final_learning_rate',
+            'reconstruct.weight_decay',
+            'distill.weight_decay',
+            'distill.kd_weight',
+            'distill.fm_weight',
+            'distill.reconstruction_weight',
+        ),
+        0,
+    ),
+    **dict.fromkeys(
+        (
+            'predictor.hidden',
+            'reconstruct.rounds',
+            'reconstruct.batch_size',
+            'distill.batch_size',
+            'distill.kernel_batch_size',
+            'teacher.train_batch_size',
+            'data.num_classes',
+            'data.image_size',
+            'data.eval_batch_size',
+            'encoding.levels',
+            'encoding.features',
+            'cycles',
+            'log_every',
+            'model_axis',
+        ),
+        1,
+    ),
+    'predictor.layers': 2,
+}
+POSITIVE = (
+    'reconstruct.learning_rate',
+    'distill.learning_rate',
+    'teacher.train_learning_rate',
+    'reconstruct.eps',
+    'distill.eps',
+    'distill.temperature',
+    'encoding.base',
+    'encoding.scale',
+)
+FRACTIONS = {  # field: (low, high, high included)
+    'reconstruct.magnitude_fraction': (0.0, 1.0, True),
+    'distill.magnitude_fraction': (0.0, 1.0, True),
+    'reconstruct.b1': (0.0, 1.0, False),
+    'reconstruct.b2': (0.0, 1.0, False),
+    'distill.b1': (0.0, 1.0, False),
+    'distill.b2': (0.0, 1.0, False),
+}
+
+
+def field_name(dotted: str, style: str) -> str:
+    """A field as the caller writes it: `--config.a.b` (cli) or `a__b` (library)."""
+    return f'--config.{dotted}' if style == 'cli' else dotted.replace('.', '__')
+
+
+def _get(config, dotted: str):
+    node = config
+    for part in dotted.split('.'):
+        node = node[part]
+    return node
+
+
+def _is_remote(spec: str) -> bool:
+    return spec.startswith(('https://', 'http://'))
+
+
+def _looks_like_a_path(spec: str) -> bool:
+    return os.sep in spec or spec.startswith('.') or bool(os.path.splitext(spec)[1])
+
+
+def problems(config, style: str = 'cli') -> list[str]:
+    """Every problem of `config`, one line each (empty when it is fine)."""
+    out = []
+
+    def bad(dotted, value, allowed):
+        out.append(f'{field_name(dotted, style)}={value!r}: {allowed}')
+
+    def has(dotted):
+        try:
+            _get(config, dotted)
+        except (KeyError, AttributeError):
+            return False
+        return True
+
+    for dotted, choices in CHOICES.items():
+        if has(dotted) and _get(config, dotted) not in choices:
+            bad(dotted, _get(config, dotted), f'must be one of {", ".join(map(repr, choices))}')
+    for dotted, low in AT_LEAST.items():
+        value = _get(config, dotted) if has(dotted) else low
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+            bad(dotted, value, f'must be a number >= {low}')
+    for dotted in POSITIVE:
+        value = _get(config, dotted) if has(dotted) else 1
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            bad(dotted, value, 'must be a number > 0')
+    for dotted, (low, high, closed) in FRACTIONS.items():
+        value = _get(config, dotted) if has(dotted) else low
+        if not (low <= value <= high if closed else low <= value < high):
+            bad(dotted, value, f'must be in [{low}, {high}{"]" if closed else ")"}')
+    data = config.data
+    if not 0 < data.crop_fraction <= 1:
+        bad('data.crop_fraction', data.crop_fraction, 'must be in (0, 1]')
+    for name in ('mean', 'std'):
+        values = tuple(data[name])
+        if len(values) not in (1, data.channels):
+            bad(f'data.{name}', values, f'needs 1 or data.channels={data.channels} values')
+    if any(s <= 0 for s in data.std):
+        bad('data.std', tuple(data.std), 'every value must be > 0')
+    sizes = tuple(config.kernels.sizes)
+    if not sizes or any(not isinstance(k, int) or k < 1 for k in sizes):
+        bad('kernels.sizes', sizes, 'must be one or more kernel sizes >= 1, e.g. (1, 3)')
+    try:
+        re.compile(config.kernels.exclude)
+    except re.error as e:
+        bad('kernels.exclude', config.kernels.exclude, f'is not a regular expression ({e})')
+    d = config.distill
+    if d.teacher_model and not d.teacher_checkpoint:
+        bad('distill.teacher_model', d.teacher_model, 'needs distill.teacher_checkpoint too')
+    if style == 'cli':
+        out += _input_problems(config)
+    return out
+
+
+def _input_problems(config) -> list[str]:
+    """The command line's inputs: checkpoint and data locations that must exist."""
+    out = []
+    t, data = config.teacher, config.data
+    if not t.checkpoint and t.train_steps == 0:
+        out.append(
+            '--config.teacher.checkpoint is empty and --config.teacher.train_steps is 0: give '
+            'a checkpoint (a file, orbax dir, https URL or registry name) or steps to train one'
+        )
+    for dotted in ('teacher.checkpoint', 'distill.teacher_checkpoint'):
+        spec = _get(config, dotted)
+        if spec and not _is_remote(spec) and _looks_like_a_path(spec):
+            if not os.path.exists(os.path.expanduser(spec)):
+                out.append(f'--config.{dotted}={spec!r}: no such file or directory')
+    if data.image_folder and not os.path.isdir(os.path.expanduser(data.image_folder)):
+        out.append(
+            f'--config.data.image_folder={data.image_folder!r}: no such directory (expected '
+            '<root>/<split>/<class>/*.jpg)'
+        )
+    if data.eval_crop == 'center' and data.augment == 'crop_flip' and data.streaming:
+        out.append(
+            "--config.data.augment='crop_flip' with streamed, centre-cropped data: use "
+            '--config.data.augment=random_resized_crop (images of any size)'
+        )
+    return out
+
+
+def check(config, style: str = 'cli') -> None:
+    """Raises errors.ConfigError listing every problem of `config` (see `problems`)."""
+    found = problems(config, style)
+    if found:
+        head = 'the config has a problem' if len(found) == 1 else f'{len(found)} config problems'
+        raise errors.ConfigError(head + ':\n  ' + '\n  '.join(found))

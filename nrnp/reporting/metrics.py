@@ -1,0 +1,58 @@
+"""Metrics for tools: TensorBoard event files and `metrics.jsonl` in the workdir.
+
+  writer = MetricWriter(workdir)            # W/tensorboard/events.* and W/metrics.jsonl
+  writer.write(step, {'recon/loss': 0.01, 'recon/lr': 5e-3, 'steps_per_second': 40.0})
+  writer.close()
+  # tensorboard --logdir runs
+
+Events are written with tensorboardX, which needs no TensorFlow. Every line of
+`metrics.jsonl` is `{"step": s, "name": value, ...}`, appended and flushed as written, so
+a killed run keeps what it logged (a resumed run appends; steps may then repeat).
+Only process 0 writes; `MetricWriter(None)` writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+
+class MetricWriter:
+    """Scalar metrics to TensorBoard and JSON lines (see module docstring)."""
+
+    def __init__(self, workdir: str | None, enabled: bool = True):
+        self.enabled = workdir is not None and enabled
+        self._events = self._lines = None
+        if not self.enabled:
+            return
+        from tensorboardX import SummaryWriter  # noqa: PLC0415 (imports protobuf: only when used)
+
+        self._events = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=10)
+        self._lines = open(os.path.join(workdir, 'metrics.jsonl'), 'a')  # noqa: SIM115
+
+    def write(self, step: int, scalars: dict) -> None:
+        """Writes each finite scalar at `step` (a global step of the run)."""
+        if not self.enabled:
+            return
+        values = {}
+        for name, value in scalars.items():
+            if value is None:
+                continue
+            value = float(value)
+            if math.isfinite(value):
+                values[name] = value
+                self._events.add_scalar(name, value, global_step=int(step))
+        self._lines.write(json.dumps({'step': int(step), **values}) + '\n')
+        self._lines.flush()
+
+    def flush(self) -> None:
+        if self.enabled:
+            self._events.flush()
+            self._lines.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._events.close()
+            self._lines.close()
+            self.enabled = False
