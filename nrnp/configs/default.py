@@ -38,8 +38,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.teacher = ml_collections.ConfigDict()
     c.teacher.model = 'smallcnn'  # resnet20/32/44/56/110 (CIFAR), resnet18/34 (ImageNet), smallcnn
     c.teacher.shortcut = 'A'  # CIFAR ResNets: 'A' zero-pad (akamaster) or 'B' 1x1 conv + BN
-    # .th/.pt/.pth/.npz state dict, orbax dir, https:// URL or registry name ('' = train one)
-    c.teacher.checkpoint = ''
+    c.teacher.checkpoint = ''  # file, orbax dir, https URL or registry name ('' = train one)
     c.teacher.checkpoint_sha256 = ''  # expected sha256 of a checkpoint URL ('' = none/from URL)
     c.teacher.train_steps = 600  # only when checkpoint == '': steps to train a teacher (cached)
     c.teacher.train_learning_rate = 3e-3  # Adam learning rate of that teacher training

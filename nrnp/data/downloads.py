@@ -3,6 +3,7 @@
   path = fetch(URL, '/data/downloads/cifar-10-binary.tar.gz', sha256=HEX, size=170052171,
                hint='or set --config.data.image_folder=DIR')   # returns at once when present
   fetch(URL, dest, sha256=HEX, download=False)   # missing: DownloadError saying what goes where
+  file_digest(path)                              # its sha256, hashed once per size + mtime
 
 The body streams to `<dest>.part` (resumed with an HTTP Range request on the next try or
 call) and is renamed to `dest` only once its size and sha256 match, so `dest` is never half
@@ -135,8 +136,9 @@ def _remember(path: str, digest: str) -> None:
         files.atomic_write(_sidecar(path), json.dumps(record))
 
 
-def _digest(path: str) -> str:
-    """`path`'s sha256, from its sidecar when size and mtime still match, else hashed now."""
+def file_digest(path: str) -> str:
+    """`path`'s hex sha256: from its sidecar when size and mtime still match, else hashed
+    now (and remembered)."""
     stat = os.stat(path)
     try:
         with open(_sidecar(path)) as f:
@@ -156,7 +158,7 @@ def _check_existing(path: str, expect: _Expected) -> None:
         raise DownloadError(
             expect.instructions(f'{path} has {found} bytes, not {expect.size}; delete it')
         )
-    if expect.hashed and not expect.matches(digest := _digest(path)):
+    if expect.hashed and not expect.matches(digest := file_digest(path)):
         raise DownloadError(
             expect.instructions(
                 f'{path} has sha256 {digest}, expected {expect.describe_hash()}; delete it '

@@ -185,6 +185,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         augment='random_resized_crop' if resized else 'none',
         image_size=config.data.image_size if resized else None,
         log=log,
+        checkpoint_sha256=config.teacher.checkpoint_sha256,
+        download=config.data.download,
     )
     log(f'target: {source}')
 
