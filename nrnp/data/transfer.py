@@ -16,6 +16,7 @@ import http.client
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -85,6 +86,8 @@ def _open(url: str, part: str, have: int, timeout: float):
         if isinstance(reason, socket.gaierror):
             host = urllib.parse.urlsplit(url).hostname
             raise Unreachable(f'host {host} cannot be resolved ({reason})') from None
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise Failed(f'the TLS certificate of {url} does not verify ({reason})') from None
         if isinstance(reason, OSError) and reason.errno in _OFFLINE_ERRNOS:
             raise Unreachable(f'cannot connect to {url} ({reason.strerror})') from None
         raise Transient(f'cannot connect ({reason})') from None
