@@ -26,3 +26,12 @@ def shared():
     if path is None:
         pytest.skip('../shared (or $NRNP_SHARED) is absent: real weights and images unavailable')
     return path
+
+
+@pytest.fixture
+def http_server():
+    """A 127.0.0.1 file server (tests/local_http.py), shut down after the test."""
+    from local_http import FileServer
+
+    with FileServer() as server:
+        yield server

@@ -1,5 +1,7 @@
-"""nrnp.nets.state_dicts and loading: layout round trips, safe torch reading, real weights."""
+"""nrnp.nets.state_dicts, torch_pickle and loading: layout round trips, safe torch reading
+and writing, mismatch summaries and hints, non-finite leaves, real akamaster weights."""
 
+import io
 import os
 import pathlib
 import pickle
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from nrnp import errors
-from nrnp.nets import loading, models, state_dicts
+from nrnp.nets import loading, models, state_dicts, torch_pickle
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _AKAMASTER = 'weights/akamaster-cifar10'
@@ -198,3 +200,162 @@ def test_akamaster_nets_classify_first20(name, file):
     logits = model.apply(variables, jnp.asarray(images), train=False)  # [20, 10]
     correct = int((np.argmax(logits, -1) == data['y']).sum())
     assert correct >= 19
+
+
+def test_resnet56_given_to_resnet20_is_summarised_with_a_hint():
+    path = _shared() / _AKAMASTER / 'resnet56-4bfd9763.th'
+    with pytest.raises(errors.CheckpointError) as info:
+        loading.load_target(path, models.build_model('resnet20', 10), (1, 32, 32, 3))
+    message = str(info.value)
+    assert message.startswith(f'{path}: state dict does not match the model (180 problems: ')
+    assert '0 missing, 180 unexpected, 0 shape mismatches' in message
+    assert 'unexpected: layer1.3.conv1.weight (16, 16, 3, 3)' in message
+    assert '... and 174 more unexpected' in message
+    assert message.endswith(
+        'looks like resnet56 (option A, 10 classes): set --config.teacher.model=resnet56'
+    )
+    assert len(message.splitlines()) == 9
+
+
+def test_generated_mismatches_name_paths_shapes_and_the_architecture():
+    variables = _random_variables(models.build_model('resnet32', 100, shortcut='B'), (1, 8, 8, 3))
+    state_dict = state_dicts.variables_to_state_dict(variables)
+    template = jax.eval_shape(
+        lambda: models.init_variables(models.build_model('resnet32', 10), (1, 8, 8, 3))
+    )
+    with pytest.raises(errors.CheckpointError) as info:
+        state_dicts.state_dict_to_variables(state_dict, template)
+    message = str(info.value)
+    assert '12 problems: 0 missing, 10 unexpected, 2 shape mismatches' in message
+    assert (
+        'shape mismatch: params/linear/kernel <- linear.weight: checkpoint (100, 64), '
+        'expected (10, 64) (flax (64, 10))'
+    ) in message
+    assert 'unexpected: layer2.0.shortcut.1.running_mean (32,)' in message
+    assert message.endswith(
+        'looks like resnet32 (option B, 100 classes): set --config.teacher.shortcut=B '
+        '--config.data.num_classes=100'
+    )
+
+
+def test_non_finite_leaves_are_named(option_b, tmp_path):
+    state_dict = state_dicts.variables_to_state_dict(option_b)
+    state_dict['layer2.0.bn1.running_var'] = state_dict['layer2.0.bn1.running_var'].copy()
+    state_dict['layer2.0.bn1.running_var'][[1, 3]] = [np.nan, np.inf]
+    with pytest.raises(
+        errors.NonFiniteError,
+        match=r'batch_stats/layer2_0/bn1/var <- '
+        r'layer2.0.bn1.running_var: 2 of 8',
+    ):
+        state_dicts.state_dict_to_variables(state_dict, option_b)
+    model = models.build_model('resnet20', 10, shortcut='B', width=4)
+    broken = jax.tree.map(np.asarray, option_b)
+    broken['params']['conv1']['kernel'] = broken['params']['conv1']['kernel'].copy()
+    broken['params']['conv1']['kernel'][0, 0, 0, 0] = np.nan
+    loading.save_variables(tmp_path / 'orbax', broken)
+    with pytest.raises(errors.NonFiniteError, match=r'orbax: params/conv1/kernel holds 1 NaN'):
+        loading.load_target(tmp_path / 'orbax', model, (1, 8, 8, 3))
+    np.savez(tmp_path / 'nan.npz', **state_dict)
+    with pytest.raises(errors.NonFiniteError, match=r'nan.npz: the checkpoint holds NaN'):
+        loading.load_target(tmp_path / 'nan.npz', model, (1, 8, 8, 3))
+
+
+def _writer_payload():
+    import ml_dtypes
+
+    base = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    return {
+        'state_dict': {
+            'w': base.transpose(2, 0, 1),  # non-contiguous: written contiguous
+            'big_endian': np.arange(5, dtype='>f8'),
+            'half': np.linspace(-1, 1, 7, dtype=np.float16),
+            'bf16': np.arange(3).astype(ml_dtypes.bfloat16),
+            'count': np.array(7, np.int64),  # 0-d
+            'mask': np.array([True, False]),
+            'empty': np.zeros((2, 0, 3), np.float32),
+            'bytes': np.arange(9, dtype=np.uint8),
+        },
+        'best_prec1': 93.39,
+        'epoch': 199,
+        'arch': 'resnet56',
+        'big': -(2**40),
+    }
+
+
+def test_torch_writer_round_trips_through_the_restricted_reader(tmp_path):
+    payload = _writer_payload()
+    path = tmp_path / 'w.pt'
+    torch_pickle.save(payload, path)
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        assert (
+            names[:2] == ['archive/data.pkl', 'archive/byteorder']
+            and names[-1] == 'archive/version'
+        )
+        for info in archive.infolist():
+            assert info.compress_type == zipfile.ZIP_STORED
+            if '/data/' in info.filename:  # 64-byte aligned storage bytes
+                assert (info.header_offset + 30 + len(info.filename) + len(info.extra)) % 64 == 0
+    obj = torch_pickle.load(str(path))
+    assert {k: obj[k] for k in ('best_prec1', 'epoch', 'arch', 'big')} == {
+        'best_prec1': 93.39,
+        'epoch': 199,
+        'arch': 'resnet56',
+        'big': -(2**40),
+    }
+    for key, value in payload['state_dict'].items():
+        got = obj['state_dict'][key]
+        assert got.shape == value.shape and got.dtype == value.dtype.newbyteorder('='), key
+        np.testing.assert_array_equal(got, value)
+    read = state_dicts.read_state_dict(path, use_torch=False)
+    assert sorted(read) == sorted(payload['state_dict'])
+    try:
+        import torch
+    except ImportError:
+        return
+    loaded = torch.load(path, weights_only=True)
+    for key, value in payload['state_dict'].items():
+        np.testing.assert_array_equal(
+            loaded['state_dict'][key].float().numpy(), value.astype(np.float32)
+        )
+
+
+def test_malformed_torch_zips_raise_checkpoint_errors(tmp_path):
+    path = tmp_path / 'good.pt'
+    torch_pickle.save({'a.weight': np.ones((2, 3), np.float32), 'b': np.arange(4)}, path)
+    raw = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    rng = np.random.default_rng(0)
+    variants = [raw[:cut] for cut in range(0, len(raw), 37)]
+    for _ in range(300):  # corrupt pickles inside a valid zip (the CRCs match)
+        pkl = bytearray(members['archive/data.pkl'])
+        for i in rng.integers(0, len(pkl), rng.integers(1, 4)):
+            pkl[i] = rng.integers(0, 256)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, 'w') as archive:
+            for name, data in members.items():
+                archive.writestr(name, bytes(pkl) if name.endswith('data.pkl') else data)
+        variants.append(buffer.getvalue())
+    short = io.BytesIO()
+    with zipfile.ZipFile(short, 'w') as archive:
+        for name, data in members.items():
+            archive.writestr(name, data[:3] if name.endswith('data/0') else data)
+    variants.append(short.getvalue())
+    failures = 0
+    for i, data in enumerate(variants):
+        bad = tmp_path / f'bad{i}.pt'
+        bad.write_bytes(data)
+        try:
+            state_dicts.read_state_dict(bad, use_torch=False)
+        except errors.CheckpointError as e:
+            assert f'bad{i}.pt' in str(e)
+            failures += 1
+    assert failures > len(variants) // 2
+
+
+def test_state_dict_keys_must_be_strings(tmp_path):
+    path = tmp_path / 'intkey.pt'
+    torch_pickle.save({1: np.ones(2, np.float32)}, path)
+    with pytest.raises(errors.CheckpointError, match='key 1 is not a string'):
+        state_dicts.read_state_dict(path, use_torch=False)

@@ -38,14 +38,18 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.teacher = ml_collections.ConfigDict()
     c.teacher.model = 'smallcnn'  # resnet20/32/44/56/110 (CIFAR), resnet18/34 (ImageNet), smallcnn
     c.teacher.shortcut = 'A'  # CIFAR ResNets: 'A' zero-pad (akamaster) or 'B' 1x1 conv + BN
-    c.teacher.checkpoint = ''  # .th/.pt/.pth/.npz state dict or an orbax dir; '' = train one
+    c.teacher.checkpoint = ''  # file, orbax dir, https URL or registry name ('' = train one)
+    c.teacher.checkpoint_sha256 = ''  # expected sha256 of a checkpoint URL ('' = none/from URL)
     c.teacher.train_steps = 600  # only when checkpoint == '': steps to train a teacher (cached)
     c.teacher.train_learning_rate = 3e-3  # Adam learning rate of that teacher training
     c.teacher.train_batch_size = 128  # images per teacher training step
 
     c.data = ml_collections.ConfigDict()
     c.data.name = 'digits'  # TFDS name (cifar10, cifar100, imagenet2012, ...) or 'digits'
-    c.data.data_dir = ''  # TFDS data_dir holding the prepared dataset ('' = TFDS default)
+    c.data.data_dir = ''  # TFDS data_dir or CIFAR archive dir ('' = TFDS default/nrnp cache)
+    c.data.download = True  # fetch missing CIFAR archives and checkpoint URLs (False: never)
+    c.data.download_url = ''  # mirror URL of the CIFAR archive ('' = the official one)
+    c.data.download_sha256 = ''  # its sha256 when not the official archive ('' = official)
     c.data.image_folder = ''  # <root>/<split>/<class>/*.jpg|png; overrides data.name when set
     c.data.train_split = 'train'  # split used for teacher training and distillation
     c.data.test_split = 'test'  # split every accuracy in the report is measured on

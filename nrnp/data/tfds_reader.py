@@ -27,6 +27,52 @@ def _tfds_is_mocked() -> bool:
     return getattr(fn, '__module__', '').startswith('tensorflow_datasets.testing')
 
 
+def is_prepared(name: str, data_dir: str | None) -> bool:
+    """True when TFDS has `name` prepared in `data_dir` (None: TFDS's default) or is mocked.
+
+    Looks at the local files only (no network); False when tensorflow_datasets is absent.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        return False
+    if _tfds_is_mocked():
+        return True
+    root = data_dir or str(tfds.core.constants.DATA_DIR)
+    if not os.path.isdir(os.path.join(root, name)):
+        return False  # (and spares the user TFDS's warning about an empty variant folder)
+    try:
+        return tfds.builder(name, data_dir=data_dir, file_format='array_record').is_prepared()
+    except tfds.core.registered.DatasetNotFoundError:
+        return False
+
+
+def _not_prepared(name: str, builder, data_dir: str | None) -> str:
+    """What to do when `name` is not prepared in `data_dir` (ImageNet: the manual steps)."""
+    root = getattr(builder, '_data_dir_root', None) or data_dir or '<data_dir>'
+    manual = os.path.join(str(root), 'downloads', 'manual')
+    where = f'TFDS dataset {name!r} is not prepared in data_dir {str(builder.data_dir)!r}'
+    if name.split('/')[0] == 'imagenet2012':
+        return (
+            f'{where}, and nrnp never downloads ImageNet (it needs an account). Fix, either:\n'
+            '  1. get ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
+            'https://image-net.org/download-images (after registering and accepting the '
+            f'terms) and put them in {manual!r};\n'
+            '  2. on a machine with tensorflow installed, prepare ArrayRecord files: '
+            f"tfds.builder('imagenet2012', data_dir={str(root)!r}, "
+            "file_format='array_record').download_and_prepare();\n"
+            '  3. run with --config.data.data_dir=THAT_DIR;\n'
+            '  or set --config.data.image_folder=DIR holding DIR/{train,validation}/<class>/'
+            '*.JPEG (the split names of data.train_split and data.test_split).'
+        )
+    return (
+        f'{where} and this machine cannot download it. Fix: point data.data_dir at a '
+        'prepared ArrayRecord data dir (prepare it elsewhere with builder_kwargs='
+        '{"file_format": "array_record"}); or, for CIFAR-100, put cifar-100-binary.tar.gz '
+        f'under {manual!r} and prepare it; or set data.image_folder to an image folder.'
+    )
+
+
 def _open_tfds(name: str, split: str, data_dir: str | None, label_key: str, num_classes):
     """(tfds data_source, num_classes, class_names) after checking the data is here."""
     import tensorflow_datasets as tfds
@@ -37,15 +83,7 @@ def _open_tfds(name: str, split: str, data_dir: str | None, label_key: str, num_
         raise DataError(f'TFDS has no dataset named {name!r}; check data.name') from e
     if not _tfds_is_mocked():
         if not builder.is_prepared():
-            root = getattr(builder, '_data_dir_root', None) or data_dir or '<data_dir>'
-            manual = os.path.join(str(root), 'downloads', 'manual')
-            raise DataError(
-                f'TFDS dataset {name!r} is not prepared in data_dir {str(builder.data_dir)!r} and '
-                'this machine cannot download it. Fix: point data.data_dir at a prepared '
-                'ArrayRecord data dir (prepare it elsewhere with builder_kwargs={"file_format": '
-                '"array_record"}); or, for CIFAR-100, put cifar-100-binary.tar.gz under '
-                f'{manual!r} and prepare it; or set data.image_folder to an image folder.'
-            )
+            raise DataError(_not_prepared(name, builder, data_dir))
         file_format = getattr(builder.info, 'file_format', None)
         file_format = str(getattr(file_format, 'value', file_format) or '').lower()
         if file_format and 'array_record' not in file_format:

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nrnp import files
-from nrnp.errors import CheckpointError
+from nrnp.errors import CheckpointError, NonFiniteError
+from nrnp.nets import layouts
 from nrnp.nets.trees import flatten_variables
 
 _TORCH_SUFFIXES = ('.th', '.pt', '.pth')
@@ -114,6 +115,8 @@ def read_state_dict(
         raise CheckpointError(f'{path}: expected a state dict, got {type(obj).__name__}')
     state_dict = {}
     for key, value in obj.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f'{path}: state dict key {key!r} is not a string')
         key = key.removeprefix('module.')
         if key.endswith('num_batches_tracked'):
             continue
@@ -155,45 +158,79 @@ def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return _to_torch_layout(np.empty(shape, np.bool_)).shape
 
 
-def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], template: dict) -> dict:
+def _summary(kind: str, lines: list[str], shown: int = 6) -> list[str]:
+    """The first `shown` problems of one kind, then how many more there are."""
+    more = [f'... and {len(lines) - shown} more {kind}'] if len(lines) > shown else []
+    return lines[:shown] + more
+
+
+def state_dict_to_variables(
+    state_dict: Mapping[str, np.ndarray], template: dict, *, layout: str = 'auto', flags=None
+) -> dict:
     """Maps a PyTorch-layout state dict onto a Flax variables template.
 
     Args:
       state_dict: ``{torch_key: array}`` as from ``read_state_dict`` (OIHW convs).
       template: ``{'params', 'batch_stats'}`` from ``init_variables`` or
         ``jax.eval_shape`` of it; only leaf shapes and dtypes are used.
+      layout: the checkpoint's key layout (``layouts.LAYOUTS``); 'auto' detects
+        chenyaofo's ``downsample``/``fc`` names given to a CIFAR ResNet.
+      flags: the config fields a mismatch hint names (default ``layouts.TEACHER_FLAGS``).
 
     Returns:
       Variables with the template's structure, leaves ``jax.Array`` in the
       template's dtype (float32 for the nrnp models).
 
     Raises:
-      CheckpointError: listing every missing key, unexpected key and shape
-        mismatch (Flax path, torch key, checkpoint shape and expected shape).
+      CheckpointError: naming missing keys, unexpected keys and shape mismatches (Flax
+        path, torch key, checkpoint shape and expected shape; the first few of each kind
+        and their counts), with the architecture the keys suggest and the flags to set.
+      NonFiniteError: a leaf holds NaN or infinite values (named).
     """
-    problems, used = [], set()
+    paths = jax.tree.flatten_with_path(template)[0]
+    expected = {_torch_key(path): _torch_shape(leaf.shape) for path, leaf in paths}
+    if layout == 'auto':
+        layout = layouts.detect_layout(state_dict, expected)
+    state_dict = layouts.from_layout(state_dict, layout)
+    missing, mismatched, used, bad = [], [], set(), []
 
     def convert(path, leaf):
         key, flax_path = _torch_key(path), jax.tree_util.keystr(path, simple=True, separator='/')
         if key not in state_dict:
-            problems.append(f'missing: {flax_path} <- {key} (expected {_torch_shape(leaf.shape)})')
+            missing.append(f'missing: {flax_path} <- {key} (expected {expected[key]})')
             return None
         used.add(key)
         value = np.asarray(state_dict[key])
-        if value.shape != _torch_shape(leaf.shape):
-            problems.append(
+        if value.shape != expected[key]:
+            mismatched.append(
                 f'shape mismatch: {flax_path} <- {key}: checkpoint {value.shape}, expected '
-                f'{_torch_shape(leaf.shape)} (flax {tuple(leaf.shape)})'
+                f'{expected[key]} (flax {tuple(leaf.shape)})'
             )
             return None
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            bad.append(f'{flax_path} <- {key}: {int((~np.isfinite(value)).sum())} of {value.size}')
         return jnp.asarray(_from_torch_layout(value).astype(leaf.dtype))
 
     variables = jax.tree.map_with_path(convert, template)
-    problems += [f'unexpected: {k} {np.shape(state_dict[k])}' for k in state_dict if k not in used]
-    if problems:
+    unexpected = [f'unexpected: {k} {np.shape(state_dict[k])}' for k in state_dict if k not in used]
+    if missing or mismatched or unexpected:
+        counts = (
+            f'{len(missing) + len(mismatched) + len(unexpected)} problems: {len(missing)} '
+            f'missing, {len(unexpected)} unexpected, {len(mismatched)} shape mismatches'
+        )
+        renamed = layout not in ('nrnp', 'akamaster')
+        read_as = f', keys read in the {layout} layout' if renamed else ''
+        lines = _summary('missing', missing) + _summary('shape mismatches', mismatched)
+        lines += _summary('unexpected', unexpected)
+        found = layouts.describe({k: np.shape(v) for k, v in state_dict.items()})
+        lines += [h] if (h := layouts.hint(found, layouts.describe(expected), flags)) else []
         raise CheckpointError(
-            f'state dict does not match the model ({len(problems)} problems):\n  '
-            + '\n  '.join(problems)
+            f'state dict does not match the model ({counts}{read_as}):\n  ' + '\n  '.join(lines)
+        )
+    if bad:
+        raise NonFiniteError(
+            'the checkpoint holds NaN or infinite values (leaf <- key: count of size): '
+            + '; '.join(bad)
         )
     return variables
 
@@ -244,15 +281,20 @@ def generic_state_dict(variables: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def export_state_dict(variables: dict, path: str | os.PathLike, naming: str = 'auto') -> dict:
-    """Writes `{'params', 'batch_stats'}` as a PyTorch-layout state dict `.npz` (atomically).
+def export_state_dict(
+    variables: dict, path: str | os.PathLike, naming: str = 'auto', layout: str = 'nrnp'
+) -> dict:
+    """Writes `{'params', 'batch_stats'}` as a PyTorch-layout state dict (atomically).
 
     Args:
       variables: Flax variables.
-      path: the `.npz` file (readable by `read_state_dict`).
+      path: a `.npz` file, or a `.pt`/`.pth`/`.th` file in PyTorch's zip format
+        (`torch.load(weights_only=True)` reads it); `read_state_dict` reads both.
       naming: 'nrnp' (`variables_to_state_dict`: nrnp's ResNets and
         SmallCNN, torchvision/akamaster names), 'generic' (`generic_state_dict`),
         or 'auto' (nrnp's when every leaf has a name there, else generic).
+      layout: with nrnp names, the key layout to write (`layouts.LAYOUTS`), e.g.
+        'chenyaofo' for pytorch-cifar-models' `downsample`/`fc` names.
 
     Returns:
       The state dict written.
@@ -262,12 +304,17 @@ def export_state_dict(variables: dict, path: str | os.PathLike, naming: str = 'a
     state_dict = None
     if naming in ('auto', 'nrnp'):
         try:
-            state_dict = variables_to_state_dict(variables)
+            state_dict = layouts.to_layout(variables_to_state_dict(variables), layout)
         except CheckpointError:
             if naming == 'nrnp':
                 raise
     if state_dict is None:
         state_dict = generic_state_dict(variables)
+    if os.path.splitext(os.fspath(path))[1].lower() in _TORCH_SUFFIXES:
+        from nrnp.nets import torch_pickle  # noqa: PLC0415
+
+        torch_pickle.save(state_dict, path)
+        return state_dict
     buffer = io.BytesIO()
     np.savez(buffer, **state_dict)
     files.atomic_write(path, buffer.getvalue())

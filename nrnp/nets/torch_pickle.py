@@ -1,20 +1,26 @@
-"""Reads PyTorch checkpoint files without torch, unpickling only tensors, storages and dicts.
+"""Reads and writes PyTorch checkpoint files without torch, unpickling only tensors and dicts.
 
   obj = torch_pickle.load('resnet20-12fca82f.th')  # legacy (torch < 1.6) or zip format
   obj['conv1.weight']                               # a numpy array in torch's OIHW layout
   torch_pickle.load('evil.pt')                      # CheckpointError: forbidden global ...
+  torch_pickle.save({'conv1.weight': w}, 'net.pt')  # torch.load(weights_only=True) reads it
 
-`state_dicts.read_state_dict` uses it when torch is not installed (or `use_torch=False`).
+`state_dicts.read_state_dict` uses `load` when torch is not installed (or `use_torch=False`).
 Any global outside `_ALLOWED_GLOBALS` raises instead of being imported, so a hostile file
-cannot run code; tensors are rebuilt as numpy arrays from their storages' raw bytes.
+cannot run code; tensors are rebuilt as numpy arrays from their storages' raw bytes. `save`
+writes torch's zip format (`archive/data.pkl` with persistent-id storages, `archive/data/<k>`
+64-byte aligned, `archive/version`) from numpy arrays, emitting the pickle opcodes itself.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
+import struct
 import zipfile
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -188,6 +194,7 @@ def load(path: str) -> Any:
             obj, _ = _read_torch_legacy(raw, path)
         else:
             raise CheckpointError(f'{path}: not a PyTorch checkpoint (neither zip nor pickle)')
+        return _materialise(obj, path)
     except CheckpointError:
         raise
     except (
@@ -198,7 +205,114 @@ def load(path: str) -> Any:
         TypeError,
         AttributeError,
         IndexError,
+        OverflowError,
+        RecursionError,
+        MemoryError,
+        NotImplementedError,  # zip members compressed with an unsupported method
+        OSError,
+        struct.error,
+        zlib.error,
         zipfile.BadZipFile,
     ) as e:
         raise CheckpointError(f'{path}: truncated or malformed PyTorch checkpoint ({e!r})') from e
-    return _materialise(obj, path)
+
+
+# ---------------------------------------------------------------- writing
+
+
+_STORAGE_NAMES = {np.dtype(d): n for n, d in _STORAGE_DTYPES.items()}
+_ALIGNMENT = 64  # torch aligns each storage's bytes in the zip (what mmap loading needs)
+
+
+class _Pickler:
+    """Emits protocol-2 pickle opcodes for dicts, scalars, strings and numpy tensors."""
+
+    def __init__(self):
+        self.out, self.storages = bytearray(b'\x80\x02'), []
+
+    def _global(self, module: str, name: str) -> None:
+        self.out += f'c{module}\n{name}\n'.encode()
+
+    def _tuple(self, items) -> None:
+        self.out += b'('
+        for item in items:
+            self.value(item)
+        self.out += b't'
+
+    def value(self, obj: Any) -> None:
+        if isinstance(obj, np.ndarray | np.generic):
+            self._tensor(np.asarray(obj))
+        elif isinstance(obj, Mapping):
+            self.out += b'}'
+            if obj:
+                self.out += b'('
+                for key, item in obj.items():
+                    self.value(key)
+                    self.value(item)
+                self.out += b'u'  # SETITEMS
+        elif isinstance(obj, bool) or obj is None:
+            self.out += {True: b'\x88', False: b'\x89', None: b'N'}[obj]
+        elif isinstance(obj, int):
+            n = (obj.bit_length() + 8) // 8
+            self.out += b'\x8a' + bytes([n]) + obj.to_bytes(n, 'little', signed=True)  # LONG1
+        elif isinstance(obj, float):
+            self.out += b'G' + struct.pack('>d', obj)
+        elif isinstance(obj, str):
+            data = obj.encode()
+            self.out += b'X' + struct.pack('<I', len(data)) + data
+        elif isinstance(obj, list | tuple):
+            self._tuple(obj)  # tuples suffice for torch.load
+        else:
+            raise TypeError(f'cannot save a {type(obj).__name__} in a torch checkpoint')
+
+    def _tensor(self, array: np.ndarray) -> None:
+        array = np.asarray(array, array.dtype.newbyteorder('<'), order='C')  # keeps 0-d
+        if array.dtype not in _STORAGE_NAMES:
+            raise TypeError(f'no torch storage for dtype {array.dtype}')
+        key = str(len(self.storages))
+        self.storages.append(array.tobytes())
+        strides = [int(np.prod(array.shape[i + 1 :])) for i in range(array.ndim)]
+        self._global('torch._utils', '_rebuild_tensor_v2')
+        self.out += b'(('  # MARK the arguments, MARK the storage's persistent id
+        self.value('storage')
+        self._global('torch', _STORAGE_NAMES[array.dtype])  # its type: a torch global
+        for item in (key, 'cpu', array.size):
+            self.value(item)
+        self.out += b'tQ'  # TUPLE, BINPERSID: the storage; then offset, size, stride, ...
+        self.value(0)
+        self._tuple(array.shape)
+        self._tuple(strides)
+        self.out += b'\x89'  # requires_grad=False
+        self._global('collections', 'OrderedDict')
+        self.out += b')R'  # backward_hooks = OrderedDict()
+        self.out += b'tR'  # TUPLE, REDUCE
+
+
+def save(state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Writes `state_dict` in PyTorch's zip format, atomically (tmp file + rename).
+
+    Args:
+      state_dict: {key: numpy array}, possibly nested in dicts beside ints, floats and
+        strings (e.g. {'state_dict': {...}, 'best_prec1': 93.4}).
+      path: the `.pt`/`.pth`/`.th` file.
+    """
+    pickler = _Pickler()
+    pickler.value(state_dict)
+    pickler.out += b'.'  # STOP
+    records = [('data.pkl', bytes(pickler.out)), ('byteorder', b'little')]
+    records += [(f'data/{i}', data) for i, data in enumerate(pickler.storages)]
+    records += [('version', b'3\n')]
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f'.{os.path.basename(path)}.tmp')
+    try:
+        with open(tmp, 'wb') as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as archive:
+            for name, data in records:
+                info = zipfile.ZipInfo(f'archive/{name}', date_time=(1980, 1, 1, 0, 0, 0))
+                if name.startswith('data/'):  # pad the local header so the bytes align
+                    pad = -(f.tell() + 30 + len(info.filename) + 4) % _ALIGNMENT
+                    info.extra = b'FB' + struct.pack('<H', pad) + b'Z' * pad
+                archive.writestr(info, data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -64,6 +64,9 @@ def load_split(config, split: str, workdir: str, crops: bool):
         image_folder=config.data.image_folder or None,
         image_size=None if crops else config.data.image_size,
         channels=config.data.channels if config.data.channels in (1, 3) else 3,
+        download=config.data.download,
+        download_url=config.data.download_url,
+        download_sha256=config.data.download_sha256,
     )
     if config.data.streaming:
         return sources.open_dataset(**kw)
@@ -210,6 +213,8 @@ def run(
         augment='random_resized_crop' if resized else 'none',
         image_size=config.data.image_size if resized else None,
         log=log,
+        checkpoint_sha256=config.teacher.checkpoint_sha256,
+        download=config.data.download,
     )
     log(f'target: {source}')
 

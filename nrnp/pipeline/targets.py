@@ -34,13 +34,16 @@ def load_or_train(
     augment: str = 'none',
     image_size: int | None = None,
     log=print,
+    checkpoint_sha256: str = '',
+    download: bool = True,
 ) -> tuple[dict, str]:
     """The target's variables and where they came from.
 
     Args:
       model: the target module.
       input_shape: e.g. (1, 32, 32, 3), for the variables template.
-      checkpoint: a state dict file or orbax directory; '' trains a teacher instead.
+      checkpoint: a state dict file, orbax directory, http(s) URL or registry name
+        (`nets.loading.resolve_checkpoint`); '' trains a teacher instead.
       workdir: the run's directory; a trained teacher is cached in `workdir/teacher`.
       train_data_fn: zero-argument callable returning the training `data.Dataset`.
       steps, batch_size, learning_rate: teacher training settings.
@@ -49,12 +52,18 @@ def load_or_train(
       augment, image_size: the training augmentation (`data.train_batches`); images of
         several sizes need 'random_resized_crop' with image_size.
       log: progress sink.
+      checkpoint_sha256: the expected sha256 of a checkpoint URL ('' = none).
+      download: False never downloads a checkpoint URL or registry entry.
 
     Returns:
-      (variables, source description).
+      (variables, source description: the local path as given, or for a URL or registry
+      name what it is, the URL, its sha256 and the cached file).
     """
     if checkpoint:
-        return loading.load_target(checkpoint, model, input_shape), checkpoint
+        source = loading.resolve_checkpoint(
+            checkpoint, sha256=checkpoint_sha256, download=download, log=log
+        )
+        return loading.load_target(source, model, input_shape), source.describe()
     cache = os.path.join(os.path.abspath(workdir), 'teacher')
     if os.path.isdir(cache):
         log(f'teacher: loading the network trained earlier from {cache}')
