@@ -108,9 +108,10 @@ def main(argv: list[str]) -> int:
         _print_fields()
         return 0
     config, workdir, overwrite = _parse([argv[0], *(a for a in args if a != '--debug')])
-    from nrnp.pipeline import validation
+    from nrnp.pipeline import fetching, validation
 
     validation.check(config, style='cli')
+    fetching.fetch_inputs(config, log=lambda message: print(message, flush=True))
     _hide_gpus_from_tensorflow()
     from absl import logging
 

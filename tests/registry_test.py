@@ -13,7 +13,7 @@ import pytest
 
 from nrnp import errors
 from nrnp.configs import default
-from nrnp.nets import layouts, loading, models, registry, state_dicts
+from nrnp.nets import checkpoint_files, layouts, loading, models, registry, state_dicts
 
 
 def _random_variables(model, input_shape=(1, 32, 32, 3), seed=0):
@@ -48,7 +48,7 @@ def test_entries_are_consistent_and_give_valid_config_overrides():
         assert entry.url.endswith(f'{entry.arch}-{entry.sha256_prefix}.pt') or entry.url.endswith(
             f'{entry.arch}-{entry.sha256_prefix}.th'
         )
-        assert loading._hash_in_name(os.path.basename(entry.url)) == entry.sha256_prefix
+        assert checkpoint_files._hash_in_name(os.path.basename(entry.url)) == entry.sha256_prefix
         models.build_model(entry.arch, entry.num_classes, shortcut=entry.shortcut)
         assert entry.layout in layouts.LAYOUTS and entry.dataset in ('cifar10', 'cifar100')
     entry = registry.get('cifar100_resnet56')
@@ -174,3 +174,14 @@ def test_mismatch_hint_for_a_chenyaofo_checkpoint(tmp_path, resnet56_b100):
             (1, 32, 32, 3),
             flags=layouts.DISTILL_TEACHER_FLAGS,
         )
+
+
+def test_recipes_use_their_registry_entries_as_trained():
+    from nrnp.configs import c10_r20, c10_r56, c100
+
+    for recipe, name in ((c100, 'cifar100_resnet56'), (c10_r20, 'akamaster_resnet20')):
+        config = recipe.get_config()
+        for dotted, value in registry.config_overrides(name).items():
+            section, field = dotted.split('.')
+            assert config[section][field] == pytest.approx(value), (recipe.__name__, dotted)
+    assert c10_r56.get_config().teacher.checkpoint == 'akamaster_resnet56'

@@ -11,6 +11,7 @@ how to provide it (nrnp never runs TFDS's own download).
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -31,7 +32,13 @@ def is_prepared(name: str, data_dir: str | None) -> bool:
     """True when TFDS has `name` prepared in `data_dir` (None: TFDS's default) or is mocked.
 
     Looks at the local files only (no network); False when tensorflow_datasets is absent.
+    TFDS is imported only when a folder of that name exists (or TFDS is already loaded,
+    as under `mock_data`): the common "not prepared" answer costs no import.
     """
+    default = os.environ.get('TFDS_DATA_DIR') or os.path.expanduser('~/tensorflow_datasets')
+    root = data_dir or default
+    if 'tensorflow_datasets' not in sys.modules and not os.path.isdir(os.path.join(root, name)):
+        return False
     try:
         import tensorflow_datasets as tfds
     except ImportError:

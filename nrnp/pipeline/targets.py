@@ -14,7 +14,7 @@ import os
 import jax
 import numpy as np
 
-from nrnp.nets import loading, models
+from nrnp.nets import checkpoint_files, loading, models
 from nrnp.training import classifier
 
 
@@ -43,7 +43,7 @@ def load_or_train(
       model: the target module.
       input_shape: e.g. (1, 32, 32, 3), for the variables template.
       checkpoint: a state dict file, orbax directory, http(s) URL or registry name
-        (`nets.loading.resolve_checkpoint`); '' trains a teacher instead.
+        (`nets.checkpoint_files.resolve_checkpoint`); '' trains a teacher instead.
       workdir: the run's directory; a trained teacher is cached in `workdir/teacher`.
       train_data_fn: zero-argument callable returning the training `data.Dataset`.
       steps, batch_size, learning_rate: teacher training settings.
@@ -60,7 +60,7 @@ def load_or_train(
       name what it is, the URL, its sha256 and the cached file).
     """
     if checkpoint:
-        source = loading.resolve_checkpoint(
+        source = checkpoint_files.resolve_checkpoint(
             checkpoint, sha256=checkpoint_sha256, download=download, log=log
         )
         return loading.load_target(source, model, input_shape), source.describe()

@@ -15,6 +15,7 @@ import os
 import re
 
 from nrnp import errors
+from nrnp.nets import registry
 
 # The choices of the enumerated fields (tests check they match the code that uses them).
 MODEL_NAMES = (
@@ -192,9 +193,15 @@ def _input_problems(config) -> list[str]:
         )
     for dotted in ('teacher.checkpoint', 'distill.teacher_checkpoint'):
         spec = _get(config, dotted)
-        if spec and not _is_remote(spec) and _looks_like_a_path(spec):
-            if not os.path.exists(os.path.expanduser(spec)):
-                out.append(f'--config.{dotted}={spec!r}: no such file or directory')
+        if not spec or _is_remote(spec) or os.path.exists(os.path.expanduser(spec)):
+            continue
+        if _looks_like_a_path(spec):
+            out.append(f'--config.{dotted}={spec!r}: no such file or directory')
+        elif spec not in registry.ENTRIES:
+            out.append(
+                f'--config.{dotted}={spec!r}: neither a file, an https URL nor a registered '
+                f'checkpoint ({", ".join(registry.names())})'
+            )
     if data.image_folder and not os.path.isdir(os.path.expanduser(data.image_folder)):
         out.append(
             f'--config.data.image_folder={data.image_folder!r}: no such directory (expected '
