@@ -13,7 +13,7 @@ import nrnp
 from nrnp import errors
 from nrnp.configs import default
 from nrnp.data import batching, dataset
-from nrnp.pipeline import job
+from nrnp.pipeline import job, run_inputs
 from nrnp.training import checkpoints, evaluation, schedule
 
 
@@ -251,9 +251,11 @@ def test_splits_are_resized_to_image_size_unless_a_crop_resizes(tmp_path, stream
             'data.channels': 3,
         }
     )
-    split = job.load_split(c, 'train', str(tmp_path / 'run'), crops=False)
+    split = run_inputs.load_split(c, 'train', str(tmp_path / 'run'), crops=False)
     images, labels = split.read(np.arange(6))
     assert {tuple(x.shape) for x in images} == {(5, 5, 3)} and list(labels) == [0, 0, 1, 1, 2, 2]
     if streaming:  # left as they are for random_resized_crop / the centre crop
-        kept, _ = job.load_split(c, 'train', str(tmp_path / 'run'), crops=True).read(np.arange(6))
+        kept, _ = run_inputs.load_split(c, 'train', str(tmp_path / 'run'), crops=True).read(
+            np.arange(6)
+        )
         assert len({x.shape for x in kept}) > 1

@@ -63,6 +63,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.data.augment = 'crop_flip'  # 'crop_flip' (CIFAR-sized), 'random_resized_crop', 'none'
     c.data.pad = 1  # crop padding in pixels (CIFAR: 4)
     c.data.streaming = False  # True: decode each batch on demand (ImageNet); False: in memory
+    # In-memory data on the device (sampling, crop, flip, normalisation and evaluation inside
+    # jit): 'auto' when it fits a quarter of the free device memory, 'true', or 'false'.
+    c.data.on_device = 'auto'
     c.data.eval_crop = 'none'  # 'none' (as stored) or 'center' (ImageNet evaluation crop)
     c.data.crop_fraction = 0.875  # eval_crop='center': crop side / shorter side (224 of 256)
 

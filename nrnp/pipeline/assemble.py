@@ -26,7 +26,7 @@ from nrnp.errors import ConfigError
 from nrnp.nets import loading, models, trees
 from nrnp.pipeline import inputs, problem
 from nrnp.reporting import metrics
-from nrnp.training import distillation, evaluation, loop, reconstruction, schedule
+from nrnp.training import distillation, loop, reconstruction, schedule
 
 
 @dataclasses.dataclass
@@ -56,8 +56,9 @@ def compress_target(
     workdir: str,
     mesh,
     input_shape: tuple[int, ...] | None = None,
-    test_batches: Callable | None = None,
+    top1: Callable | None = None,
     train_batches: Callable | None = None,
+    device_batches=None,
     bare: bool = False,
     write_metrics: bool = True,
     log: Callable[[str], None] = print,
@@ -71,11 +72,12 @@ def compress_target(
       workdir: where checkpoints go; a rerun with the same arguments resumes.
       mesh: the device mesh (`sharding.make_mesh`).
       input_shape: `(1, H, W, C)`, needed for distillation.
-      test_batches: `() -> iterator` of this process's `(images, labels, mask)` rows of
-        every evaluation batch (`batching.eval_batches`, `evaluation.array_batches`), or
-        None: no accuracy is measured.
+      top1: `variables -> percent` on the test images (`evaluation.top1_batches` over
+        host batches, or `device_data.top1` on the device), or None: no accuracy.
       train_batches: `(start_step, cycle) -> iterator` of distillation image batches
-        (this process's rows), needed when the schedule distils.
+        (this process's rows), needed when the schedule distils on host batches.
+      device_batches: `device_data.DeviceBatches`: the distillation images are drawn
+        and augmented on the device instead (`train_batches` is then unused).
       bare: the caller passed bare params (the artefact then rebuilds bare params).
       write_metrics: write TensorBoard events and metrics.jsonl into `workdir`.
       log: progress sink.
@@ -88,17 +90,14 @@ def compress_target(
     prep = problem.prepare(params, config, log)
     writer = metrics.MetricWriter(workdir, enabled=write_metrics and jax.process_index() == 0)
 
-    def top1(v):
-        return evaluation.top1_batches(model, v, test_batches(), mesh)
-
     top1_original = None
-    if test_batches is not None:
+    if top1 is not None:
         top1_original = top1(variables)
         log(f'eval/top1_original {top1_original:.2f} %')
         writer.write(0, {'eval/top1_original': top1_original})
 
     def evaluate(pparams):
-        if test_batches is None:
+        if top1 is None:
             return None
         rebuilt = predictor.reconstruct(prep.pmodel, prep.layout, pparams, prep.encoded, params)
         return top1({**variables, 'params': rebuilt})
@@ -106,7 +105,7 @@ def compress_target(
     phases = schedule.build_schedule(config)
     setup = frozen = None
     if any(p.kind == 'distill' for p in phases):
-        if train_batches is None or input_shape is None:
+        if (train_batches is None and device_batches is None) or input_shape is None:
             raise ConfigError('distillation needs training images: give data or distill.steps=0')
         setup, frozen = distillation_setup(
             config, model, variables, prep.pmodel, prep.layout, input_shape, mesh, log
@@ -130,6 +129,7 @@ def compress_target(
         setup=setup,
         frozen=frozen,
         batches=train_batches,
+        device_batches=device_batches,
         evaluate=evaluate,
         keys=prep.keys,
         log=log,

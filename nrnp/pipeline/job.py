@@ -9,7 +9,6 @@ then writes `compressed.nrnp`, `report.json`, `report.md` and `report.png`.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
@@ -18,13 +17,12 @@ import ml_collections
 import numpy as np
 
 from nrnp.core import coordinates
-from nrnp.data import batching, sources
 from nrnp.data.dataset import balanced_subset, check_same_classes
 from nrnp.errors import ConfigError, DataError
 from nrnp.nets import models
-from nrnp.pipeline import assemble, targets, workdirs
+from nrnp.pipeline import assemble, run_inputs, targets, workdirs
 from nrnp.reporting import plots, reports
-from nrnp.training import evaluation, sharding
+from nrnp.training import sharding
 
 
 class Logger:
@@ -43,75 +41,9 @@ class Logger:
             f.write(line + '\n')
 
 
-def dataset_label(config) -> str:
-    if config.data.image_folder:
-        return f'image folder {config.data.image_folder}'
-    return config.data.name
-
-
-def load_split(config, split: str, workdir: str, crops: bool):
-    """One split of the configured dataset: streamed (data.streaming) or held in memory.
-
-    In memory, image folders are decoded once and cached under the workdir; streamed, the
-    split is only listed/opened and each batch's images are decoded when it is drawn.
-    Images are resized to data.image_size on reading unless `crops` (the split goes
-    through random_resized_crop or the centre crop, which resize each image themselves).
-    """
-    kw = dict(
-        name=config.data.name,
-        split=split,
-        data_dir=config.data.data_dir or None,
-        image_folder=config.data.image_folder or None,
-        image_size=None if crops else config.data.image_size,
-        channels=config.data.channels if config.data.channels in (1, 3) else 3,
-        download=config.data.download,
-        download_url=config.data.download_url,
-        download_sha256=config.data.download_sha256,
-    )
-    if config.data.streaming:
-        return sources.open_dataset(**kw)
-    return sources.load_dataset(**kw, cache_dir=os.path.join(workdir, 'cache'))
-
-
-def test_batches(config, test, mesh):
-    """`() -> iterator` of this process's rows of the test set's evaluation batches."""
-    batch_size = min(config.data.eval_batch_size, len(test))
-    batch_size = evaluation.round_batch(batch_size, mesh)
-    return lambda: batching.prefetch(
-        batching.eval_batches(
-            test,
-            batch_size,
-            tuple(config.data.mean),
-            tuple(config.data.std),
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            crop=config.data.eval_crop,
-            image_size=config.data.image_size,
-            crop_fraction=config.data.crop_fraction,
-        )
-    )
-
-
 def build_target(config):
     return models.build_model(
         config.teacher.model, config.data.num_classes, shortcut=config.teacher.shortcut
-    )
-
-
-def distillation_batches(config, train_data, start_step: int, cycle: int):
-    """Augmented, normalised training images of one distillation phase from `start_step`."""
-    return batching.train_batches(
-        train_data,
-        batch_size=config.distill.batch_size,
-        seed=config.seed + 7919 * cycle,
-        start_step=start_step,
-        augment=config.data.augment,
-        mean=tuple(config.data.mean),
-        std=tuple(config.data.std),
-        pad=config.data.pad,
-        image_size=config.data.image_size if config.data.augment == 'random_resized_crop' else None,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
     )
 
 
@@ -120,26 +52,6 @@ def best_seen(records) -> float | None:
     seen = [r['top1'] for r in records if r['kind'] != 'init']
     seen += [e['top1'] for r in records for e in r.get('evals', [])]
     return max((s for s in seen if s is not None), default=None)
-
-
-def input_identities(config) -> dict:
-    """What the run reads, for the workdir fingerprint: the teacher and the data source."""
-    t, data = config.teacher, config.data
-    if not t.checkpoint:
-        teacher = 'trained in the workdir (its training config is in the fingerprint)'
-    elif os.path.exists(os.path.expanduser(t.checkpoint)):
-        teacher = workdirs.file_identity(t.checkpoint)
-    else:
-        teacher = t.checkpoint  # a URL or registry name, pinned by its hash when downloaded
-    if data.image_folder:
-        source = f'image folder {os.path.abspath(data.image_folder)}: '
-        source += workdirs.folder_identity(data.image_folder)
-    else:
-        source = f'{data.name} in {data.data_dir or "the default data dir"}'
-    out = {'teacher': teacher, 'data': source}
-    if config.distill.teacher_checkpoint:
-        out['distill_teacher'] = workdirs.file_identity(config.distill.teacher_checkpoint)
-    return out
 
 
 def run(
@@ -156,16 +68,16 @@ def run(
     """
     start = time.time()
     workdir = os.path.abspath(workdir)
-    fingerprint = workdirs.fingerprint(config, input_identities(config))
+    fingerprint = workdirs.fingerprint(config, run_inputs.input_identities(config))
     status = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='cli')
     log = Logger(workdir, echo)
     log(
-        f'nrnp: {config.teacher.model} on {dataset_label(config)}, workdir {workdir} '
+        f'nrnp: {config.teacher.model} on {run_inputs.dataset_label(config)}, workdir {workdir} '
         f'({"resuming" if status == "resume" else "new run"}), devices {jax.devices()}'
     )
 
     mean, std = tuple(config.data.mean), tuple(config.data.std)
-    test = load_split(
+    test = run_inputs.load_split(
         config, config.data.test_split, workdir, crops=config.data.eval_crop == 'center'
     )
     if config.data.test_limit:
@@ -178,7 +90,7 @@ def run(
     found = test.read(np.arange(1))[0][0].shape[-1]
     if found != config.data.channels:
         raise DataError(
-            f'{dataset_label(config)} has {found}-channel images but data.channels is '
+            f'{run_inputs.dataset_label(config)} has {found}-channel images but data.channels is '
             f'{config.data.channels}; set --config.data.channels={found}'
         )
     how = 'streamed' if config.data.streaming else 'in memory'
@@ -188,11 +100,11 @@ def run(
     resized = config.data.augment == 'random_resized_crop'  # the only one for mixed sizes
 
     def train_split():
-        train = load_split(config, config.data.train_split, workdir, crops=resized)
+        train = run_inputs.load_split(config, config.data.train_split, workdir, crops=resized)
         check_same_classes(
             (config.data.train_split, train.class_names),
             (config.data.test_split, test.class_names),
-            f'{dataset_label(config)}: the splits have different classes',
+            f'{run_inputs.dataset_label(config)}: the splits have different classes',
         )
         return train
 
@@ -220,11 +132,13 @@ def run(
 
     mesh = sharding.make_mesh(config.num_devices, config.model_axis)
     log(f'mesh: {dict(mesh.shape)} over {jax.process_count()} process(es)')
-    train_batches = None
+    top1 = run_inputs.test_top1(config, test, model, mesh)
+    train_batches = device_batches = None
     if config.distill.steps:
         train_data = train_split()
-        log(f'train split {config.data.train_split!r}: {len(train_data)} images ({how})')
-        train_batches = functools.partial(distillation_batches, config, train_data)
+        train_batches, device_batches = run_inputs.distillation_images(config, train_data, mesh)
+        where = 'drawn on the device' if device_batches else 'host pipeline'
+        log(f'train split {config.data.train_split!r}: {len(train_data)} images ({how}, {where})')
     outcome = assemble.compress_target(
         variables,
         model,
@@ -232,8 +146,9 @@ def run(
         workdir=workdir,
         mesh=mesh,
         input_shape=input_shape,
-        test_batches=test_batches(config, test, mesh),
+        top1=top1,
         train_batches=train_batches,
+        device_batches=device_batches,
         log=log,
     )
     prep, records, compressed = outcome.prep, outcome.records, outcome.compressed
@@ -247,7 +162,7 @@ def run(
     out = {
         'target': config.teacher.model,
         'target_source': source,
-        'dataset': dataset_label(config),
+        'dataset': run_inputs.dataset_label(config),
         'test_split': config.data.test_split,
         'test_images': len(test),
         'top1_original': top1_original,

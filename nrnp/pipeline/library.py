@@ -12,7 +12,6 @@ and data. Config overrides are keyword arguments with `__` for the dot:
 from __future__ import annotations
 
 import copy
-import functools
 import os
 import shutil
 import tempfile
@@ -155,7 +154,7 @@ def compress(
         if not _sows_features(model, full, input_shape) and config.distill.fm_weight:
             log('the model sows no intermediates: distill__fm_weight -> 0 (logits only)')
             config.distill.fm_weight = 0.0
-    test_batches = None
+    top1 = None
     if test_data is not None:
         images = np.asarray(test_data[0], np.float32)
         labels = np.asarray(test_data[1])
@@ -174,9 +173,11 @@ def compress(
         workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='library')
     mesh = sharding.make_mesh(config.num_devices, config.model_axis)
     if test_data is not None:
-        test_batches = functools.partial(
-            evaluation.array_batches, images, labels, config.data.eval_batch_size, mesh
-        )
+
+        def top1(v):
+            batches = evaluation.array_batches(images, labels, config.data.eval_batch_size, mesh)
+            return evaluation.top1_batches(model, v, batches, mesh)
+
     try:
         outcome = assemble.compress_target(
             full,
@@ -185,7 +186,7 @@ def compress(
             workdir=workdir,
             mesh=mesh,
             input_shape=input_shape,
-            test_batches=test_batches,
+            top1=top1,
             train_batches=train_batches,
             bare=bare,
             write_metrics=not temporary,

@@ -33,6 +33,7 @@ CHOICES = {
     'teacher.shortcut': ('A', 'B'),
     'data.augment': ('crop_flip', 'random_resized_crop', 'none'),
     'data.eval_crop': ('none', 'center'),
+    'data.on_device': ('auto', 'true', 'false'),
     'data.channels': (1, 3),
     'kernels.large': ('copy', 'tile'),
     'kernels.ordering': ('none', 'infilter', 'crossfilter'),

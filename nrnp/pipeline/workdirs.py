@@ -36,6 +36,7 @@ IGNORED = (
     'model_axis',
     'data.eval_batch_size',
     'data.streaming',
+    'data.on_device',
 )
 # What nrnp writes into a workdir (overwrite deletes these and nothing else).
 RUN_OUTPUTS = (

@@ -21,7 +21,7 @@ import optax
 
 from nrnp.core import kernels
 from nrnp.nets import models
-from nrnp.training import losses, reconstruction, sharding
+from nrnp.training import device_data, losses, reconstruction, sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,3 +174,49 @@ def distillation_step(
         opt_state=opt_state,
     )
     return new_state, {'distill/loss': loss, **terms}
+
+
+def distillation_step_on_device(
+    state: reconstruction.PredictorState,
+    problem,
+    frozen: Frozen,
+    split,
+    data_key,
+    step_in_phase,
+    key,
+    *,
+    setup: DistillSetup,
+    tx: optax.GradientTransformation,
+    loss_weights: tuple[float, float, float],
+    batch_size: int,
+    augment: str,
+    pad: int,
+    mean: tuple,
+    std: tuple,
+):
+    """`distillation_step` on images drawn, augmented and normalised on the device.
+
+    Args:
+      state, problem, frozen, key, setup, tx, loss_weights: as `distillation_step`.
+      split: `device_data.DeviceSplit`, the training images on the device(s).
+      data_key: the run's data key for this cycle.
+      step_in_phase: int32 scalar, 0-based step within the phase (traced: no recompiles).
+      batch_size, augment, pad, mean, std: `device_data.train_images` settings (static).
+
+    Returns:
+      (new state, metrics), as `distillation_step`.
+    """
+    images = device_data.train_images(
+        split,
+        data_key,
+        step_in_phase,
+        batch_size=batch_size,
+        augment=augment,
+        pad=pad,
+        mean=mean,
+        std=std,
+    )
+    images = sharding.constrain_rows(images, setup.mesh)  # [B, H, W, C] over 'data'
+    return distillation_step(
+        state, problem, frozen, images, key, setup=setup, tx=tx, loss_weights=loss_weights
+    )

@@ -15,7 +15,6 @@ Ctrl-C save at the current step and raise `Preempted` (`interrupts`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable
 
@@ -24,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from nrnp.core import predictor
-from nrnp.data import batching
 from nrnp.errors import NonFiniteError, Preempted
 from nrnp.reporting import metrics as metrics_lines
 from nrnp.reporting import progress as progress_lines
@@ -33,6 +31,7 @@ from nrnp.training import (
     distillation,
     interrupts,
     optim,
+    phase_steps,
     reconstruction,
     sharding,
 )
@@ -55,6 +54,8 @@ class Context:
       log: progress sink; workdir: run directory.
       mesh: device mesh (None: default device); images and kernel rows are split over it.
       metrics: `reporting.metrics.MetricWriter` for TensorBoard and metrics.jsonl.
+      device_batches: `device_data.DeviceBatches` when the distillation images are drawn
+        on the device (then `batches` is unused).
       schedule: the run's phases (set by `run_schedule`).
     """
 
@@ -71,18 +72,8 @@ class Context:
     workdir: str
     mesh: object = None
     metrics: object = None
+    device_batches: object = None
     schedule: list = dataclasses.field(default_factory=list)
-
-
-def _keeping_sharding(step, like):
-    """Wraps `step(state, k)` so the new state keeps `like`'s placement (no recompiles)."""
-    shardings = jax.tree.map(lambda x: x.sharding, like)
-
-    def wrapped(state, k):
-        new_state, metrics = step(state, k)
-        return jax.device_put(new_state, shardings), metrics
-
-    return wrapped
 
 
 def _pct(value) -> str:
@@ -201,42 +192,10 @@ def _start_phase(ctx, config, phase: Phase, state, round_target, tx: optim.Phase
 
 def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, save):
     problem = dataclasses.replace(ctx.problem, target=round_target)
-    if phase.kind == 'reconstruct':
-        step_fn = jax.jit(
-            functools.partial(
-                reconstruction.reconstruction_step,
-                model=ctx.pmodel,
-                tx=tx,
-                batch_size=min(config.reconstruct.batch_size, problem.target.shape[0]),
-                magnitude_fraction=config.reconstruct.magnitude_fraction,
-                mesh=ctx.mesh,
-            ),
-            donate_argnums=0,
-        )
-        step = lambda s, k: step_fn(s, problem, ctx.keys['reconstruct'])
-    else:
-        d = config.distill
-        weights = (d.kd_weight, d.fm_weight, d.reconstruction_weight)
-        step_fn = jax.jit(
-            functools.partial(
-                distillation.distillation_step, setup=ctx.setup, tx=tx, loss_weights=weights
-            ),
-            donate_argnums=0,
-        )
-        batches = ctx.batches(first, phase.cycle)
-        batches = batching.prefetch(batches, size=2)
-
-        def step(s, k):
-            images = next(batches)
-            if isinstance(images, tuple):
-                images = images[0]  # labels are never used
-            images = (
-                jnp.asarray(images) if ctx.mesh is None else sharding.global_batch(images, ctx.mesh)
-            )
-            return step_fn(s, problem, ctx.frozen, images, ctx.keys['distill'])
-
+    timer = {'device': 0.0, 'apart': 0.0}  # seconds in device calls; in evals and saves
+    step = phase_steps.make_step(ctx, config, phase, first, problem, tx, timer)
     if ctx.mesh is not None:
-        step = _keeping_sharding(step, state)
+        step = phase_steps.keeping_sharding(step, state)
     progress = progress_lines.Progress(phase.steps, phase.label, ctx.log, every=config.log_every)
     prefix = 'recon' if phase.kind == 'reconstruct' else 'distill'
     evals = []
@@ -251,7 +210,11 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
             jax.block_until_ready(metrics)
             compile_seconds = time.time() - start
             last_time = time.time()
+            timer['device'] = 0.0
         if k % config.log_every == 0 or k == phase.steps:
+            wait = time.perf_counter()  # waiting for the device is not host time
+            jax.block_until_ready(metrics)
+            timer['device'] += time.perf_counter() - wait
             _check_finite(metrics, phase, k)
             progress.update(k - first, {n: v for n, v in metrics.items()}, force=True)
             now = time.time()
@@ -272,10 +235,13 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
             ctx.metrics.write(int(state.step), {'eval/top1_reconstructed': evals[-1]['top1']})
             eval_seconds += time.time() - eval_start
             last_time += time.time() - eval_start
+            timer['apart'] += time.time() - eval_start
         periodic = config.checkpoint_every and k % config.checkpoint_every == 0
         if k < phase.steps and (stop.requested or periodic):
+            save_start = time.time()
             _check_finite(metrics, phase, k)
             save(index, k, state)
+            timer['apart'] += time.time() - save_start
             if stop.requested:
                 raise Preempted(
                     f'{stop.requested}: checkpoint written at {phase.label} step {k} in '
@@ -288,6 +254,7 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
     ctx.metrics.write(int(state.step), {'eval/top1_reconstructed': top1, 'recon/rmse': rmse})
     done = phase.steps - first
     timed = seconds - compile_seconds - eval_seconds
+    host = timed - timer['device'] - (timer['apart'] - eval_seconds)
     record = {
         'kind': phase.kind,
         'round': phase.round,
@@ -297,6 +264,9 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
         'step_ms': 1000 * seconds / max(done, 1),
         'compile_seconds': compile_seconds,
         'steps_per_second': (done - 1) / timed if done > 1 and timed > 0 else None,
+        # Loop time per step outside the jitted step (input, host-to-device copies,
+        # logging), excluding compilation, evaluations and checkpoint saves.
+        'host_ms_per_step': 1000 * max(host, 0.0) / (done - 1) if done > 1 else None,
         'top1': top1,
         'rmse': rmse,
         'evals': evals,
