@@ -28,7 +28,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from nrnp.data import batching, dataset, folders, tfds_reader
+from nrnp.data import batching, dataset, folders, grain_loader, tfds_reader, threads
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -44,13 +44,22 @@ def throughput(
     steps: int,
     use_prefetch: bool,
     step_ms: float,
+    grain_workers: int | None = None,
     **kwargs,
 ) -> dict:
-    """Times `steps` batches of `train_batches(dataset, ...)` after one warm-up batch."""
-    batches = batching.train_batches(dataset, batch_size, seed=0, **kwargs)
-    if use_prefetch:
-        batches = batching.prefetch(batches, size=2)
-    next(batches)
+    """Times `steps` batches of `train_batches(dataset, ...)` after warm-up batches (grain:
+    after its worker processes have started and delivered a batch each)."""
+    if grain_workers is not None:
+        batches = grain_loader.train_batches(
+            dataset, workers=grain_workers, batch_size=batch_size, seed=0, **kwargs
+        )
+        for _ in range(max(grain_workers, 1) + 1):
+            next(batches)
+    else:
+        batches = batching.train_batches(dataset, batch_size, seed=0, **kwargs)
+        if use_prefetch:
+            batches = threads.prefetch(batches, size=2)
+        next(batches)
     cpu, start = time.process_time(), time.perf_counter()
     for _ in range(steps):
         images, _ = next(batches)
@@ -58,8 +67,8 @@ def throughput(
             time.sleep(step_ms / 1000)
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
-    if use_prefetch:
-        batches.close()  # stops the producer thread
+    if use_prefetch or grain_workers is not None:
+        batches.close()  # stops the producer thread or the worker processes
     return {
         'images_per_s': round(steps * batch_size / seconds, 1),
         'seconds': round(seconds, 3),
@@ -140,12 +149,18 @@ def main():
     parser.add_argument('--imagenet_steps', type=int, default=4, help='timed 224px batches')
     parser.add_argument('--skip_imagenet', action='store_true')
     parser.add_argument(
+        '--grain_workers',
+        default=','.join(map(str, sorted({1, max(1, (os.cpu_count() or 2) - 1)}))),
+        help='grain worker-process counts to time on the streamed sources (comma-separated)',
+    )
+    parser.add_argument(
         '--step_target',
         default='resnet20',
         help="distillation step to measure beside the input (resnet20, resnet56, resnet18; 'none')",
     )
     parser.add_argument('--json', default='', help='also write the figures to this JSON file')
     args = parser.parse_args()
+    args.grain_workers = [int(w) for w in args.grain_workers.split(',') if w]
 
     import tensorflow_datasets as tfds
 
@@ -178,6 +193,37 @@ def main():
         print(f'wrote {args.json}')
 
 
+def device_throughput(ds: dataset.Dataset, batch_size: int, steps: int, **kwargs) -> dict:
+    """Times the on-device path (`device_data.train_images` jitted: index sampling, crop,
+    flip and normalisation on the device) for an in-memory dataset."""
+    import jax  # noqa: PLC0415
+
+    from nrnp.training import device_data  # noqa: PLC0415
+
+    split = device_data.place(ds)
+    settings = dict(
+        batch_size=batch_size,
+        augment=kwargs['augment'],
+        pad=kwargs.get('pad', 0),
+        mean=tuple(kwargs['mean']),
+        std=tuple(kwargs['std']),
+    )
+    draw = jax.jit(device_data.train_images, static_argnames=tuple(settings))
+    key = jax.random.key(0)
+    jax.block_until_ready(draw(split, key, 0, **settings))
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        images = draw(split, key, step, **settings)
+    jax.block_until_ready(images)
+    seconds = time.perf_counter() - start
+    return {
+        'images_per_s': round(steps * batch_size / seconds, 1),
+        'seconds': round(seconds, 3),
+        'batch_shape': list(images.shape),
+        'device': str(jax.devices()[0].device_kind),
+    }
+
+
 def time_sources(args) -> list[dict]:
     rows = []
     for name, ds, kwargs, note in sources(args):
@@ -186,14 +232,34 @@ def time_sources(args) -> list[dict]:
             rows.append({'source': name, 'skipped': note})
             continue
         steps = args.imagenet_steps if kwargs['augment'] == 'random_resized_crop' else args.steps
-        for use_prefetch in (False, True):
-            row = throughput(ds, args.batch_size, steps, use_prefetch, args.step_ms, **kwargs)
-            row.update(source=name, augment=kwargs['augment'], prefetch=use_prefetch, steps=steps)
+        variants = [('threads', False, None), ('threads + prefetch', True, None)]
+        streamed = not isinstance(ds, dataset.Dataset)
+        if streamed and grain_loader.available():
+            variants += [(f'grain, {w} workers', False, w) for w in args.grain_workers]
+        for label, use_prefetch, workers in variants:
+            row = throughput(
+                ds, args.batch_size, steps, use_prefetch, args.step_ms, workers, **kwargs
+            )
+            row.update(
+                source=name,
+                augment=kwargs['augment'],
+                loader=label,
+                prefetch=use_prefetch,
+                steps=steps,
+            )
             rows.append(row)
             print(
-                f'  {kwargs["augment"]:>19} prefetch={use_prefetch!s:5}: '
-                f'{row["images_per_s"]:>9,.0f} images/s ({steps} batches in '
-                f'{row["seconds"]:.2f} s, cpu {row["cpu_seconds"]:.2f} s)'
+                f'  {kwargs["augment"]:>19} {label:>22}: {row["images_per_s"]:>9,.0f} images/s '
+                f'({steps} batches in {row["seconds"]:.2f} s, cpu {row["cpu_seconds"]:.2f} s)'
+            )
+        if not streamed and kwargs['augment'] in ('crop_flip', 'none'):
+            row = device_throughput(ds, args.batch_size, args.steps, **kwargs)
+            row.update(source=name, augment=kwargs['augment'], loader='on device', steps=args.steps)
+            rows.append(row)
+            print(
+                f'  {kwargs["augment"]:>19} {"on device (" + row["device"] + ")":>22}: '
+                f'{row["images_per_s"]:>9,.0f} images/s ({args.steps} batches in '
+                f'{row["seconds"]:.2f} s)'
             )
     return rows
 

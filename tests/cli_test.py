@@ -269,9 +269,11 @@ def _final_predictor(workdir):
     'sig, where',
     [
         (signal.SIGINT, 'reconstruct c1 round 1 100/200'),
+        (signal.SIGTERM, 'reconstruct c1 round 1 100/200'),
+        (signal.SIGINT, 'distill c1 8/16'),
         (signal.SIGTERM, 'distill c1 8/16'),
     ],
-    ids=['sigint-reconstruct', 'sigterm-distill'],
+    ids=['sigint-reconstruct', 'sigterm-reconstruct', 'sigint-distill', 'sigterm-distill'],
 )
 def test_signals_checkpoint_then_resume_bit_exactly(uninterrupted, tmp_path, sig, where):
     reference = uninterrupted
@@ -286,3 +288,26 @@ def test_signals_checkpoint_then_resume_bit_exactly(uninterrupted, tmp_path, sig
     assert expected.keys() == got.keys()
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key])
+
+
+def test_a_second_ctrl_c_exits_at_once():
+    code = (
+        'import os, signal, time\n'
+        'from nrnp.training import interrupts\n'
+        'with interrupts.catch(lambda m: print(m, flush=True)) as stop:\n'
+        '    os.kill(os.getpid(), signal.SIGINT)\n'
+        '    time.sleep(0.2)\n'
+        "    print('flag:', stop.requested, flush=True)\n"
+        '    os.kill(os.getpid(), signal.SIGINT)\n'
+        '    time.sleep(30)\n'
+        "print('not reached')\n"
+    )
+    env = {**os.environ, 'PYTHONPATH': str(REPO)}
+    start = time.time()
+    out = subprocess.run(
+        [sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 130, out
+    assert 'flag: SIGINT' in out.stdout and 'writing a checkpoint' in out.stdout
+    assert 'second Ctrl-C: exiting now' in out.stderr and 'not reached' not in out.stdout
+    assert time.time() - start < 20

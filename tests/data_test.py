@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from nrnp import errors
-from nrnp.data import augment, batching, dataset, folders, sources, tfds_reader
+from nrnp.data import augment, batching, dataset, folders, sources, tfds_reader, threads
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get('NRNP_SHARED') or os.path.join(REPO, '..', 'shared')
@@ -687,19 +687,19 @@ def test_head():
 
 
 def test_prefetch_order_errors_and_stops():
-    assert list(batching.prefetch(iter(range(5)), size=2)) == list(range(5))
+    assert list(threads.prefetch(iter(range(5)), size=2)) == list(range(5))
 
     def failing():
         yield 1
         raise RuntimeError('boom')
 
-    it = batching.prefetch(failing())
+    it = threads.prefetch(failing())
     assert next(it) == 1
     with pytest.raises(RuntimeError, match='boom'):
         next(it)
 
     before = threading.active_count()
-    it = batching.prefetch(iter(range(10**9)), size=2)  # an endless producer
+    it = threads.prefetch(iter(range(10**9)), size=2)  # an endless producer
     next(it)
     assert threading.active_count() == before + 1
     it.close()  # what dropping the iterator does

@@ -22,6 +22,7 @@ def _config(**overrides):
     c.cycles = 2  # reconstruct -> distill -> reconstruct -> distill
     c.distill.steps = 6
     c.checkpoint_every = 2
+    c.data.on_device = 'false'  # the host pipeline, whose batches the crash tests intercept
     for key, value in overrides.items():
         section, field = key.split('.')
         c[section][field] = value

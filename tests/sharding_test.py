@@ -21,8 +21,9 @@ def _steps(num_devices: int, model_axis: int = 1) -> dict:
     import jax.numpy as jnp
 
     from nrnp.core import kernels, predictor
+    from nrnp.data.dataset import Dataset
     from nrnp.nets import models
-    from nrnp.training import distillation, optim, reconstruction, sharding
+    from nrnp.training import device_data, distillation, optim, reconstruction, sharding
 
     mesh = sharding.make_mesh(num_devices, model_axis)
     model = models.build_model('resnet20', 10)
@@ -76,10 +77,42 @@ def _steps(num_devices: int, model_axis: int = 1) -> dict:
         state, m = distill(state, problem, frozen, sharding.global_batch(images, mesh), key)
         state = jax.device_put(state, shardings)
         dl.append(float(m['distill/loss']))
+    # The same step on images drawn and augmented on the device (uint8 split replicated).
+    split = device_data.place(
+        Dataset(
+            rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+            np.zeros(40, np.int32),
+            1,
+            ('x',),
+        ),
+        mesh,
+    )
+    on_device = jax.jit(
+        functools.partial(
+            distillation.distillation_step_on_device,
+            setup=setup,
+            tx=tx,
+            loss_weights=(1.0, 1.0, 0.1),
+            batch_size=16,
+            augment='crop_flip',
+            pad=4,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.25, 0.25, 0.25),
+        ),
+        donate_argnums=0,
+    )
+    dd = []
+    data_key = jax.random.key(5)
+    for k in range(3):  # 3 steps: the second epoch starts at step 2 (40 // 16)
+        state, m = on_device(state, problem, frozen, split, data_key, np.int32(k), key)
+        state = jax.device_put(state, shardings)
+        dd.append(float(m['distill/loss']))
     return {
         'devices': len(jax.devices()),
         'recon_losses': losses,
         'distill_losses': dl,
+        'device_losses': dd,
+        'device_compiles': on_device._cache_size(),
         'params': [np.asarray(x).ravel()[:50].tolist() for x in jax.tree.leaves(state.pparams)],
         'split_leaves': sum(
             sharding.MODEL in str(x.sharding.spec) for x in jax.tree.leaves(state.pparams)
@@ -113,10 +146,12 @@ def test_one_and_eight_devices_agree():
     for other in (eight, fsdp):
         np.testing.assert_allclose(one['recon_losses'], other['recon_losses'], rtol=1e-5)
         np.testing.assert_allclose(one['distill_losses'], other['distill_losses'], rtol=1e-4)
+        np.testing.assert_allclose(one['device_losses'], other['device_losses'], rtol=1e-4)
         for a, b in zip(one['params'], other['params']):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     for r in (one, eight, fsdp):  # one compilation per step function, whatever the step
         assert r['recon_compiles'] == 1 and r['distill_compiles'] == 1
+        assert r['device_compiles'] == 1
 
 
 if __name__ == '__main__':

@@ -66,6 +66,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # In-memory data on the device (sampling, crop, flip, normalisation and evaluation inside
     # jit): 'auto' when it fits a quarter of the free device memory, 'true', or 'false'.
     c.data.on_device = 'auto'
+    c.data.loader = 'grain'  # streamed data: 'grain' (worker processes) or 'threads' (in-process)
+    c.data.workers = 0  # grain worker processes (0 = one per core less one)
     c.data.eval_crop = 'none'  # 'none' (as stored) or 'center' (ImageNet evaluation crop)
     c.data.crop_fraction = 0.875  # eval_crop='center': crop side / shorter side (224 of 256)
 

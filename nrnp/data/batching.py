@@ -13,6 +13,7 @@ augmentations in `nrnp.data.augment`.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 
@@ -138,6 +139,44 @@ def train_batches(
     Yields:
       (images [B / P, S, S, C] float32, labels [B / P] int32).
     """
+    settings = dict(
+        batch_size=batch_size,
+        seed=seed,
+        augment=augment,
+        mean=mean,
+        std=std,
+        pad=pad,
+        image_size=image_size,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    step = start_step
+    while True:
+        yield train_batch(dataset, step, **settings)
+        step += 1
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def train_batch(
+    dataset,
+    step: int,
+    *,
+    batch_size: int,
+    seed: int,
+    augment: str = 'crop_flip',
+    mean: Sequence[float] = (0.0,),
+    std: Sequence[float] = (1.0,),
+    pad: int = 4,
+    image_size: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batch `step` of `train_batches` (same arguments): a pure function of (seed, step), so
+    any worker can produce any step (`grain_loader` does)."""
     if augment not in AUGMENTATIONS:
         raise DataError(f'augment must be one of {AUGMENTATIONS}, got {augment!r}')
     rows = _local_rows(batch_size, process_index, process_count)
@@ -145,39 +184,33 @@ def train_batches(
     steps_per_epoch = n // batch_size
     if steps_per_epoch == 0:
         raise DataError(f'batch_size {batch_size} exceeds the {n} training examples')
-    epoch, perm = -1, None
-    step = start_step
-    while True:
-        if step // steps_per_epoch != epoch:
-            epoch = step // steps_per_epoch
-            perm = np.random.default_rng([seed, epoch]).permutation(n)
-        start = (step % steps_per_epoch) * batch_size
-        index = perm[start + rows.start : start + rows.stop]  # [B / P]
-        images, labels = dataset.read(index)  # [B / P, H, W, C] uint8 (or a list), [B / P]
-        rng = np.random.default_rng([seed, _AUGMENT_SALT, step])
-        if augment == 'random_resized_crop':
-            fraction, aspect, where, flip = _resized_crop_uniforms(
-                rng, batch_size, (0.08, 1.0), (3 / 4, 4 / 3)
+    perm = _epoch_permutation(seed, step // steps_per_epoch, n)
+    start = (step % steps_per_epoch) * batch_size
+    index = perm[start + rows.start : start + rows.stop]  # [B / P]
+    images, labels = dataset.read(index)  # [B / P, H, W, C] uint8 (or a list), [B / P]
+    rng = np.random.default_rng([seed, _AUGMENT_SALT, step])
+    if augment == 'random_resized_crop':
+        fraction, aspect, where, flip = _resized_crop_uniforms(
+            rng, batch_size, (0.08, 1.0), (3 / 4, 4 / 3)
+        )
+        heights, widths = _sizes(images)
+        boxes = _resized_crop_boxes(
+            fraction[rows], aspect[rows], where[rows], heights, widths, (3 / 4, 4 / 3)
+        )
+        images = _crop_resize(images, boxes, flip[rows], image_size or int(heights[0]))
+    else:
+        images = _stack(images, 'train_batches')
+        height = images.shape[1]
+        if image_size is not None and image_size != height:
+            raise DataError(
+                f'image_size {image_size} differs from the images ({height}x'
+                f'{images.shape[2]}) but augment {augment!r} does not resize; resize the '
+                'dataset or use random_resized_crop'
             )
-            heights, widths = _sizes(images)
-            boxes = _resized_crop_boxes(
-                fraction[rows], aspect[rows], where[rows], heights, widths, (3 / 4, 4 / 3)
-            )
-            images = _crop_resize(images, boxes, flip[rows], image_size or int(heights[0]))
-        else:
-            images = _stack(images, 'train_batches')
-            height = images.shape[1]
-            if image_size is not None and image_size != height:
-                raise DataError(
-                    f'image_size {image_size} differs from the images ({height}x'
-                    f'{images.shape[2]}) but augment {augment!r} does not resize; resize the '
-                    'dataset or use random_resized_crop'
-                )
-            if augment == 'crop_flip':
-                offsets, flip = _crop_flip_draws(rng, batch_size, pad)
-                images = _crop_flip(images, offsets[rows], flip[rows], pad)
-        yield normalise(images, mean, std), np.asarray(labels, np.int32)
-        step += 1
+        if augment == 'crop_flip':
+            offsets, flip = _crop_flip_draws(rng, batch_size, pad)
+            images = _crop_flip(images, offsets[rows], flip[rows], pad)
+    return normalise(images, mean, std), np.asarray(labels, np.int32)
 
 
 CROPS = ('none', 'center')
@@ -218,76 +251,60 @@ def eval_batches(
         raise DataError(f'crop must be one of {CROPS}, got {crop!r}')
     if crop == 'center' and not image_size:
         raise DataError("crop='center' needs image_size (data.image_size)")
+    for index in range(num_eval_batches(len(dataset), batch_size)):
+        yield eval_batch(
+            dataset,
+            index,
+            batch_size=batch_size,
+            mean=mean,
+            std=std,
+            process_index=process_index,
+            process_count=process_count,
+            crop=crop,
+            image_size=image_size,
+            crop_fraction=crop_fraction,
+        )
+
+
+def num_eval_batches(num_examples: int, batch_size: int) -> int:
+    """How many batches `eval_batches` yields (the last one padded)."""
+    return -(-num_examples // batch_size)
+
+
+def eval_batch(
+    dataset,
+    index: int,
+    *,
+    batch_size: int,
+    mean: Sequence[float] = (0.0,),
+    std: Sequence[float] = (1.0,),
+    process_index: int = 0,
+    process_count: int = 1,
+    crop: str = 'none',
+    image_size: int | None = None,
+    crop_fraction: float = 0.875,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch `index` of `eval_batches` (same arguments)."""
     rows = _local_rows(batch_size, process_index, process_count)
     local = rows.stop - rows.start
     n = len(dataset)
-    for start in range(0, n, batch_size):
-        lo, hi = min(start + rows.start, n), min(start + rows.stop, n)
-        valid = hi - lo
-        if valid:
-            images, labels = dataset.read(np.arange(lo, hi))
-            if crop == 'center':
-                images = center_crop_resize(images, image_size, crop_fraction)
-            images, labels = _stack(images, 'eval_batches'), np.asarray(labels, np.int32)
-            shape = images.shape[1:]
-        else:  # this process's rows are all padding: one example gives the shape
-            example = dataset.read(np.arange(1))[0]
-            if crop == 'center':
-                example = center_crop_resize(example, image_size, crop_fraction)
-            shape = _stack(example, 'eval_batches').shape[1:]
-            images, labels = np.zeros((0,) + shape, np.uint8), np.zeros(0, np.int32)
-        mask = np.arange(local) < valid  # [B / P]
-        if valid < local:
-            images = np.concatenate([images, np.zeros((local - valid,) + shape, np.uint8)])
-            labels = np.concatenate([labels, np.zeros(local - valid, np.int32)])
-        yield normalise(images, mean, std), labels, mask
-
-
-def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
-    """Runs `iterator` in a background thread, `size` items ahead (overlaps input and compute).
-
-    Exceptions raised by the producer are re-raised in the consumer. Closing (or dropping)
-    the returned generator stops the producer thread within ~0.1 s.
-    """
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=size)
-    done = object()
-    stop = threading.Event()
-
-    class Failure:
-        def __init__(self, error):
-            self.error = error
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def produce():
-        try:
-            for item in iterator:
-                if not put(item):
-                    return
-        except BaseException as e:  # re-raised in the consumer
-            put(Failure(e))
-            return
-        put(done)
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
+    start = index * batch_size
+    lo, hi = min(start + rows.start, n), min(start + rows.stop, n)
+    valid = hi - lo
+    if valid:
+        images, labels = dataset.read(np.arange(lo, hi))
+        if crop == 'center':
+            images = center_crop_resize(images, image_size, crop_fraction)
+        images, labels = _stack(images, 'eval_batches'), np.asarray(labels, np.int32)
+        shape = images.shape[1:]
+    else:  # this process's rows are all padding: one example gives the shape
+        example = dataset.read(np.arange(1))[0]
+        if crop == 'center':
+            example = center_crop_resize(example, image_size, crop_fraction)
+        shape = _stack(example, 'eval_batches').shape[1:]
+        images, labels = np.zeros((0,) + shape, np.uint8), np.zeros(0, np.int32)
+    mask = np.arange(local) < valid  # [B / P]
+    if valid < local:
+        images = np.concatenate([images, np.zeros((local - valid,) + shape, np.uint8)])
+        labels = np.concatenate([labels, np.zeros(local - valid, np.int32)])
+    return normalise(images, mean, std), labels, mask

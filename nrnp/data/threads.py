@@ -2,6 +2,7 @@
 
   images = threads.map(decode, paths, chunk=16)        # [decode(p) for p in paths], in order
   threads.for_ranges(fill, n, chunk=256)               # fill(start, stop) over [0, n)
+  batches = threads.prefetch(batches, size=2)          # produced in a background thread
 
 PIL, ArrayRecord and numpy release the GIL while they work, so threads scale with cores.
 The pool is created once (min(32, CPUs + 4) threads) instead of per batch. Callers are the
@@ -11,8 +12,9 @@ main thread or a prefetch thread, never the pool's own tasks, so waiting cannot 
 from __future__ import annotations
 
 import concurrent.futures
+import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -50,3 +52,54 @@ def map(fn: Callable, items: Sequence, chunk: int = 16) -> list:  # noqa: A001 (
 
     for_ranges(part, len(items), chunk)
     return out
+
+
+def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
+    """Runs `iterator` in a background thread, `size` items ahead (overlaps input and compute).
+
+    Exceptions raised by the producer are re-raised in the consumer. Closing (or dropping)
+    the returned generator stops the producer thread within ~0.1 s.
+    """
+    q: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+    stop = threading.Event()
+
+    class Failure:
+        def __init__(self, error):
+            self.error = error
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce():
+        try:
+            for item in iterator:
+                if not put(item):
+                    return
+        except BaseException as e:  # re-raised in the consumer
+            put(Failure(e))
+            return
+        finally:
+            close = getattr(iterator, 'close', None)
+            if close is not None:  # e.g. a grain pipeline's worker processes
+                close()
+        put(done)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()

@@ -18,7 +18,7 @@ import os
 
 import jax
 
-from nrnp.data import batching, sources
+from nrnp.data import batching, grain_loader, sources, threads
 from nrnp.data.dataset import Dataset
 from nrnp.errors import ConfigError
 from nrnp.pipeline import workdirs
@@ -88,31 +88,40 @@ def test_top1(config, test, model, mesh):
             mesh=mesh,
         )
 
+    settings = dict(
+        mean=mean,
+        std=std,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        crop=config.data.eval_crop,
+        image_size=config.data.image_size,
+        crop_fraction=config.data.crop_fraction,
+    )
+
     def batches():
-        return batching.prefetch(
-            batching.eval_batches(
-                test,
-                batch_size,
-                mean,
-                std,
-                process_index=jax.process_index(),
-                process_count=jax.process_count(),
-                crop=config.data.eval_crop,
-                image_size=config.data.image_size,
-                crop_fraction=config.data.crop_fraction,
+        if _grain(config):
+            return grain_loader.eval_batches(
+                test, workers=_workers(config), batch_size=batch_size, **settings
             )
-        )
+        return threads.prefetch(batching.eval_batches(test, batch_size, **settings))
 
     return lambda variables: evaluation.top1_batches(model, variables, batches(), mesh)
 
 
+def _grain(config) -> bool:
+    return config.data.streaming and config.data.loader == 'grain'
+
+
+def _workers(config) -> int:
+    return config.data.workers or grain_loader.default_workers()
+
+
 def distillation_batches(config, train_data, start_step: int, cycle: int):
-    """Augmented, normalised training images of one distillation phase from `start_step`."""
-    return batching.train_batches(
-        train_data,
+    """Augmented, normalised training images of one distillation phase from `start_step`
+    (through grain's worker processes for streamed data, unless data.loader='threads')."""
+    settings = dict(
         batch_size=config.distill.batch_size,
         seed=config.seed + 7919 * cycle,
-        start_step=start_step,
         augment=config.data.augment,
         mean=tuple(config.data.mean),
         std=tuple(config.data.std),
@@ -121,6 +130,11 @@ def distillation_batches(config, train_data, start_step: int, cycle: int):
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
+    if _grain(config):
+        return grain_loader.train_batches(
+            train_data, start_step=start_step, workers=_workers(config), **settings
+        )
+    return batching.train_batches(train_data, start_step=start_step, **settings)
 
 
 def distillation_images(config, train, mesh):

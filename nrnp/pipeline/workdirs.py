@@ -37,6 +37,8 @@ IGNORED = (
     'data.eval_batch_size',
     'data.streaming',
     'data.on_device',
+    'data.loader',
+    'data.workers',
 )
 # What nrnp writes into a workdir (overwrite deletes these and nothing else).
 RUN_OUTPUTS = (

@@ -5,7 +5,8 @@
   writer.close()
   # tensorboard --logdir runs
 
-Events are written with tensorboardX, which needs no TensorFlow. Every line of
+Events are written with tensorboardX, which needs no TensorFlow (without it, only
+`metrics.jsonl` is written: accelerator images may lack it). Every line of
 `metrics.jsonl` is `{"step": s, "name": value, ...}`, appended and flushed as written, so
 a killed run keeps what it logged (a resumed run appends; steps may then repeat).
 Only process 0 writes; `MetricWriter(None)` writes nothing.
@@ -26,9 +27,12 @@ class MetricWriter:
         self._events = self._lines = None
         if not self.enabled:
             return
-        from tensorboardX import SummaryWriter  # noqa: PLC0415 (imports protobuf: only when used)
-
-        self._events = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=10)
+        try:
+            from tensorboardX import SummaryWriter  # noqa: PLC0415 (protobuf: only when used)
+        except ImportError:  # a bare accelerator image: metrics.jsonl only
+            SummaryWriter = None
+        if SummaryWriter is not None:
+            self._events = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=10)
         self._lines = open(os.path.join(workdir, 'metrics.jsonl'), 'a')  # noqa: SIM115
 
     def write(self, step: int, scalars: dict) -> None:
@@ -42,17 +46,20 @@ class MetricWriter:
             value = float(value)
             if math.isfinite(value):
                 values[name] = value
-                self._events.add_scalar(name, value, global_step=int(step))
+                if self._events is not None:
+                    self._events.add_scalar(name, value, global_step=int(step))
         self._lines.write(json.dumps({'step': int(step), **values}) + '\n')
         self._lines.flush()
 
     def flush(self) -> None:
         if self.enabled:
-            self._events.flush()
+            if self._events is not None:
+                self._events.flush()
             self._lines.flush()
 
     def close(self) -> None:
         if self.enabled:
-            self._events.close()
+            if self._events is not None:
+                self._events.close()
             self._lines.close()
             self.enabled = False

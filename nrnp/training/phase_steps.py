@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nrnp.data import batching
+from nrnp.data import threads
 from nrnp.training import distillation, reconstruction, sharding
 
 
@@ -90,7 +90,7 @@ def make_step(ctx, config, phase, first: int, problem, tx, timer: dict):
         )
         step_fn = timed(step_fn, timer)
         batches = ctx.batches(first, phase.cycle)
-        batches = batching.prefetch(batches, size=2)
+        batches = threads.prefetch(batches, size=2)
 
         def step(s, k):
             images = next(batches)
