@@ -103,7 +103,7 @@ def test_the_graph_reader_sees_imports():
     graph = _graph()  # a reader that found nothing would pass the two tests above
     assert 'nrnp.core.kernels' in graph['nrnp.core.predictor']
     assert 'nrnp.pipeline.assemble' in graph['nrnp.pipeline.library']
-    assert 'nrnp.data.batching' in graph['nrnp.training.loop']
+    assert 'nrnp.data.threads' in graph['nrnp.training.phase_steps']
 
 
 @pytest.mark.parametrize('name', sorted(_modules()))

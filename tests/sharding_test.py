@@ -148,7 +148,7 @@ def test_one_and_eight_devices_agree():
         np.testing.assert_allclose(one['distill_losses'], other['distill_losses'], rtol=1e-4)
         np.testing.assert_allclose(one['device_losses'], other['device_losses'], rtol=1e-4)
         for a, b in zip(one['params'], other['params']):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)  # reassociated sums
     for r in (one, eight, fsdp):  # one compilation per step function, whatever the step
         assert r['recon_compiles'] == 1 and r['distill_compiles'] == 1
         assert r['device_compiles'] == 1
