@@ -68,7 +68,7 @@ def fits(dataset, fraction: float = 0.25, unknown_limit: int = 2 << 30) -> bool:
     """Whether a split should live on the device: its bytes under `fraction` of the
     device's free memory (or `unknown_limit` bytes when the backend does not say)."""
     need = int(np.asarray(dataset.images).nbytes)
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     if 'bytes_limit' in stats:
         free = stats['bytes_limit'] - stats.get('bytes_in_use', 0)
         return need <= fraction * free
