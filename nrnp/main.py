@@ -78,6 +78,7 @@ def _parse(argv: list[str]):
     from ml_collections import config_flags
 
     argv, spec = catalog.resolve_config_flag(argv)
+    sys.argv = list(argv)  # config_flags reads its --config.x=v overrides from sys.argv
     fl = flags.FlagValues()
     config_flags.DEFINE_config_file(
         'config', None, 'Recipe or config file [:tiny].', flag_values=fl, lock_config=True
