@@ -56,6 +56,7 @@ class Context:
       mesh: device mesh (None: default device); images and kernel rows are split over it.
       metrics: `reporting.metrics.MetricWriter` for TensorBoard and metrics.jsonl.
       schedule: the run's phases (set by `run_schedule`).
+      reconstruct_quantize: reconstruction fits the predictor fake-quantized this way.
     """
 
     pmodel: predictor.Predictor
@@ -72,6 +73,7 @@ class Context:
     mesh: object = None
     metrics: object = None
     schedule: list = dataclasses.field(default_factory=list)
+    reconstruct_quantize: str = 'none'
 
 
 def _keeping_sharding(step, like):
@@ -210,6 +212,7 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
                 batch_size=min(config.reconstruct.batch_size, problem.target.shape[0]),
                 magnitude_fraction=config.reconstruct.magnitude_fraction,
                 mesh=ctx.mesh,
+                quantize_mode=ctx.reconstruct_quantize,
             ),
             donate_argnums=0,
         )
