@@ -94,8 +94,10 @@ class Compressed:
       bare: the input was a bare params tree (no 'params' key); `reconstruct` returns one.
       frozen: the input was a Flax FrozenDict; `reconstruct` returns one.
       config: the run's config as JSON-compatible dict.
-      history: per-phase records ('init', 'reconstruct', 'distill').
-      metrics: 'top1_original', 'top1_reconstructed', 'reconstruction_rmse' (None if unknown).
+      history: per-phase records ('init', 'reconstruct', 'distill', 'quantize').
+      metrics: 'top1_original', 'top1_reconstructed', 'reconstruction_rmse' (None if
+        unknown; those of the stored predictor), and with a quantized predictor
+        'top1_reconstructed_fp32', 'reconstruction_rmse_fp32' (before storage).
     """
 
     leaves: list[LeafSpec]
