@@ -1,7 +1,9 @@
-"""The `.nrnp` file: orderings as positions, refusal of foreign files, state-dict export."""
+"""The `.nrnp` file: round trips (quantized predictors, version 1 files), orderings as
+positions, refusal of foreign files, state-dict export."""
 
-import json
+import dataclasses
 import os
+import pathlib
 import pickle
 
 import flax.linen as nn
@@ -12,8 +14,12 @@ import pytest
 
 import nrnp
 from nrnp import errors
-from nrnp.core import coordinates, kernels
+from nrnp.artifact import storage
+from nrnp.core import coordinates, kernels, permutation_codec, predictor, quantize
 from nrnp.nets import loading, models, state_dicts
+from nrnp.nets.trees import flatten_variables
+
+DATA = pathlib.Path(__file__).parent / 'data'
 
 
 def random_variables(model, input_shape, seed=0):
@@ -47,9 +53,9 @@ def _rewrite(src, dst, edit):
     """Copies an artefact, letting `edit(members, header)` change it."""
     with np.load(src, allow_pickle=False) as f:
         members = {k: f[k] for k in f.files}
-    header = json.loads(bytes(members.pop('header')).decode())
+    header = storage.decode_header(members.pop('header'))
     edit(members, header)
-    members['header'] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    members['header'] = storage.encode_header(header)
     with open(dst, 'wb') as f:  # a path without .npz would get one appended
         np.savez(f, **members)
     return dst
@@ -72,8 +78,10 @@ def test_save_load_keeps_everything(compressed, saved):
     jax.tree.map(np.testing.assert_array_equal, loaded.reconstruct(), comp.reconstruct())
     jax.tree.map(np.testing.assert_array_equal, loaded.batch_stats, variables['batch_stats'])
     with np.load(saved, allow_pickle=False) as f:
-        assert f['header'].dtype == np.uint8
-        assert {k.split('/')[0] for k in f.files} == {'header', 'predictor', 'ordering', 'copied'}
+        assert sorted(f.files) == ['copied', 'header', 'ordering', 'predictor']
+        assert all(f[k].dtype == np.uint8 and f[k].ndim == 1 for k in f.files)
+        assert f['header'][0] == 0x78  # zlib
+        assert storage.decode_header(f['header'])['version'] == 2
 
 
 def test_foreign_truncated_and_wrong_version_files_raise(saved, tmp_path, monkeypatch):
@@ -110,10 +118,16 @@ def test_foreign_truncated_and_wrong_version_files_raise(saved, tmp_path, monkey
         header['format'] = 'something.else'
 
     def drop(members, header):
-        del members['copied/1']
+        del members['copied']
 
     def shuffle(members, header):
-        members['ordering/0'] = np.zeros_like(members['ordering/0'])
+        members['ordering'] = np.full_like(members['ordering'], 0xFF)
+
+    def cut(members, header):
+        members['predictor'] = members['predictor'][:-1]
+
+    def codec(members, header):
+        header['ordering_codec'] = 'zigzag'
 
     def lose(members, header):
         del header['layout']
@@ -121,8 +135,10 @@ def test_foreign_truncated_and_wrong_version_files_raise(saved, tmp_path, monkey
     for name, edit, message in [
         ('v99.nrnp', version, 'version 99 is not supported'),
         ('foreign.nrnp', foreign, "format 'something.else'"),
-        ('drop.nrnp', drop, "missing array 'copied/1'"),
-        ('shuffle.nrnp', shuffle, 'not a permutation'),
+        ('drop.nrnp', drop, "missing array 'copied'"),
+        ('shuffle.nrnp', shuffle, 'ordering of layer 0 is not a valid permutation code'),
+        ('cut.nrnp', cut, 'predictor leaf .* needs bytes'),
+        ('codec.nrnp', codec, "unknown ordering codec 'zigzag'"),
         ('lose.nrnp', lose, 'header lacks layout'),
     ]:
         _rewrite(saved, tmp_path / name, edit)
@@ -134,6 +150,63 @@ def test_foreign_truncated_and_wrong_version_files_raise(saved, tmp_path, monkey
         assert path in str(info.value) and isinstance(info.value, ValueError)
         assert 'allow_pickle' not in str(info.value)  # nothing the caller could pass
     assert not (tmp_path / 'evil').exists()  # nothing was unpickled
+
+
+@pytest.mark.parametrize('mode', ['bf16', 'int8', 'int4'])
+def test_quantized_predictor_round_trip(compressed, tmp_path, mode):
+    model, variables, comp = compressed
+    fp32 = comp.predictor_params
+    quant = dataclasses.replace(
+        comp,
+        predictor_settings={**comp.predictor_settings, 'quantize': mode},
+        predictor_storage=None,
+    )
+    assert quant.quantize == mode
+    expected = quantize.dequantize_tree(quantize.quantize_tree(fp32, mode))
+    jax.tree.map(np.testing.assert_array_equal, quant.predictor_params, expected)
+    loaded = nrnp.load(quant.save(tmp_path / f'{mode}.nrnp'))
+    assert loaded.quantize == mode and loaded.predictor_settings['quantize'] == mode
+    jax.tree.map(np.testing.assert_array_equal, loaded.predictor_params, expected)
+    # the rebuild is the dequantized predictor's, exactly
+    pparams = jax.tree.map(jnp.asarray, expected)
+    direct = predictor.reconstruct(
+        loaded.predictor_module(), loaded.layout, pparams, loaded.encoded(), variables['params']
+    )
+    rebuilt = loaded.reconstruct()
+    jax.tree.map(np.testing.assert_array_equal, rebuilt['params'], jax.device_get(direct))
+    jax.tree.map(np.testing.assert_array_equal, rebuilt, quant.reconstruct())
+    # sizes: the predictor part shrinks as the storage says
+    sizes, full = loaded.size_report(), comp.size_report()
+    flat = flatten_variables(fp32)
+    kernel_params = sum(v.size for v in flat.values() if v.ndim == 2)
+    bias_params = sum(v.size for v in flat.values() if v.ndim == 1)
+    scales = sum(v.shape[-1] for v in flat.values() if v.ndim == 2)
+    want = {
+        'bf16': 2 * (kernel_params + bias_params),
+        'int8': kernel_params + 4 * scales + 4 * bias_params,
+        'int4': sum((v.size + 1) // 2 for v in flat.values() if v.ndim == 2)
+        + 4 * scales
+        + 4 * bias_params,
+    }[mode]
+    assert (
+        sizes['predictor_bytes'] == want < full['predictor_bytes'] == 4 * sizes['predictor_params']
+    )
+    assert sizes['artifact_bytes'] == (tmp_path / f'{mode}.nrnp').stat().st_size
+    assert sizes['quantize'] == mode and sizes['artifact_ratio'] == sizes['disk_ratio']
+
+
+def test_version_1_files_still_load(tmp_path):
+    loaded = nrnp.load(DATA / 'v1_smallcnn.nrnp')  # written by nrnp at a75393a
+    assert loaded.quantize == 'none' and [p.dtype for p in loaded.positions] == [np.uint8] * 3
+    with np.load(DATA / 'v1_smallcnn_rebuilt.npz') as f:
+        expected = {tuple(k.split('/')): f[k] for k in f.files}
+    got = flatten_variables(loaded.reconstruct())
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=str(key))
+    again = nrnp.load(loaded.save(tmp_path / 'v2.nrnp'))  # re-saved as version 2
+    jax.tree.map(np.testing.assert_array_equal, again.reconstruct(), loaded.reconstruct())
+    assert again.size_report()['artifact_bytes'] < (DATA / 'v1_smallcnn.nrnp').stat().st_size
 
 
 @pytest.mark.parametrize('ordering', ['none', 'infilter', 'crossfilter'])
@@ -150,8 +223,14 @@ def test_positions_rebuild_coordinates_exactly(ordering):
     positions = coordinates.layer_positions(layout, coords)
     assert [p.dtype for p in positions] == [np.uint8, np.uint16, np.uint8]
     np.testing.assert_array_equal(coordinates.positions_to_coordinates(layout, positions), coords)
-    stored = 0 if ordering == 'none' else sum(p.nbytes for p in positions)
-    assert stored == coordinates.ordering_bytes(layout, ordering)
+    stored = storage.pack_orderings(positions)  # what the artefact keeps (not for 'none')
+    assert stored.size == sum(permutation_codec.encoded_nbytes(p.size) for p in positions)
+    assert stored.size < sum(p.nbytes for p in positions)
+    assert coordinates.ordering_bytes(layout, ordering) == (
+        0 if ordering == 'none' else stored.size
+    )
+    back = storage.unpack_orderings(stored, [p.size for p in positions])
+    jax.tree.map(np.testing.assert_array_equal, back, positions)
     if ordering == 'none':
         np.testing.assert_array_equal(coordinates.positions_to_coordinates(layout, None), coords)
 

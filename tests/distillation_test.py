@@ -5,9 +5,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from nrnp.core import kernels, predictor
+from nrnp.core import kernels, predictor, quantize
 from nrnp.nets import models
 from nrnp.training import distillation, optim, reconstruction
 
@@ -95,3 +96,59 @@ def test_distillation_step_reduces_kd_to_the_original_network():
     # Only the distillation optimizer state moved.
     assert int(state.opt_state.inner['reconstruct'][0].count) == 0
     assert int(state.opt_state.inner['distill'][0].count) == 60
+
+
+@pytest.mark.parametrize('mode', ['int8', 'int4'])
+def test_quantize_aware_steps_see_the_stored_predictor_and_pass_gradients_straight(mode):
+    model = models.SmallCNN(num_classes=4, widths=(4, 8, 8))
+    variables = models.init_variables(model, (1, 8, 8, 1), seed=0)
+    layout = kernels.kernel_layout(variables['params'], kernels.select_kernels())
+    table = kernels.gather(layout, variables['params'])
+    mask = jnp.asarray(layout.mask())
+    encoded = jnp.asarray(np.random.default_rng(0).normal(size=(layout.num_kernels, 6)))
+    problem = reconstruction.ReconstructionProblem(
+        encoded.astype(jnp.float32),
+        table,
+        mask,
+        reconstruction.magnitude_probabilities(table, mask),
+    )
+    pmodel = predictor.Predictor(hidden=16, layers=3)
+    pparams = predictor.init_predictor(pmodel, 6, 0)
+    stored = jax.tree.map(
+        jnp.asarray, quantize.dequantize_tree(quantize.quantize_tree(pparams, mode))
+    )
+    frozen = distillation.Frozen(variables['params'], variables['batch_stats'], variables)
+    images = jnp.asarray(np.random.default_rng(1).normal(size=(8, 8, 8, 1)), jnp.float32)
+    key = jax.random.key(3)
+
+    def kd(p, m):
+        setup = distillation.DistillSetup(
+            predictor=pmodel, target=model, teacher=model, layout=layout, batch_size=64, quantize=m
+        )
+        return distillation.distillation_losses(setup, p, problem, frozen, images, key)[
+            'distill/kd'
+        ]
+
+    aware, grads = jax.jit(jax.value_and_grad(lambda p: kd(p, mode)))(pparams)
+    plain, plain_grads = jax.jit(jax.value_and_grad(lambda p: kd(p, 'none')))(stored)
+    assert float(aware) == float(plain)  # the forward pass is the stored predictor's
+    jax.tree.map(np.testing.assert_array_equal, grads, plain_grads)  # identity through rounding
+
+    def recon(p, m):
+        state = reconstruction.PredictorState(jnp.zeros([], jnp.int32), p, optax.sgd(1.0).init(p))
+        step = functools.partial(
+            reconstruction.reconstruction_step,
+            model=pmodel,
+            tx=optax.sgd(1.0),
+            batch_size=32,
+            quantize_mode=m,
+        )
+        return step(state, problem, key)
+
+    (moved, loss), (plain_moved, plain_loss) = recon(pparams, mode), recon(stored, 'none')
+    assert float(loss['recon/loss']) == float(plain_loss['recon/loss'])
+    update = jax.tree.map(lambda a, b: a - b, moved.pparams, pparams)  # SGD(1): -gradient
+    plain_update = jax.tree.map(lambda a, b: a - b, plain_moved.pparams, stored)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), update, plain_update
+    )

@@ -84,6 +84,41 @@ def test_cli_artifact_rebuilds_the_reported_network(reference):
     assert report['artifact_bytes'] == os.path.getsize(os.path.join(workdir, 'compressed.nrnp'))
 
 
+def test_quantized_run_reports_the_network_its_artefact_rebuilds(tmp_path):
+    c = _config(**{'predictor.quantize': 'int4', 'predictor.quantize_aware': 'all'})
+    c.cycles = 1
+    report = job.run(c, str(tmp_path), echo=lambda s: None)
+    kinds = [p['kind'] for p in report['phases']]
+    assert kinds == ['init', 'reconstruct', 'distill', 'quantize']
+    stored = report['phases'][-1]
+    assert stored['mode'] == 'int4' and report['quantize'] == 'int4'
+    assert report['top1_reconstructed'] == stored['top1']
+    assert report['reconstruction_rmse'] == stored['rmse']
+    assert report['top1_reconstructed_fp32'] == report['phases'][-2]['top1']
+    assert report['reconstruction_rmse_fp32'] == report['phases'][-2]['rmse']
+    path = tmp_path / 'compressed.nrnp'
+    compressed = nrnp.load(path)
+    assert (
+        compressed.quantize == 'int4' and compressed.metrics['top1_reconstructed'] == stored['top1']
+    )
+    test = dataset.load_digits('test')
+    top1 = evaluation.top1(
+        job.build_target(c),
+        compressed.reconstruct(),
+        batching.normalise(test.images, c.data.mean, c.data.std),
+        test.labels,
+    )
+    assert top1 == pytest.approx(report['top1_reconstructed'])
+    parts = ('predictor', 'ordering', 'copied', 'header', 'framing')
+    assert (
+        sum(report[f'{p}_bytes'] for p in parts) == report['artifact_bytes'] == path.stat().st_size
+    )
+    assert report['artifact_ratio'] == pytest.approx(
+        report['artifact_bytes'] / report['original_bytes']
+    )
+    assert 'stored int4' in (tmp_path / 'report.md').read_text()
+
+
 def _crash_after(monkeypatch, batches: int, action):
     real = batching.train_batches
     calls = {'n': 0}

@@ -5,41 +5,46 @@
   compressed.size_report()                    # bytes per part, NeRN and on-disk ratios
 
 File format (`FORMAT`, version `VERSION`): an uncompressed `.npz` (a zip of `.npy`
-members, read with `np.load(allow_pickle=False)`, so nothing is ever unpickled):
+members, read with `np.load(allow_pickle=False)`, so nothing is ever unpickled) of four
+uint8 members (`storage` has the byte layout):
 
-  header        [bytes] uint8   UTF-8 JSON: format, version, leaves (path, shape,
-                                dtype, represented), layout (KernelLayout fields),
-                                ordering, encoding, predictor settings and leaves,
-                                config, history, metrics
-  predictor/<i> predictor leaf i of header['predictor_leaves']
-  ordering/<l>  [O * I] uint8/16/32, represented layer l: kernel slot f * I + c gets
-                coordinate (p // I, p % I) with p = ordering[l][f * I + c]
-                (absent for ordering 'none', whose coordinates are the storage order)
-  copied/<i>    leaf i of header['leaves'] when not represented (BatchNorm, dense, ...)
+  header     zlib-compressed UTF-8 JSON: format, version, leaves (path, shape, dtype,
+             represented), layout (KernelLayout fields), ordering and its codec, encoding,
+             predictor settings (with 'quantize') and leaves (path, shape, dtype, storage),
+             config, history, metrics
+  predictor  per predictor leaf, its stored values (float32, bfloat16, int8, or int4 two
+             per byte), then for int8/int4 kernels one float32 scale per output column
+  ordering   per represented layer l, its permutation (kernel slot f * I + c gets coordinate
+             (p // I, p % I), p = positions[l][f * I + c]) as `permutation_codec` bytes
+             (about log2(n!) / n bits per kernel; absent for ordering 'none')
+  copied     every leaf of header['leaves'] that is not represented (BatchNorm, dense, ...),
+             raw little-endian bytes in header order
 
-Leaves whose dtype numpy cannot store natively (bfloat16) are stored as unsigned
-integers of the same width and viewed back on load.
+Version 1 files (plain JSON header, one member per array: `predictor/<i>`, `ordering/<l>`
+as uint8/16/32 positions, `copied/<i>`) are still read (`reader`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import math
 import os
+import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nrnp import files
-from nrnp.core import coordinates, encodings, kernels, predictor
+from nrnp.artifact import storage
+from nrnp.core import coordinates, encodings, kernels, predictor, quantize
 from nrnp.nets import loading, state_dicts
 from nrnp.nets.trees import flatten_variables, unflatten
 
 FORMAT = 'nrnp.compressed'
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _HEADER_KEYS = (
     'format',
     'version',
@@ -66,16 +71,6 @@ class LeafSpec:
     represented: bool
 
 
-def _to_storable(x: np.ndarray) -> np.ndarray:
-    """bfloat16 and other non-native dtypes as unsigned ints of the same width."""
-    return x if x.dtype.kind in 'biufc' else x.view(f'u{x.dtype.itemsize}')
-
-
-def _from_storable(x: np.ndarray, dtype: str) -> np.ndarray:
-    target = jnp.dtype(dtype)
-    return x if x.dtype == target else x.view(target)
-
-
 @dataclasses.dataclass
 class Compressed:
     """A compressed network: everything needed to rebuild its variables, nothing else.
@@ -88,13 +83,21 @@ class Compressed:
       ordering: 'none' | 'infilter' | 'crossfilter'.
       positions: per represented layer `[O * I]` unsigned ints (empty for 'none').
       encoding: {'kind', 'levels', 'base', 'features', 'scale', 'seed'}.
-      predictor_settings: {'hidden', 'layers', 'init', 'residual', 'input_dim'}.
-      predictor_params: the predictor's params pytree (numpy).
+      predictor_settings: {'hidden', 'layers', 'init', 'residual', 'input_dim', 'quantize'}
+        ('quantize': 'none' | 'bf16' | 'int8' | 'int4', `core.quantize`; absent = 'none').
+      predictor_params: the predictor's params pytree (numpy float32): the values the
+        artefact rebuilds with, i.e. the stored predictor dequantized. Given float
+        params and a 'quantize' mode (and no `predictor_storage`), they are quantized
+        on construction and replaced by their dequantized values.
+      predictor_storage: `{path: core.quantize.QuantizedLeaf}`, the predictor as stored
+        (None: made from `predictor_params` and the 'quantize' setting).
       bare: the input was a bare params tree (no 'params' key); `reconstruct` returns one.
       frozen: the input was a Flax FrozenDict; `reconstruct` returns one.
       config: the run's config as JSON-compatible dict.
-      history: per-phase records ('init', 'reconstruct', 'distill').
-      metrics: 'top1_original', 'top1_reconstructed', 'reconstruction_rmse' (None if unknown).
+      history: per-phase records ('init', 'reconstruct', 'distill', 'quantize').
+      metrics: 'top1_original', 'top1_reconstructed', 'reconstruction_rmse' (None if
+        unknown; those of the stored predictor), and with a quantized predictor
+        'top1_reconstructed_fp32', 'reconstruction_rmse_fp32' (before storage).
     """
 
     leaves: list[LeafSpec]
@@ -110,6 +113,23 @@ class Compressed:
     config: dict = dataclasses.field(default_factory=dict)
     history: list = dataclasses.field(default_factory=list)
     metrics: dict = dataclasses.field(default_factory=dict)
+    predictor_storage: dict | None = None
+
+    def __post_init__(self):
+        if self.predictor_storage is None:
+            mode = self.quantize
+            self.predictor_storage = {
+                path: quantize.quantize_leaf(value, mode)
+                for path, value in flatten_variables(self.predictor_params).items()
+            }
+            self.predictor_params = unflatten(
+                {p: quantize.dequantize_leaf(s) for p, s in self.predictor_storage.items()}
+            )
+
+    @property
+    def quantize(self) -> str:
+        """How the predictor is stored: 'none' (float32), 'bf16', 'int8' or 'int4'."""
+        return self.predictor_settings.get('quantize', 'none')
 
     # ------------------------------------------------------------ rebuilding
 
@@ -118,6 +138,7 @@ class Compressed:
         return coordinates.positions_to_coordinates(self.layout, self.positions or None)
 
     def predictor_module(self) -> predictor.Predictor:
+        """The predictor module; apply it to `predictor_params` (the dequantized weights)."""
         s = self.predictor_settings
         return predictor.Predictor(
             hidden=s['hidden'], layers=s['layers'], initializer=s['init'], residual=s['residual']
@@ -189,11 +210,12 @@ class Compressed:
             'leaves': [dataclasses.asdict(leaf) for leaf in self.leaves],
             'layout': [dataclasses.asdict(layer) for layer in self.layout.layers],
             'ordering': self.ordering,
+            'ordering_codec': storage.ORDERING_CODEC,
             'encoding': self.encoding,
-            'predictor': self.predictor_settings,
+            'predictor': {**self.predictor_settings, 'quantize': self.quantize},
             'predictor_leaves': [
-                {'path': list(p), 'shape': list(v.shape), 'dtype': str(v.dtype)}
-                for p, v in flatten_variables(self.predictor_params).items()
+                {'path': list(p), 'shape': list(s.shape), 'dtype': 'float32', 'storage': s.storage}
+                for p, s in self.predictor_storage.items()
             ],
             'config': self.config,
             'history': self.history,
@@ -202,22 +224,20 @@ class Compressed:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every member of the `.nrnp` file, by key (see the module docstring)."""
-        header = json.dumps(self._header()).encode()
-        out = {'header': np.frombuffer(header, np.uint8)}
-        for i, value in enumerate(flatten_variables(self.predictor_params).values()):
-            out[f'predictor/{i}'] = _to_storable(value)
-        for i, value in enumerate(self.positions):
-            out[f'ordering/{i}'] = value
-        for i, leaf in enumerate(self.leaves):
-            if not leaf.represented:
-                out[f'copied/{i}'] = _to_storable(self.copied[leaf.path])
+        out = {
+            'header': storage.encode_header(self._header()),
+            'predictor': storage.pack_predictor(self.predictor_storage),
+        }
+        if self.ordering != 'none':
+            out['ordering'] = storage.pack_orderings(self.positions)
+        out['copied'] = storage.pack_leaves(
+            [self.copied[leaf.path] for leaf in self.leaves if not leaf.represented]
+        )
         return out
 
     def to_bytes(self) -> bytes:
         """The `.nrnp` file's bytes."""
-        buffer = io.BytesIO()
-        np.savez(buffer, **self.arrays())
-        return buffer.getvalue()
+        return _npz(self.arrays())
 
     def save(self, path: str | os.PathLike) -> str:
         """Writes the artefact to `path` (conventionally `*.nrnp`) atomically.
@@ -232,42 +252,48 @@ class Compressed:
     # ------------------------------------------------------------ sizes
 
     def size_report(self) -> dict:
-        """Bytes per part and the compression ratios.
+        """Every byte of the file, by part, and the compression ratios.
 
         Returns:
-          predictor_bytes, ordering_bytes, copied_bytes (of which copied_params_bytes
-          and batch_stats_bytes), header_bytes; payload_bytes (their sum);
-          artifact_bytes (the `.nrnp` file, payload + zip/npy framing); original_bytes
-          (all input leaves); represented_params, predictor_params, param_ratio
-          (predictor / represented params, NeRN's measure) and disk_ratio
-          (artifact_bytes / original_bytes).
+          predictor_bytes (stored values and scales), ordering_bytes, copied_bytes (of
+          which copied_params_bytes and batch_stats_bytes), header_bytes (as stored,
+          compressed; header_json_bytes uncompressed); payload_bytes (the four parts);
+          framing_bytes (zip and npy headers); artifact_bytes (the `.nrnp` file: payload
+          + framing); original_bytes (all input leaves at their dtypes); quantize;
+          represented_params, predictor_params, param_ratio (predictor / represented
+          params, NeRN's measure); predictor_bits_per_param; ordering_bits_per_kernel;
+          artifact_ratio = disk_ratio (artifact_bytes / original_bytes).
         """
         arrays = self.arrays()
-
-        def nbytes(prefix):
-            return sum(v.nbytes for k, v in arrays.items() if k.startswith(prefix))
-
         copied = {leaf.path: self.copied[leaf.path] for leaf in self.leaves if not leaf.represented}
         n_pred = sum(v.size for v in jax.tree.leaves(self.predictor_params))
         original = sum(
             math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize for leaf in self.leaves
         )
+        size = lambda key: int(arrays[key].nbytes) if key in arrays else 0
         out = {
-            'predictor_bytes': nbytes('predictor/'),
-            'ordering_bytes': nbytes('ordering/'),
-            'copied_bytes': nbytes('copied/'),
+            'predictor_bytes': size('predictor'),
+            'ordering_bytes': size('ordering'),
+            'copied_bytes': size('copied'),
             'copied_params_bytes': sum(v.nbytes for p, v in copied.items() if p[0] == 'params'),
             'batch_stats_bytes': sum(v.nbytes for p, v in copied.items() if p[0] == 'batch_stats'),
-            'header_bytes': nbytes('header'),
-            'artifact_bytes': len(self.to_bytes()),
+            'header_bytes': size('header'),
+            'header_json_bytes': len(zlib.decompress(arrays['header'].tobytes())),
+            'artifact_bytes': len(_npz(arrays)),
             'original_bytes': int(original),
+            'quantize': self.quantize,
             'represented_params': int(self.layout.num_params),
             'predictor_params': int(n_pred),
         }
         parts = ('predictor_bytes', 'ordering_bytes', 'copied_bytes', 'header_bytes')
         out['payload_bytes'] = sum(out[k] for k in parts)
+        out['framing_bytes'] = out['artifact_bytes'] - out['payload_bytes']
         out['param_ratio'] = out['predictor_params'] / out['represented_params']
+        out['predictor_bits_per_param'] = 8 * out['predictor_bytes'] / max(n_pred, 1)
+        kernels_ordered = self.layout.num_kernels if self.ordering != 'none' else 0
+        out['ordering_bits_per_kernel'] = 8 * out['ordering_bytes'] / max(kernels_ordered, 1)
         out['disk_ratio'] = out['artifact_bytes'] / out['original_bytes']
+        out['artifact_ratio'] = out['disk_ratio']
         return out
 
     def summary(self) -> str:
@@ -277,10 +303,11 @@ class Compressed:
             f'nrnp compressed network: {len(self.layout.layers)} represented layers, '
             f'{self.layout.num_kernels} kernels, {s["represented_params"]:,} params',
             f'  predictor: hidden {p["hidden"]}, {p["layers"]} layers, {s["predictor_params"]:,} '
-            f'params (ratio {s["param_ratio"]:.4f}); ordering {self.ordering}; '
-            f'encoding {self.encoding["kind"]}',
+            f'params (ratio {s["param_ratio"]:.4f}), stored {self.quantize}; '
+            f'ordering {self.ordering}; encoding {self.encoding["kind"]}',
             f'  bytes: predictor {s["predictor_bytes"]:,}, orderings {s["ordering_bytes"]:,}, '
-            f'copied {s["copied_bytes"]:,}, header {s["header_bytes"]:,}',
+            f'copied {s["copied_bytes"]:,}, header {s["header_bytes"]:,}, '
+            f'framing {s["framing_bytes"]:,}',
             f'  file {s["artifact_bytes"]:,} B vs original {s["original_bytes"]:,} B '
             f'(on-disk ratio {s["disk_ratio"]:.4f})',
         ]
@@ -308,3 +335,10 @@ class Compressed:
         return state_dicts.export_state_dict(
             {'params': variables} if self.bare else variables, path, naming
         )
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    """The uncompressed `.npz` holding `arrays`."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()

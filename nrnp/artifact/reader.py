@@ -3,28 +3,30 @@
   compressed = load('r20.nrnp')      # nrnp.load
   variables = compressed.reconstruct()
 
-Nothing is unpickled (`np.load(allow_pickle=False)`); a missing, truncated, foreign or
-wrong-version file raises `ArtifactError` naming the file and the problem.
+Reads format versions 1 (one member per array) and 2 (compressed header, one blob per
+part, `storage`). Nothing is unpickled (`np.load(allow_pickle=False)`); a missing,
+truncated, foreign or wrong-version file raises `ArtifactError` naming the file and the
+problem.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 
 import jax.numpy as jnp
 import numpy as np
 
+from nrnp.artifact import storage
 from nrnp.artifact.compressed import (
     _HEADER_KEYS,
     FORMAT,
+    READABLE_VERSIONS,
     VERSION,
     Compressed,
     LeafSpec,
-    _from_storable,
 )
-from nrnp.core import kernels
+from nrnp.core import coordinates, kernels, quantize
 from nrnp.errors import ArtifactError
 from nrnp.nets.trees import unflatten
 
@@ -58,7 +60,7 @@ def load(path: str | os.PathLike) -> Compressed:
             files = set(archive.files)
             if 'header' not in files:
                 raise ArtifactError(f'{path}: not an nrnp artefact (an .npz without a header)')
-            header = json.loads(bytes(archive['header'].astype(np.uint8)).decode())
+            header = storage.decode_header(archive['header'])
             _check_header(path, header)
             members = {k: archive[k] for k in files if k != 'header'}
             return _from_members(path, header, members)
@@ -74,14 +76,22 @@ def _check_header(path: str, header) -> None:
     if not isinstance(header, dict) or header.get('format') != FORMAT:
         got = header.get('format') if isinstance(header, dict) else type(header).__name__
         raise ArtifactError(f'{path}: not an nrnp artefact (format {got!r}, expected {FORMAT!r})')
-    if header.get('version') != VERSION:
+    if header.get('version') not in READABLE_VERSIONS:
+        readable = ' and '.join(map(str, READABLE_VERSIONS))
         raise ArtifactError(
             f'{path}: artefact version {header.get("version")!r} is not supported '
-            f'(this nrnp reads version {VERSION}; use the nrnp that wrote it)'
+            f'(this nrnp reads versions {readable} and writes {VERSION}; use the nrnp that '
+            'wrote it)'
         )
     missing = [k for k in _HEADER_KEYS if k not in header]
     if missing:
         raise ArtifactError(f'{path}: header lacks {", ".join(missing)}')
+
+
+def _from_storable(x: np.ndarray, dtype: str) -> np.ndarray:
+    """Version 1 stored bfloat16 (and other non-numpy dtypes) as same-width unsigned ints."""
+    target = jnp.dtype(dtype)
+    return x if x.dtype == target else x.view(target)
 
 
 def _member(path, members, key, shape, dtype):
@@ -113,15 +123,39 @@ def _from_members(path: str, header: dict, members: dict) -> Compressed:
     represented = {leaf.path[1:] for leaf in leaves if leaf.represented}
     if represented != {layer.path for layer in layers} or not layers:
         raise ArtifactError(f'{path}: represented leaves do not match the layout')
+    read = _parts_v1 if header['version'] == 1 else _parts_v2
+    copied, stored, positions = read(path, header, members, leaves, layers)
+    settings = dict(header['predictor'])
+    settings.setdefault('quantize', 'none')  # absent in version 1 files
+    return Compressed(
+        leaves=leaves,
+        copied=copied,
+        layout=layout,
+        ordering=header['ordering'],
+        positions=positions,
+        encoding=header['encoding'],
+        predictor_settings=settings,
+        predictor_params=unflatten({p: quantize.dequantize_leaf(s) for p, s in stored.items()}),
+        bare=bool(header['bare']),
+        frozen=bool(header.get('frozen', False)),  # absent in files of nrnp <= 0.1.0
+        config=header['config'],
+        history=header['history'],
+        metrics=header['metrics'],
+        predictor_storage=stored,
+    )
+
+
+def _parts_v1(path, header, members, leaves, layers):
+    """Version 1: `copied/<i>`, `predictor/<i>` (float32) and `ordering/<l>` index arrays."""
     copied = {
         leaf.path: _member(path, members, f'copied/{i}', leaf.shape, leaf.dtype)
         for i, leaf in enumerate(leaves)
         if not leaf.represented
     }
-    pleaves = {
-        tuple(x['path']): _member(path, members, f'predictor/{i}', x['shape'], x['dtype'])
-        for i, x in enumerate(header['predictor_leaves'])
-    }
+    stored = {}
+    for i, x in enumerate(header['predictor_leaves']):
+        value = _member(path, members, f'predictor/{i}', x['shape'], x['dtype'])
+        stored[tuple(x['path'])] = quantize.quantize_leaf(value, 'none')
     positions = []
     if header['ordering'] != 'none':
         for i, layer in enumerate(layers):
@@ -130,18 +164,31 @@ def _from_members(path: str, header: dict, members: dict) -> Compressed:
             if not np.array_equal(np.sort(value), np.arange(n)):
                 raise ArtifactError(f'{path}: ordering/{i} is not a permutation of 0..{n - 1}')
             positions.append(value)
-    return Compressed(
-        leaves=leaves,
-        copied=copied,
-        layout=layout,
-        ordering=header['ordering'],
-        positions=positions,
-        encoding=header['encoding'],
-        predictor_settings=header['predictor'],
-        predictor_params=unflatten(pleaves),
-        bare=bool(header['bare']),
-        frozen=bool(header.get('frozen', False)),  # absent in files of nrnp <= 0.1.0
-        config=header['config'],
-        history=header['history'],
-        metrics=header['metrics'],
-    )
+    return copied, stored, positions
+
+
+def _parts_v2(path, header, members, leaves, layers):
+    """Version 2: the `predictor`, `ordering` and `copied` blobs (`storage`)."""
+    wanted = ['predictor', 'copied'] + (['ordering'] if header['ordering'] != 'none' else [])
+    for key in wanted:
+        if key not in members:
+            raise ArtifactError(f'{path}: missing array {key!r}')
+        if members[key].dtype != np.uint8 or members[key].ndim != 1:
+            raise ArtifactError(f'{path}: array {key!r} is not a byte blob ([bytes] uint8)')
+    if header['ordering'] != 'none' and header.get('ordering_codec') != storage.ORDERING_CODEC:
+        raise ArtifactError(
+            f'{path}: unknown ordering codec {header.get("ordering_codec")!r} '
+            f'(this nrnp reads {storage.ORDERING_CODEC!r})'
+        )
+    kept = [leaf for leaf in leaves if not leaf.represented]
+    try:
+        values = storage.unpack_leaves(members['copied'], [(x.shape, x.dtype) for x in kept])
+        stored = storage.unpack_predictor(members['predictor'], header['predictor_leaves'])
+        positions = []
+        if header['ordering'] != 'none':
+            sizes = [layer.filters * layer.channels for layer in layers]
+            perms = storage.unpack_orderings(members['ordering'], sizes)
+            positions = [p.astype(coordinates.position_dtype(n)) for p, n in zip(perms, sizes)]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f'{path}: {e}') from e
+    return dict(zip([leaf.path for leaf in kept], values)), stored, positions

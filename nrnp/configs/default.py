@@ -90,6 +90,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.predictor.layers = 5  # Dense layers in total (NeRN: 5)
     c.predictor.init = 'torch'  # 'torch' (NeRN) or 'lecun'
     c.predictor.residual = False  # skip connections around hidden layers
+    c.predictor.quantize = 'none'  # stored weights: 'none' (f32), 'bf16', 'int8', 'int4' (scaled)
+    # Train through the stored rounding (fake quantization, straight-through gradient) when
+    # quantize != 'none': 'distill' (the distillation steps), 'all' (reconstruction too), 'none'.
+    # Measured (ResNet20 h=180, 4,000 + 30 steps, int4): 'distill' 24.98 %, 'all' 15.99 %.
+    c.predictor.quantize_aware = 'distill'
 
     c.reconstruct = ml_collections.ConfigDict()
     c.reconstruct.steps = 3000  # reconstruction steps in total, split evenly over the rounds

@@ -2,8 +2,9 @@
 
   coords = kernel_coordinates(layout, table, ordering='crossfilter')   # [N, 3] int32
   encoded = encodings.encode(coords, 'nern', levels=40, base=0.76)     # [N, 240]
-  positions = layer_positions(layout, coords)   # what the artefact stores; exact inverse:
+  positions = layer_positions(layout, coords)   # per layer a permutation; exact inverse:
   coords = positions_to_coordinates(layout, positions)
+  ordering_bytes(layout, 'crossfilter')         # their size in the artefact (permutation_codec)
 
 Orderings only move inputs: row i of `coords` is the coordinate assigned to kernel
 slot i, and the prediction for it is written back to slot i.
@@ -15,7 +16,7 @@ import time
 
 import numpy as np
 
-from nrnp.core import kernels, orderings
+from nrnp.core import kernels, orderings, permutation_codec
 
 
 def kernel_coordinates(
@@ -58,19 +59,19 @@ def position_dtype(n: int) -> np.dtype:
 
 
 def ordering_bytes(layout: kernels.KernelLayout, ordering: str) -> int:
-    """Bytes needed to store the orderings: one index per kernel, in the smallest int type."""
+    """Bytes the artefact stores for the orderings: each layer's `permutation_codec` bytes."""
     if ordering == 'none':
         return 0
     return sum(
-        layer.filters * layer.channels * position_dtype(layer.filters * layer.channels).itemsize
-        for layer in layout.layers
+        permutation_codec.encoded_nbytes(layer.filters * layer.channels) for layer in layout.layers
     )
 
 
 def layer_positions(layout: kernels.KernelLayout, coords: np.ndarray) -> list[np.ndarray]:
     """Per layer, the flat position `filter_pos * I + channel_pos` of every kernel slot.
 
-    The compact form of an ordering that the artefact stores.
+    The compact form of an ordering: a permutation of 0..O*I-1 per layer (the artefact
+    stores it with `permutation_codec`).
 
     Args:
       layout: the kernel table layout.

@@ -8,12 +8,15 @@ The one function both entry points call: the CLI (`job.run`, which builds the ta
 and the data from the config) and the library (`library.compress`, which takes them
 from the caller). It prepares the kernel table, measures the original network,
 builds the distillation inputs, runs (or resumes) the schedule and makes the artefact.
+With `predictor.quantize` set, the artefact stores the rounded predictor and a last
+'quantize' record measures the network it rebuilds: the run's final numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 
 import jax
@@ -37,7 +40,8 @@ class Outcome:
       compressed: the artefact.
       prep: the prepared problem (layout, table, coordinates, encodings, predictor).
       state: the final `reconstruction.PredictorState`.
-      records: the 'init' record, then one per phase (kind, steps, seconds, top1, rmse).
+      records: the 'init' record, then one per phase (kind, steps, seconds, top1, rmse),
+        then with `predictor.quantize` a 'quantize' record (the stored predictor's numbers).
       top1_original: the original network's top-1 on the test batches (None without them).
     """
 
@@ -110,6 +114,7 @@ def compress_target(
         setup, frozen = distillation_setup(
             config, model, variables, prep.pmodel, prep.layout, input_shape, mesh, log
         )
+        setup = dataclasses.replace(setup, quantize=aware_mode(config, 'distill'))
     pparams = predictor.init_predictor(prep.pmodel, prep.input_dim, prep.predictor_seed)
     init = {
         'kind': 'init',
@@ -136,17 +141,56 @@ def compress_target(
         workdir=workdir,
         mesh=mesh,
         metrics=writer,
+        reconstruct_quantize=aware_mode(config, 'reconstruct'),
     )
     log('schedule: ' + ', '.join(f'{p.label} ({p.steps} steps)' for p in phases))
     try:
         state, records = loop.run_schedule(ctx, config, phases)
+        records = [init, *records]
+        artifact = make_artifact(
+            variables, prep, config, state.pparams, records, top1_original, bare=bare
+        )
+        if artifact.quantize != 'none':
+            record = quantized_record(artifact, prep, evaluate, log)
+            writer.write(int(state.step), {'eval/top1_stored': record['top1']})
+            records.append(record)
+            artifact.history = records
+            artifact.metrics.update(
+                top1_reconstructed=record['top1'],
+                reconstruction_rmse=record['rmse'],
+                top1_reconstructed_fp32=records[-2]['top1'],
+                reconstruction_rmse_fp32=records[-2]['rmse'],
+            )
     finally:
         writer.close()
-    records = [init, *records]
-    artifact = make_artifact(
-        variables, prep, config, state.pparams, records, top1_original, bare=bare
-    )
     return Outcome(artifact, prep, state, records, top1_original)
+
+
+def aware_mode(config, phase: str) -> str:
+    """The rounding `phase` ('distill' or 'reconstruct') trains through ('none' = float)."""
+    aware = config.predictor.quantize_aware
+    on = aware == 'all' or (aware == 'distill' and phase == 'distill')
+    return config.predictor.quantize if on else 'none'
+
+
+def quantized_record(artifact, prep, evaluate, log) -> dict:
+    """Top-1 and RMSE of the network the artefact rebuilds (its dequantized predictor)."""
+    start = time.time()
+    pparams = jax.tree.map(jnp.asarray, artifact.predictor_params)
+    record = {
+        'kind': 'quantize',
+        'mode': artifact.quantize,
+        'steps': 0,
+        'top1': evaluate(pparams),
+        'rmse': reconstruction.full_rmse(prep.pmodel, pparams, prep.problem),
+    }
+    record['seconds'] = time.time() - start
+    shown = '-' if record['top1'] is None else f'{record["top1"]:.2f} %'
+    log(
+        f'stored predictor ({artifact.quantize}): eval/top1_reconstructed {shown}, '
+        f'recon/rmse {record["rmse"]:.6f}'
+    )
+    return record
 
 
 def distillation_setup(config, model, variables, pmodel, layout, input_shape, mesh, log):
@@ -201,6 +245,9 @@ def make_artifact(
 ) -> compressed.Compressed:
     """The `Compressed` artefact of a finished run (shared by `compress` and the CLI).
 
+    The predictor is stored as `predictor.quantize` says; the artefact's
+    `predictor_params` are then the dequantized weights.
+
     Args:
       variables: the target's variables ({'params', ...} collections).
       prep: the run's `problem.Prepared`.
@@ -240,6 +287,7 @@ def make_artifact(
             'init': config.predictor.init,
             'residual': config.predictor.residual,
             'input_dim': prep.input_dim,
+            'quantize': config.predictor.quantize,
         },
         predictor_params=jax.tree.map(np.asarray, jax.device_get(pparams)),
         bare=bare,

@@ -16,13 +16,23 @@ import jax
 import ml_collections
 import numpy as np
 
-from nrnp.core import coordinates
 from nrnp.data.dataset import balanced_subset, check_same_classes
 from nrnp.errors import ConfigError, DataError
 from nrnp.nets import models
 from nrnp.pipeline import assemble, run_inputs, targets, workdirs
 from nrnp.reporting import plots, reports
 from nrnp.training import sharding
+
+# The byte counts report.json repeats from `Compressed.size_report()`: every part of the file.
+SIZE_KEYS = (
+    'predictor_bytes',
+    'ordering_bytes',
+    'copied_bytes',
+    'header_bytes',
+    'framing_bytes',
+    'artifact_bytes',
+    'original_bytes',
+)
 
 
 class Logger:
@@ -175,12 +185,16 @@ def run(
         'ratio': n_pred / layout.num_params,
         'ordering': config.kernels.ordering,
         'ordering_seconds': prep.ordering_seconds,
-        'ordering_bytes': coordinates.ordering_bytes(layout, config.kernels.ordering),
         'reconstruction_rmse': final_rmse,
+        'quantize': compressed.quantize,
+        **{
+            f'{k}_fp32': compressed.metrics[f'{k}_fp32']
+            for k in ('top1_reconstructed', 'reconstruction_rmse')
+            if f'{k}_fp32' in compressed.metrics
+        },
         'artifact': artifact_path,
-        'artifact_bytes': sizes['artifact_bytes'],
-        'original_bytes': sizes['original_bytes'],
-        'artifact_ratio': sizes['disk_ratio'],
+        **{k: sizes[k] for k in SIZE_KEYS},
+        'artifact_ratio': sizes['artifact_ratio'],
         'phases': records,
         'predictor_seconds': sum(r['seconds'] for r in records),
         'wall_seconds': time.time() - start,
@@ -193,5 +207,11 @@ def run(
     log(
         f'top1 original {top1_original:.2f} %  rebuilt {final_acc:.2f} %  ratio '
         f'{out["ratio"]:.4f}  ({n_pred} / {layout.num_params})  -> {workdir}/report.md'
+    )
+    log(
+        f'artefact {sizes["artifact_bytes"]:,} B ({compressed.quantize} predictor '
+        f'{sizes["predictor_bytes"]:,}, orderings {sizes["ordering_bytes"]:,}, copied '
+        f'{sizes["copied_bytes"]:,}, header {sizes["header_bytes"]:,}), artifact_ratio '
+        f'{sizes["artifact_ratio"]:.4f} of the original {sizes["original_bytes"]:,} B'
     )
     return out

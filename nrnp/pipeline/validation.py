@@ -40,6 +40,8 @@ CHOICES = {
     'kernels.ordering': ('none', 'infilter', 'crossfilter'),
     'encoding.kind': ('nern', 'gaussian'),
     'predictor.init': ('torch', 'lecun'),
+    'predictor.quantize': ('none', 'bf16', 'int8', 'int4'),
+    'predictor.quantize_aware': ('none', 'distill', 'all'),
     'reconstruct.optimizer': ('ranger', 'adam', 'adamw'),
     'distill.optimizer': ('ranger', 'adam', 'adamw'),
     'distill.grad_through': ('batch', 'all'),

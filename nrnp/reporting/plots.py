@@ -17,11 +17,14 @@ from matplotlib.figure import Figure
 
 
 def phase_label(phase: Mapping, cycles: int = 1) -> str:
-    """'init', 'reconstruct r1', 'distill', with ' c2' appended when a run has several cycles."""
+    """'init', 'reconstruct r1', 'distill', 'stored int8', with ' c2' appended when a run
+    has several cycles."""
     kind = phase.get('kind')
     if kind is None:
         raise ValueError(f'phase record {dict(phase)} has no "kind"')
     label = f'{kind} r{phase["round"]}' if kind == 'reconstruct' and 'round' in phase else kind
+    if kind == 'quantize' and 'mode' in phase:
+        label = f'stored {phase["mode"]}'
     if cycles > 1 and 'cycle' in phase:
         label += f' c{phase["cycle"]}'
     return label

@@ -31,6 +31,11 @@ def markdown(report: dict) -> str:
         f'| top-1 original | {_fmt(r.get("top1_original"))} % |',
         f'| top-1 rebuilt (final) | {_fmt(r.get("top1_reconstructed"))} % |',
     ]
+    if r.get('top1_reconstructed_fp32') is not None:
+        lines.append(
+            f'| top-1 rebuilt from the float32 predictor (before {r.get("quantize")} storage) | '
+            f'{_fmt(r["top1_reconstructed_fp32"])} % |'
+        )
     if r.get('top1_reconstructed_best_seen') is not None:
         lines.append(
             f'| top-1 rebuilt, best seen during the run (test-set selected) | '
@@ -45,6 +50,14 @@ def markdown(report: dict) -> str:
     if r.get('artifact_ratio') is not None:
         lines.append(
             f'| stored artefact / original model (bytes) | {_fmt(r["artifact_ratio"], 4)} |'
+        )
+    parts = [(k, r.get(f'{k}_bytes')) for k in ('predictor', 'ordering', 'copied', 'header')]
+    if all(isinstance(v, int) for _, v in parts):
+        shown = ', '.join(f'{k} {v:,}' for k, v in parts)
+        framing = r.get('framing_bytes')
+        lines.append(
+            f'| artefact bytes ({shown}, framing {_fmt(framing)}; stored '
+            f'{r.get("quantize", "none")}) | {_fmt(r.get("artifact_bytes"))} |'
         )
     lines += [
         f'| reconstruction RMSE | {_fmt(r.get("reconstruction_rmse"), 6)} |',

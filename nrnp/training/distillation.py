@@ -8,7 +8,9 @@ Every step rebuilds all kernels from the predictor, runs the rebuilt target with
 BatchNorm in inference mode (original statistics) and the copied parameters
 frozen, and backpropagates into the predictor. By default only the step's
 magnitude-oriented kernel batch carries gradient (NeRN); `grad_through='all'`
-sends it through every kernel.
+sends it through every kernel. With `quantize` set, the predictor's weights are
+fake-quantized first (`core.quantize.fake_quantize_tree`): the rebuilt network is the one
+the artefact stores, and the gradient passes straight through the rounding.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nrnp.core import kernels
+from nrnp.core import kernels, quantize
 from nrnp.nets import models
 from nrnp.training import device_data, losses, reconstruction, sharding
 
@@ -40,6 +42,7 @@ class DistillSetup:
       stable_kd: NeRN's log(p + 1e-4) form of the KL.
       use_features: compute the feature-map loss (teacher and student maps must match).
       mesh: optional mesh: kernel rows are split over its 'data' axis.
+      quantize: train through this storage rounding ('none', 'bf16', 'int8', 'int4').
     """
 
     predictor: object
@@ -53,6 +56,7 @@ class DistillSetup:
     stable_kd: bool = True
     use_features: bool = True
     mesh: object = None
+    quantize: str = 'none'
 
 
 @jax.tree_util.register_dataclass
@@ -111,6 +115,7 @@ def distillation_losses(setup: DistillSetup, pparams, problem, frozen: Frozen, i
     Returns:
       {'distill/kd', 'distill/fm', 'distill/rec', 'distill/top1_agree'} scalars.
     """
+    pparams = quantize.fake_quantize_tree(pparams, setup.quantize)  # identity for 'none'
     rows = predicted_rows(setup, pparams, problem, key)
     params = kernels.scatter(setup.layout, rows, frozen.params)
     student = {'params': params, 'batch_stats': frozen.batch_stats}

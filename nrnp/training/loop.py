@@ -57,6 +57,7 @@ class Context:
       device_batches: `device_data.DeviceBatches` when the distillation images are drawn
         on the device (then `batches` is unused).
       schedule: the run's phases (set by `run_schedule`).
+      reconstruct_quantize: reconstruction fits the predictor fake-quantized this way.
     """
 
     pmodel: predictor.Predictor
@@ -74,6 +75,7 @@ class Context:
     metrics: object = None
     device_batches: object = None
     schedule: list = dataclasses.field(default_factory=list)
+    reconstruct_quantize: str = 'none'
 
 
 def _pct(value) -> str:

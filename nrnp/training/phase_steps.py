@@ -54,6 +54,7 @@ def make_step(ctx, config, phase, first: int, problem, tx, timer: dict):
                 batch_size=min(config.reconstruct.batch_size, problem.target.shape[0]),
                 magnitude_fraction=config.reconstruct.magnitude_fraction,
                 mesh=ctx.mesh,
+                quantize_mode=ctx.reconstruct_quantize,
             ),
             donate_argnums=0,
         )

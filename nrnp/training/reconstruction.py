@@ -6,6 +6,7 @@
 
 Only the step's batch of kernels is predicted: the loss and its gradient need
 nothing else, so a reconstruction step costs one MLP pass over `batch_size` rows.
+`quantize_mode` fits the fake-quantized predictor (straight-through gradient, `core.quantize`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nrnp.core import predictor
+from nrnp.core import predictor, quantize
 from nrnp.training import losses, sharding
 
 
@@ -108,6 +109,7 @@ def reconstruction_step(
     batch_size: int,
     magnitude_fraction: float = 0.2,
     mesh=None,
+    quantize_mode: str = 'none',
 ):
     """One reconstruction update on a magnitude-oriented batch of kernels.
 
@@ -120,6 +122,7 @@ def reconstruction_step(
       batch_size: kernels per gradient batch.
       magnitude_fraction: share of magnitude-sampled batches.
       mesh: optional mesh; the kernel batch is split over its 'data' axis.
+      quantize_mode: fit through this storage rounding ('none', 'bf16', 'int8', 'int4').
 
     Returns:
       (new state, {'recon/loss': batch RMSE, 'recon/lr_step': step}).
@@ -130,6 +133,7 @@ def reconstruction_step(
     x, y, m = problem.encoded[idx], problem.target[idx], problem.mask[idx]
 
     def loss_fn(pparams):
+        pparams = quantize.fake_quantize_tree(pparams, quantize_mode)  # identity for 'none'
         return losses.reconstruction_loss(model.apply({'params': pparams}, x), y, m)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.pparams)
