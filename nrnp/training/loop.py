@@ -195,10 +195,11 @@ def _start_phase(ctx, config, phase: Phase, state, round_target, tx: optim.Phase
 def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, save):
     problem = dataclasses.replace(ctx.problem, target=round_target)
     timer = {'device': 0.0, 'apart': 0.0}  # seconds in device calls; in evals and saves
-    step = phase_steps.make_step(ctx, config, phase, first, problem, tx, timer)
-    if ctx.mesh is not None:
-        step = phase_steps.keeping_sharding(step, state)
-    progress = progress_lines.Progress(phase.steps, phase.label, ctx.log, every=config.log_every)
+    step = phase_steps.make_step(ctx, config, phase, first, problem, tx, timer, state)
+    # Plain ints: a ConfigDict attribute read costs microseconds, and the loop is per step.
+    log_every, eval_every = config.log_every, config.eval_every
+    checkpoint_every = config.checkpoint_every
+    progress = progress_lines.Progress(phase.steps, phase.label, ctx.log, every=log_every)
     prefix = 'recon' if phase.kind == 'reconstruct' else 'distill'
     evals = []
     start = time.time()
@@ -213,7 +214,7 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
             compile_seconds = time.time() - start
             last_time = time.time()
             timer['device'] = 0.0
-        if k % config.log_every == 0 or k == phase.steps:
+        if k % log_every == 0 or k == phase.steps:
             wait = time.perf_counter()  # waiting for the device is not host time
             jax.block_until_ready(metrics)
             timer['device'] += time.perf_counter() - wait
@@ -230,7 +231,7 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
                     f'{prefix}/steps_per_second': rate,
                 },
             )
-        if config.eval_every and k % config.eval_every == 0 and k < phase.steps:
+        if eval_every and k % eval_every == 0 and k < phase.steps:
             eval_start = time.time()
             evals.append({'step': k, 'top1': ctx.evaluate(state.pparams)})
             ctx.log(f'{phase.label} step {k}: eval/top1_reconstructed {_pct(evals[-1]["top1"])}')
@@ -238,7 +239,7 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
             eval_seconds += time.time() - eval_start
             last_time += time.time() - eval_start
             timer['apart'] += time.time() - eval_start
-        periodic = config.checkpoint_every and k % config.checkpoint_every == 0
+        periodic = checkpoint_every and k % checkpoint_every == 0
         if k < phase.steps and (stop.requested or periodic):
             save_start = time.time()
             _check_finite(metrics, phase, k)
@@ -249,7 +250,9 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
                     f'{stop.requested}: checkpoint written at {phase.label} step {k} in '
                     f'{ctx.workdir}; run the same command again to resume'
                 )
+    wait = time.perf_counter()  # the steps still queued on the device are device time
     jax.block_until_ready(state)
+    timer['device'] += time.perf_counter() - wait
     seconds = time.time() - start
     top1 = ctx.evaluate(state.pparams)
     rmse = reconstruction.full_rmse(ctx.pmodel, state.pparams, ctx.problem)

@@ -1,11 +1,11 @@
 """The jitted step of each phase: reconstruction, or distillation on host or device images.
 
-  step = make_step(ctx, config, phase, first, problem, tx, timer)   # step(state, k) -> (state, m)
-  step = keeping_sharding(step, state)                              # stable placement on a mesh
+  step = make_step(ctx, config, phase, first, problem, tx, timer, state)  # -> (state, metrics)
 
 Each phase's step is jitted once (its static settings bound with functools.partial, the
-state donated) and wrapped so that its call time goes to `timer['device']`: the loop
-reports the rest of its time per step as host time (`host_ms_per_step`).
+state donated, its new state placed like the old one) and wrapped so that its call time
+goes to `timer['device']`: the loop reports the rest of its time per step as host time
+(`host_ms_per_step`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ def timed(fn, timer: dict):
     return wrapped
 
 
-def make_step(ctx, config, phase, first: int, problem, tx, timer: dict):
+def make_step(ctx, config, phase, first: int, problem, tx, timer: dict, state):
     """`step(state, k)` for step k (1-based) of `phase`, resuming after step `first`.
+
+    The jitted step's new state keeps `state`'s placement (`out_shardings`), and the PRNG
+    keys are placed on the mesh once, so a step costs no per-step copies on the host.
 
     Args:
       ctx: the loop's `Context` (predictor, frozen arrays, batches or device batches, keys).
@@ -44,9 +47,16 @@ def make_step(ctx, config, phase, first: int, problem, tx, timer: dict):
       problem: the `ReconstructionProblem` with this round's target rows.
       tx: the run's optimizer.
       timer: `{'device': seconds}`, incremented by every call of the jitted step.
+      state: the current predictor state (its shardings are kept).
     """
+    jit = functools.partial(jax.jit, donate_argnums=0)
+    keys = ctx.keys
+    if ctx.mesh is not None:
+        shardings = jax.tree.map(lambda x: x.sharding, state)
+        jit = functools.partial(jax.jit, donate_argnums=0, out_shardings=(shardings, None))
+        keys = sharding.replicate(ctx.keys, ctx.mesh)
     if phase.kind == 'reconstruct':
-        step_fn = jax.jit(
+        step_fn = jit(
             functools.partial(
                 reconstruction.reconstruction_step,
                 model=ctx.pmodel,
@@ -55,39 +65,38 @@ def make_step(ctx, config, phase, first: int, problem, tx, timer: dict):
                 magnitude_fraction=config.reconstruct.magnitude_fraction,
                 mesh=ctx.mesh,
                 quantize_mode=ctx.reconstruct_quantize,
-            ),
-            donate_argnums=0,
+            )
         )
         step_fn = timed(step_fn, timer)
-        step = lambda s, k: step_fn(s, problem, ctx.keys['reconstruct'])
+        step = lambda s, k: step_fn(s, problem, keys['reconstruct'])
     elif ctx.device_batches is not None:  # images drawn and augmented inside the step
         d, db = config.distill, ctx.device_batches
-        step_fn = jax.jit(
+        step_fn = jit(
             functools.partial(
                 distillation.distillation_step_on_device,
                 setup=ctx.setup,
                 tx=tx,
                 loss_weights=(d.kd_weight, d.fm_weight, d.reconstruction_weight),
                 **db.settings,
-            ),
-            donate_argnums=0,
+            )
         )
         step_fn = timed(step_fn, timer)
         data_key = db.key(phase.cycle)
+        if ctx.mesh is not None:
+            data_key = sharding.replicate(data_key, ctx.mesh)
 
         def step(s, k):
             return step_fn(
-                s, problem, ctx.frozen, db.split, data_key, np.int32(k - 1), ctx.keys['distill']
+                s, problem, ctx.frozen, db.split, data_key, np.int32(k - 1), keys['distill']
             )
 
     else:
         d = config.distill
         weights = (d.kd_weight, d.fm_weight, d.reconstruction_weight)
-        step_fn = jax.jit(
+        step_fn = jit(
             functools.partial(
                 distillation.distillation_step, setup=ctx.setup, tx=tx, loss_weights=weights
-            ),
-            donate_argnums=0,
+            )
         )
         step_fn = timed(step_fn, timer)
         batches = ctx.batches(first, phase.cycle)
@@ -100,17 +109,6 @@ def make_step(ctx, config, phase, first: int, problem, tx, timer: dict):
             images = (
                 jnp.asarray(images) if ctx.mesh is None else sharding.global_batch(images, ctx.mesh)
             )
-            return step_fn(s, problem, ctx.frozen, images, ctx.keys['distill'])
+            return step_fn(s, problem, ctx.frozen, images, keys['distill'])
 
     return step
-
-
-def keeping_sharding(step, like):
-    """Wraps `step(state, k)` so the new state keeps `like`'s placement (no recompiles)."""
-    shardings = jax.tree.map(lambda x: x.sharding, like)
-
-    def wrapped(state, k):
-        new_state, metrics = step(state, k)
-        return jax.device_put(new_state, shardings), metrics
-
-    return wrapped
