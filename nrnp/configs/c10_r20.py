@@ -24,7 +24,14 @@ def get_config(arg: str = ''):
     c.teacher.model = 'resnet20'
     c.teacher.shortcut = 'A'
     c.teacher.checkpoint = ''
-    c.teacher.train_steps = 0  # a CIFAR teacher must come from a checkpoint
+    c.teacher.train_steps = 0  # normally a checkpoint; N trains one (200 epochs: 78,200)
+    c.teacher.train_optimizer = 'sgd'  # the standard CIFAR recipe (He et al. 2016)
+    c.teacher.train_learning_rate = 0.1
+    c.teacher.train_momentum = 0.9
+    c.teacher.train_weight_decay = 5e-4
+    c.teacher.train_schedule = 'cosine'
+    c.teacher.train_batch_size = 128
+    c.teacher.train_augment = 'crop_flip'  # pad data.pad = 4, random crop, horizontal flip
     c.data.name = 'cifar10'
     c.data.num_classes = 10
     c.data.image_size = 32

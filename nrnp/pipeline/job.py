@@ -134,7 +134,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
         f'devices {jax.devices()}'
     )
 
-    mean, std = tuple(config.data.mean), tuple(config.data.std)
     test = load_split(
         config, config.data.test_split, workdir, crops=config.data.eval_crop == 'center'
     )
@@ -168,19 +167,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, echo=print) -> dict:
     model = build_target(config)
     input_shape = (1, config.data.image_size, config.data.image_size, config.data.channels)
     variables, source = targets.load_or_train(
+        config,
         model,
         input_shape,
-        checkpoint=config.teacher.checkpoint,
         workdir=workdir,
         train_data_fn=train_split,
-        steps=config.teacher.train_steps,
-        batch_size=config.teacher.train_batch_size,
-        learning_rate=config.teacher.train_learning_rate,
-        seed=config.seed,
-        mean=mean,
-        std=std,
-        augment='random_resized_crop' if resized else 'none',
-        image_size=config.data.image_size if resized else None,
+        test_batches=functools.partial(test_batches, config, test),
+        test_images=len(test),
         log=log,
     )
     log(f'target: {source}')
