@@ -47,7 +47,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.teacher.train_nesterov = False  # SGD with Nesterov momentum
     c.teacher.train_weight_decay = 0.0  # L2 on conv/dense kernels only (not BN, not biases)
     c.teacher.train_batch_size = 128  # images per teacher training step
-    c.teacher.train_augment = 'none'  # its augmentation: 'crop_flip' (pad data.pad), 'none', ...
+    # Its augmentation: 'crop_flip' (pad data.pad), 'none', 'random_resized_crop'; '' follows
+    # the data: random_resized_crop when data.augment is (images of mixed sizes), else none.
+    c.teacher.train_augment = ''
     c.teacher.train_checkpoint_every = 1000  # steps between its checkpoints (W/teacher_checkpoints)
 
     c.data = ml_collections.ConfigDict()

@@ -28,7 +28,10 @@ from nrnp.training import classifier, evaluation, sharding
 def recipe_from_config(config) -> classifier.Recipe:
     """The teacher training recipe of `config.teacher` (and the data augmentation settings)."""
     t = config.teacher
-    resized = t.train_augment == 'random_resized_crop'
+    augment = t.train_augment
+    if not augment:  # follow the data: mixed sizes need random_resized_crop
+        augment = 'random_resized_crop' if config.data.augment == 'random_resized_crop' else 'none'
+    resized = augment == 'random_resized_crop'
     return classifier.Recipe(
         optimizer=t.train_optimizer,
         learning_rate=float(t.train_learning_rate),
@@ -39,7 +42,7 @@ def recipe_from_config(config) -> classifier.Recipe:
         steps=int(t.train_steps),
         batch_size=int(t.train_batch_size),
         seed=int(config.seed),
-        augment=t.train_augment,
+        augment=augment,
         pad=int(config.data.pad),
         image_size=int(config.data.image_size) if resized else None,
     )
