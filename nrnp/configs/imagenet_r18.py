@@ -17,7 +17,6 @@ def get_config(arg: str = ''):
     c = default.get_config()
     c.teacher.model = 'resnet18'
     c.teacher.train_steps = 0
-    c.teacher.train_augment = 'random_resized_crop'  # images of several sizes
     c.data.name = 'imagenet2012'
     c.data.test_split = 'validation'
     c.data.num_classes = 1000
