@@ -41,8 +41,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.teacher.checkpoint = ''  # file, orbax dir, https URL or registry name ('' = train one)
     c.teacher.checkpoint_sha256 = ''  # expected sha256 of a checkpoint URL ('' = none/from URL)
     c.teacher.train_steps = 600  # only when checkpoint == '': steps to train a teacher (cached)
-    c.teacher.train_learning_rate = 3e-3  # Adam learning rate of that teacher training
+    c.teacher.train_optimizer = 'adam'  # teacher training: 'sgd' (momentum) or 'adam'
+    c.teacher.train_learning_rate = 3e-3  # its peak learning rate
+    c.teacher.train_schedule = 'cosine'  # 'cosine' (to 0) or 'step' (x0.1 at 50 % and 75 %)
+    c.teacher.train_momentum = 0.9  # SGD momentum (ignored by Adam)
+    c.teacher.train_nesterov = False  # SGD with Nesterov momentum
+    c.teacher.train_weight_decay = 0.0  # L2 on conv/dense kernels only (not BN, not biases)
     c.teacher.train_batch_size = 128  # images per teacher training step
+    # Its augmentation: 'crop_flip' (pad data.pad), 'none', 'random_resized_crop'; '' follows
+    # the data: random_resized_crop when data.augment is (images of mixed sizes), else none.
+    c.teacher.train_augment = ''
+    c.teacher.train_checkpoint_every = 1000  # steps between its checkpoints (W/teacher_checkpoints)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = 'digits'  # TFDS name (cifar10, cifar100, imagenet2012, ...) or 'digits'

@@ -86,7 +86,6 @@ def run(
         f'({"resuming" if status == "resume" else "new run"}), devices {jax.devices()}'
     )
 
-    mean, std = tuple(config.data.mean), tuple(config.data.std)
     test = run_inputs.load_split(
         config, config.data.test_split, workdir, crops=config.data.eval_crop == 'center'
     )
@@ -121,22 +120,14 @@ def run(
     model = build_target(config)
     input_shape = (1, config.data.image_size, config.data.image_size, config.data.channels)
     variables, source = targets.load_or_train(
+        config,
         model,
         input_shape,
-        checkpoint=config.teacher.checkpoint,
         workdir=workdir,
         train_data_fn=train_split,
-        steps=config.teacher.train_steps,
-        batch_size=config.teacher.train_batch_size,
-        learning_rate=config.teacher.train_learning_rate,
-        seed=config.seed,
-        mean=mean,
-        std=std,
-        augment='random_resized_crop' if resized else 'none',
-        image_size=config.data.image_size if resized else None,
+        test_top1=lambda mesh: run_inputs.test_top1(config, test, model, mesh),
+        test_images=len(test),
         log=log,
-        checkpoint_sha256=config.teacher.checkpoint_sha256,
-        download=config.data.download,
     )
     log(f'target: {source}')
 

@@ -27,6 +27,14 @@ class RunCheckpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def latest_meta(self) -> dict | None:
+        """The JSON `meta` of the newest checkpoint (its arrays are not read), or None."""
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+        return self.manager.restore(step, args=args)['meta']
+
     def save(self, step: int, arrays: dict, meta: dict) -> None:
         """Saves `arrays` (a pytree of arrays) and `meta` (JSON) as checkpoint `step`.
 
