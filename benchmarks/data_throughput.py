@@ -1,4 +1,4 @@
-"""Images/s of the training input pipeline (`batching.train_batches` + `batching.prefetch`)
+"""Images/s of the training input pipeline (`batching.train_batches` + `threads.prefetch`)
 beside the distillation step's own images/s.
 
   python benchmarks/data_throughput.py                     # all sources + the ResNet20 step

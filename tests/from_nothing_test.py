@@ -118,3 +118,23 @@ def test_offline_the_users_command_says_what_to_fetch(tmp_path):
     ):
         assert phrase in output, (phrase, output)
     assert not (tmp_path / 'runs').exists()
+
+
+@pytest.mark.slow
+def test_c100_tiny_with_a_teacher_trained_here(served, tmp_path):
+    server = served['server']
+    code, output = _cli(
+        tmp_path,
+        f'--config.data.download_url={server.url("cifar-100-binary.tar.gz")}',
+        f'--config.data.download_sha256={served["archive_sha256"]}',
+        '--config.teacher.checkpoint=',
+        '--config.teacher.train_steps=3',
+        '--config.teacher.train_batch_size=16',
+        '--config.distill.steps=2',
+    )
+    assert code == 0, output
+    report = json.loads((tmp_path / 'runs' / 'c100-tiny' / 'report.json').read_text())
+    assert report['target_source'].startswith('trained: sgd lr 0.1 momentum 0.9 wd 0.0005')
+    assert '3 steps of 16' in report['target_source'] and 'on the 40' in report['target_source']
+    assert (tmp_path / 'runs' / 'c100-tiny' / 'teacher.json').is_file()
+    assert [p['kind'] for p in report['phases']] == ['init', 'reconstruct', 'distill']

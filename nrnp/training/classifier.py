@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nrnp.data import batching
+from nrnp.data import batching, threads
 from nrnp.errors import ConfigError, NonFiniteError, Preempted, WorkdirError
 from nrnp.reporting import progress as progress_lines
 from nrnp.training import checkpoints, interrupts, sharding
@@ -279,7 +279,7 @@ def train_classifier(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    batches = batching.prefetch(batches) if first < recipe.steps else (b for b in ())
+    batches = threads.prefetch(batches) if first < recipe.steps else (b for b in ())
     progress = progress_lines.Progress(recipe.steps - first, 'teacher training', log, log_every)
     last_saved = first or None
     losses, checked = [], first + 1  # device scalars since the last finiteness check

@@ -207,8 +207,17 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
     last_step, last_time = first + 1, None  # rates exclude compilation and evaluation
     if first:
         ctx.log(f'{phase.label}: continuing at step {first}/{phase.steps}')
+    # At most one step runs ahead of the host (two in flight); on a multi-device CPU mesh
+    # none: XLA:CPU over simulated devices deadlocked at a collective's rendezvous with many
+    # steps queued (seen in teacher training and at a reconstruction start on 8 devices).
+    cpu_mesh = ctx.mesh is not None and ctx.mesh.size > 1 and jax.devices()[0].platform == 'cpu'
+    previous = None
     for k in range(first + 1, phase.steps + 1):
         state, metrics = step(state, k)
+        wait = time.perf_counter()
+        jax.block_until_ready(metrics if cpu_mesh else previous)
+        timer['device'] += time.perf_counter() - wait
+        previous = metrics
         if k == first + 1:  # the first call compiles: time it apart from the steps
             jax.block_until_ready(metrics)
             compile_seconds = time.time() - start
