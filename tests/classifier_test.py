@@ -154,21 +154,18 @@ def _config(**teacher):
 def _load_or_train(config, workdir, train_data_fn):
     test = dataset.load_digits('test')
     model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
-    batches = lambda mesh: (
-        lambda: evaluation.array_batches(  # noqa: E731
-            batching.normalise(test.images, config.data.mean, config.data.std),
-            test.labels,
-            500,
-            mesh,
-        )
-    )
+    images = batching.normalise(test.images, config.data.mean, config.data.std)
+
+    def test_top1(mesh):
+        return lambda variables: evaluation.top1(model, variables, images, test.labels, 500, mesh)
+
     return targets.load_or_train(
         config,
         model,
         (1, 8, 8, 1),
         workdir=str(workdir),
         train_data_fn=train_data_fn,
-        test_batches=batches,
+        test_top1=test_top1,
         test_images=len(test),
         log=lambda s: None,
     )

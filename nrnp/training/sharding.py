@@ -84,8 +84,26 @@ def data_sharded(mesh) -> NamedSharding:
 
 
 def replicate(tree, mesh):
-    """Places every leaf of `tree` on all devices of `mesh`."""
-    return jax.device_put(tree, replicated(mesh))
+    """Places every leaf of `tree` on all devices of `mesh`.
+
+    Over several processes a leaf already committed to one local device (a PRNG key made
+    on this host, a fresh predictor) cannot go straight to a mesh that spans other hosts'
+    devices: it travels through host memory (every process holds the same value), typed
+    PRNG keys as their key data.
+    """
+    target = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, target)
+    return jax.tree.map(lambda x: _replicate_leaf(x, target), tree)
+
+
+def _replicate_leaf(x, target: NamedSharding):
+    if isinstance(x, jax.Array) and x.sharding == target:
+        return x
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = jax.device_put(np.asarray(jax.random.key_data(x)), target)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    return jax.device_put(np.asarray(x) if isinstance(x, jax.Array) else x, target)
 
 
 def state_sharding(leaf, mesh, min_size: int = 2**14) -> NamedSharding:
