@@ -100,7 +100,8 @@ def compress_target(
     def evaluate(pparams):
         if test_batches is None:
             return None
-        rebuilt = predictor.reconstruct(prep.pmodel, prep.layout, pparams, prep.encoded, params)
+        pmodel = reconstruction.predictor_for(prep.pmodel, pparams)  # rounds change widths
+        rebuilt = predictor.reconstruct(pmodel, prep.layout, pparams, prep.encoded, params)
         return top1({**variables, 'params': rebuilt})
 
     phases = schedule.build_schedule(config)
@@ -111,13 +112,15 @@ def compress_target(
         setup, frozen = distillation_setup(
             config, model, variables, prep.pmodel, prep.layout, input_shape, mesh, log
         )
-    pparams = predictor.init_predictor(prep.pmodel, prep.input_dim, prep.predictor_seed)
+    first = prep.pmodel.clone(hidden=schedule.first_hidden(config, phases))
+    pparams = predictor.init_predictor(first, prep.input_dim, prep.predictor_seed)
     init = {
         'kind': 'init',
         'steps': 0,
         'seconds': 0.0,
         'top1': evaluate(pparams) if config.eval_init else None,
-        'rmse': reconstruction.full_rmse(prep.pmodel, pparams, prep.problem),
+        'rmse': reconstruction.full_rmse(first, pparams, prep.problem),
+        'hidden': first.hidden,
     }
     shown = '-' if init['top1'] is None else f'{init["top1"]:.2f} %'
     log(f'untrained predictor: top1 {shown}, rmse {init["rmse"]:.6f}')
@@ -235,7 +238,7 @@ def make_artifact(
             'seed': config.seed,
         },
         predictor_settings={
-            'hidden': config.predictor.hidden,
+            'hidden': prep.pmodel.hidden,
             'layers': config.predictor.layers,
             'init': config.predictor.init,
             'residual': config.predictor.residual,
