@@ -23,7 +23,7 @@ import numpy as np
 from nrnp.artifact import compressed
 from nrnp.core import coordinates, predictor
 from nrnp.errors import ConfigError
-from nrnp.nets import loading, models, trees
+from nrnp.nets import layouts, loading, models, trees
 from nrnp.pipeline import inputs, problem
 from nrnp.reporting import metrics
 from nrnp.training import distillation, evaluation, loop, reconstruction, schedule
@@ -161,7 +161,14 @@ def distillation_setup(config, model, variables, pmodel, layout, input_shape, me
         teacher_model = models.build_model(
             name, config.data.num_classes, shortcut=d.teacher_shortcut
         )
-        teacher_vars = loading.load_target(d.teacher_checkpoint, teacher_model, input_shape)
+        teacher_vars = loading.load_target(
+            d.teacher_checkpoint,
+            teacher_model,
+            input_shape,
+            download=config.data.download,
+            log=log,
+            flags=layouts.DISTILL_TEACHER_FLAGS,
+        )
         log(f'distillation teacher: {name} from {d.teacher_checkpoint}')
     elif d.teacher_model:
         raise ConfigError('distill.teacher_model is set but distill.teacher_checkpoint is empty')
