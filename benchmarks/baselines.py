@@ -12,6 +12,8 @@ conv) and evaluates the result on the same JPEG CIFAR-10 test images as the CLI
   ptq8, ptq4   symmetric per-output-channel quantisation to 8 / 4 bits (round to
                nearest, scale max|w| / (2^(b-1) - 1), no calibration data)
   prune50/70/90  magnitude pruning, per layer: the smallest |w| of each conv set to zero
+  gprune50/70/90 magnitude pruning, global: one |w| threshold over all those convs
+No baseline is fine-tuned or calibrated on data (nrnp's distillation trains on images).
 
 Bytes are what must be stored to rebuild the network, counted like nrnp's artefact
 payload (`Compressed.size_report`: predictor + orderings + copied leaves, no header):
@@ -46,7 +48,17 @@ CHECKPOINTS = {
     'resnet20': 'weights/akamaster-cifar10/resnet20-12fca82f.th',
     'resnet56': 'weights/akamaster-cifar10/resnet56-4bfd9763.th',
 }
-METHODS = ('original', 'ptq8', 'ptq4', 'prune50', 'prune70', 'prune90')
+METHODS = (
+    'original',
+    'ptq8',
+    'ptq4',
+    'prune50',
+    'prune70',
+    'prune90',
+    'gprune50',
+    'gprune70',
+    'gprune90',
+)
 
 
 def represented_paths(params, kernel_config) -> set[tuple[str, ...]]:
@@ -74,23 +86,32 @@ def quantize_per_channel(w: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     return (codes * scale).astype(w.dtype), stored
 
 
+def sparse_bytes(size: int, nnz: int) -> int:
+    """Bytes of a sparse array of `size` entries with `nnz` float32 values kept: the values
+    plus the smaller of a bitmap and one uint16 (uint32 above 65,536 entries) index each."""
+    index_bytes = 2 if size <= 65536 else 4
+    return 4 * nnz + min(math.ceil(size / 8), index_bytes * nnz)
+
+
 def prune_magnitude(w: np.ndarray, sparsity: float) -> tuple[np.ndarray, int]:
     """Zeroes the `sparsity` fraction of `w` with the smallest magnitudes (ties by index).
 
     Returns:
-      (the pruned array, stored bytes: float32 non-zero values plus the smaller of a
-      bitmap over all positions and one uint16 (uint32 above 65,536 entries) index per
-      value).
+      (the pruned array, stored bytes: `sparse_bytes`).
     """
     flat = w.reshape(-1)
     drop = int(math.floor(sparsity * flat.size))
     order = np.argsort(np.abs(flat), kind='stable')  # smallest first
     kept = flat.copy()
     kept[order[:drop]] = 0
-    nnz = flat.size - drop
-    index_bytes = 2 if flat.size <= 65536 else 4
-    stored = 4 * nnz + min(math.ceil(flat.size / 8), index_bytes * nnz)
-    return kept.reshape(w.shape), stored
+    return kept.reshape(w.shape), sparse_bytes(flat.size, flat.size - drop)
+
+
+def global_threshold(arrays, sparsity: float) -> float:
+    """The magnitude below which the `sparsity` fraction of all entries of `arrays` lie."""
+    magnitudes = np.sort(np.concatenate([np.abs(a).reshape(-1) for a in arrays]))
+    drop = int(math.floor(sparsity * magnitudes.size))
+    return float(magnitudes[drop - 1]) if drop else -1.0
 
 
 def apply_method(variables: dict, represented: set, method: str) -> tuple[dict, dict]:
@@ -103,6 +124,8 @@ def apply_method(variables: dict, represented: set, method: str) -> tuple[dict, 
       original_conv_bytes for all leaves and the represented ones as they are.
     """
     flat = trees.flatten_variables(variables)
+    if method.startswith('gprune'):
+        threshold = global_threshold([flat[p] for p in represented], int(method[6:]) / 100)
     out, conv_bytes = {}, 0
     for path, value in flat.items():
         if path not in represented or method == 'original':
@@ -113,6 +136,9 @@ def apply_method(variables: dict, represented: set, method: str) -> tuple[dict, 
             out[path], stored = quantize_per_channel(value, int(method[3:]))
         elif method.startswith('prune'):
             out[path], stored = prune_magnitude(value, int(method[5:]) / 100)
+        elif method.startswith('gprune'):  # ties at the threshold are pruned too
+            out[path] = np.where(np.abs(value) > threshold, value, 0).astype(value.dtype)
+            stored = sparse_bytes(value.size, int(np.count_nonzero(out[path])))
         else:
             raise ValueError(f'unknown method {method!r}; valid: {METHODS}')
         conv_bytes += stored
@@ -213,6 +239,7 @@ def main(argv=None):
     parser.add_argument('--cache', default='runs/cache', help='decoded test images')
     parser.add_argument('--out', default=os.path.join(REPO, 'benchmarks/results'))
     parser.add_argument('--name', default='baselines', help='file stem of the outputs')
+    parser.add_argument('--merge', action='store_true', help='add to the rows already in --out')
     args = parser.parse_args(argv)
     shared = os.environ.get('NRNP_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
     if not os.path.isdir(shared):
@@ -226,6 +253,13 @@ def main(argv=None):
     rows = []
     for target in args.targets.split(','):
         rows += measure(target, shared, images, labels, methods)
+    path = os.path.join(args.out, f'{args.name}.json')
+    if args.merge and os.path.exists(path):  # keep earlier rows of other (target, method)
+        with open(path) as f:
+            done = {(r['target'], r['method']) for r in rows}
+            rows = [r for r in json.load(f) if (r['target'], r['method']) not in done] + rows
+        order = {m: i for i, m in enumerate(METHODS)}
+        rows.sort(key=lambda r: (r['target'], order[r['method']]))
     write_tables(rows, args.out, args.name)
     return 0
 

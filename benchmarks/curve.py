@@ -48,7 +48,11 @@ CHECKPOINTS = {
     'resnet56': 'weights/akamaster-cifar10/resnet56-4bfd9763.th',
 }
 METHODS = ('recon', 'distill', 'joint')
-BASELINE_SERIES = {'ptq': 'per-channel PTQ (8, 4 bits)', 'pru': 'magnitude pruning (per layer)'}
+BASELINE_SERIES = {
+    'ptq': 'per-channel PTQ (8, 4 bits)',
+    'pru': 'magnitude pruning, per layer',
+    'gpr': 'magnitude pruning, global',
+}
 
 
 def variants(widths, rounds, methods, quantize) -> list[dict]:

@@ -80,6 +80,12 @@ def test_bytes_of_a_tiny_net_count_convs_as_stored_and_copy_the_rest():
     layers = [9 * 4, 9 * 32, 9 * 64]
     expected = sum(4 * (n - n // 2) + min(-(-n // 8), 2 * (n - n // 2)) for n in layers)
     assert prune['conv_bytes'] == expected
+    pruned, gprune = baselines.apply_method(variables, represented, 'gprune70')
+    kept = [np.count_nonzero(pruned['params'][f'conv{i}']['kernel']) for i in (1, 2, 3)]
+    assert sum(kept) == conv - int(0.7 * conv)  # one threshold over all three convs
+    assert gprune['conv_bytes'] == sum(
+        4 * k + min(-(-n // 8), 2 * k) for k, n in zip(kept, layers, strict=True)
+    )
 
 
 def test_curve_variants_and_their_configs():
