@@ -8,7 +8,8 @@ Each nrnp variant is one run of `nrnp.pipeline.job.run` (the CLI's code) on the
 ../shared pretrained net and JPEG CIFAR-10, all at the same step budgets:
   widths x methods      one predictor of width h
   rounds x methods      progressive rounds of widths w1-w2-..., `steps` split evenly
-                        (`reconstruct.round_hidden`); the last width is the one stored
+                        (`reconstruct.round_hidden`), or w1-w2@s1-s2 with steps per
+                        round (`reconstruct.round_steps`); the last width is stored
   x quantize            `predictor.quantize` modes (only when the installed nrnp has
                         that field; 'none' always works)
 and the methods are
@@ -56,17 +57,28 @@ BASELINE_SERIES = {
 
 
 def variants(widths, rounds, methods, quantize) -> list[dict]:
-    """Every (name, round widths, method, quantize) asked, each a dict."""
-    shapes = [(f'h{w}', (w,)) for w in widths]
-    shapes += [(f'r{spec}', tuple(int(w) for w in spec.split('-'))) for spec in rounds]
+    """Every (name, round widths, round steps, method, quantize) asked, each a dict."""
+    shapes = [(f'h{w}', (w,), ()) for w in widths]
+    for spec in rounds:
+        hidden, _, steps = spec.partition('@')
+        per_round = tuple(int(s) for s in steps.split('-')) if steps else ()
+        shapes.append((f'r{spec}', tuple(int(w) for w in hidden.split('-')), per_round))
     out = []
-    for shape, hidden in shapes:
+    for shape, hidden, per_round in shapes:
         for method in methods:
             if method not in METHODS:
                 raise SystemExit(f'unknown method {method!r}; valid: {",".join(METHODS)}')
             for q in quantize:
                 name = f'{shape}_{method}' + ('' if q == 'none' else f'_{q}')
-                out.append({'name': name, 'hidden': hidden, 'method': method, 'quantize': q})
+                out.append(
+                    {
+                        'name': name,
+                        'hidden': hidden,
+                        'round_steps': per_round,
+                        'method': method,
+                        'quantize': q,
+                    }
+                )
     return out
 
 
@@ -81,6 +93,8 @@ def variant_config(args, shared: str, variant: dict):
     c.predictor.hidden = hidden[-1]
     if len(hidden) > 1:
         c.reconstruct.round_hidden = hidden
+    if variant.get('round_steps'):
+        c.reconstruct.round_steps = variant['round_steps']  # summing to `steps` or not
     c.reconstruct.steps = args.steps
     c.distill.steps = args.distill_steps if variant['method'] != 'recon' else 0
     c.log_every = 1000
@@ -126,6 +140,8 @@ def run_row(args, shared: str, variant: dict) -> list[dict]:
         report = job.run(config, workdir)
     sizes = stored_bytes(workdir)
     rounds = '-'.join(map(str, variant['hidden']))
+    if variant.get('round_steps'):
+        rounds += '@' + '-'.join(map(str, variant['round_steps']))
     row = {
         'target': args.target,
         'name': variant['name'],

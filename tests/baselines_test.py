@@ -101,6 +101,10 @@ def test_curve_variants_and_their_configs():
     c = curve.variant_config(args, '/shared', chosen[2])
     assert c.reconstruct.round_hidden == (180, 140) and c.predictor.hidden == 140
     assert c.distill.steps == 2 and c.reconstruct.steps == 10
+    uneven = curve.variants([], ['180-140@6-4'], ['recon'], ['none'])[0]
+    assert uneven['name'] == 'r180-140@6-4_recon'
+    c = curve.variant_config(args, '/shared', uneven)
+    assert c.reconstruct.round_steps == (6, 4) and c.distill.steps == 0
     quantized = curve.variant_config(args, '/shared', chosen[1])
     if 'quantize' in default.get_config().predictor:
         assert quantized.predictor.quantize == 'int8'
