@@ -217,6 +217,12 @@ def write_tables(rows: list[dict], out: str, name: str = 'baselines') -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
+        '# Baselines: quantisation and pruning of the convs nrnp represents',
+        '',
+        'Written by `python benchmarks/baselines.py` (its docstring defines the methods and',
+        'the byte counts). JPEG CIFAR-10 test images from ../shared: compare methods on the',
+        'same images only. No baseline is fine-tuned or calibrated.',
+        '',
         '| target | method | test images | top-1 | stored bytes | / fp32 original | '
         'conv bytes / fp32 convs |',
         '| --- | --- | --- | --- | --- | --- | --- |',
