@@ -1,19 +1,31 @@
-"""Accuracy vs predictor size: reconstruction only, progressive rounds, + distillation, NeRN joint.
+"""Top-1 against stored bytes: nrnp variants (widths, rounds, quantisation) beside baselines.
 
-  python benchmarks/curve.py --target=resnet20 --widths=140,160,180 --steps=8000 \
-      --distill_steps=60 --out=runs/curve
+  python benchmarks/curve.py --target=resnet20 --widths=140,160,180 --methods=recon,distill \
+      --rounds=180-140,180-160-140 --steps=8000 --distill_steps=60 --out=runs/curve \
+      --baselines=benchmarks/results/baselines.json
 
-For each width and method it runs `nrnp.pipeline.job.run` (the CLI's code) on the
-../shared pretrained net and JPEG CIFAR-10 at equal step budgets:
+Each nrnp variant is one run of `nrnp.pipeline.job.run` (the CLI's code) on the
+../shared pretrained net and JPEG CIFAR-10, all at the same step budgets:
+  widths x methods      one predictor of width h
+  rounds x methods      progressive rounds of widths w1-w2-..., `steps` split evenly
+                        (`reconstruct.round_hidden`), or w1-w2@s1-s2 with steps per
+                        round (`reconstruct.round_steps`); the last width is stored
+  x quantize            `predictor.quantize` modes (only when the installed nrnp has
+                        that field; 'none' always works)
+and the methods are
   recon      reconstruction only, `steps` steps
-  rounds     progressive reconstruction, `rounds` rounds over the same `steps`
   distill    reconstruction (`steps`) then decoupled distillation (`distill_steps`)
   joint      reconstruction (`steps`) then NeRN's joint loss (`distill_steps`):
              rec 1 + KD 1e-4 + feature maps 1e-4 at a small learning rate
-and writes curve.md, curve.csv and curve.png (top1_reconstructed - top1_original
-against the ratio). A (width, method) whose workdir already holds report.json is
-read, not rerun, so the script can be resumed or extended. The shared CIFAR-10
-is JPEG re-encoded: compare rebuilt vs original on the same images only.
+With both recon and distill asked, a float recon row is the distill run's record after
+its last reconstruction round (the same computation, not rerun).
+
+Stored bytes are the artefact's payload without its JSON header (predictor + orderings
++ copied leaves, `Compressed.size_report`), the measure benchmarks/baselines.py counts
+for quantisation and pruning; `--baselines` adds its JSON rows to the table and plot.
+Writes curve.md, curve.csv and curve.png. A variant whose workdir already holds
+report.json is read, not rerun, so the script can be resumed or extended. The shared
+CIFAR-10 is JPEG re-encoded: compare rebuilt vs original on the same images only.
 """
 
 from __future__ import annotations
@@ -27,49 +39,227 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
 from nrnp.configs import c10_r20  # noqa: E402
-from nrnp.pipeline import job  # noqa: E402
-from nrnp.reporting import plots  # noqa: E402
 
 CHECKPOINTS = {
     'resnet20': 'weights/akamaster-cifar10/resnet20-12fca82f.th',
     'resnet56': 'weights/akamaster-cifar10/resnet56-4bfd9763.th',
 }
-METHODS = ('recon', 'rounds', 'distill', 'joint')
+METHODS = ('recon', 'distill', 'joint')
+BASELINE_SERIES = {
+    'ptq': 'per-channel PTQ (8, 4 bits)',
+    'pru': 'magnitude pruning, per layer',
+    'gpr': 'magnitude pruning, global',
+}
 
 
-def method_config(args, shared, width: int, method: str):
+def variants(widths, rounds, methods, quantize) -> list[dict]:
+    """Every (name, round widths, round steps, method, quantize) asked, each a dict."""
+    shapes = [(f'h{w}', (w,), ()) for w in widths]
+    for spec in rounds:
+        hidden, _, steps = spec.partition('@')
+        per_round = tuple(int(s) for s in steps.split('-')) if steps else ()
+        shapes.append((f'r{spec}', tuple(int(w) for w in hidden.split('-')), per_round))
+    out = []
+    for shape, hidden, per_round in shapes:
+        for method in methods:
+            if method not in METHODS:
+                raise SystemExit(f'unknown method {method!r}; valid: {",".join(METHODS)}')
+            for q in quantize:
+                name = f'{shape}_{method}' + ('' if q == 'none' else f'_{q}')
+                out.append(
+                    {
+                        'name': name,
+                        'hidden': hidden,
+                        'round_steps': per_round,
+                        'method': method,
+                        'quantize': q,
+                    }
+                )
+    return out
+
+
+def variant_config(args, shared: str, variant: dict):
+    """The run's config: c10_r20 with the target, the budgets and the variant's fields."""
     c = c10_r20.get_config()
     c.teacher.model = args.target
     c.teacher.checkpoint = os.path.join(shared, CHECKPOINTS[args.target])
     c.data.image_folder = os.path.join(shared, 'data/cifar10-jpeg')
     c.data.test_limit = args.test_limit
-    c.predictor.hidden = width
+    hidden = variant['hidden']
+    c.predictor.hidden = hidden[-1]
+    if len(hidden) > 1:
+        c.reconstruct.round_hidden = hidden
+    if variant.get('round_steps'):
+        c.reconstruct.round_steps = variant['round_steps']  # summing to `steps` or not
     c.reconstruct.steps = args.steps
-    c.distill.steps = 0
+    c.distill.steps = args.distill_steps if variant['method'] != 'recon' else 0
     c.log_every = 1000
     c.checkpoint_every = 100_000
-    if method == 'rounds':
-        c.reconstruct.rounds = args.rounds
-    elif method in ('distill', 'joint'):
-        c.distill.steps = args.distill_steps
-    if method == 'joint':
+    if variant['method'] == 'joint':
         c.distill.kd_weight = 1e-4
         c.distill.fm_weight = 1e-4
         c.distill.reconstruction_weight = 1.0
         c.distill.learning_rate = 1e-5
+    if variant['quantize'] != 'none':
+        if 'quantize' not in c.predictor:
+            return None  # this nrnp stores float32 predictors only
+        c.predictor.quantize = variant['quantize']
     return c
+
+
+def stored_bytes(workdir: str) -> dict:
+    """Payload bytes of the run's artefact without its header, and the file's bytes."""
+    import nrnp
+
+    sizes = nrnp.load(os.path.join(workdir, 'compressed.nrnp')).size_report()
+    return {
+        'stored_bytes': sizes['payload_bytes'] - sizes['header_bytes'],
+        'artifact_bytes': sizes['artifact_bytes'],
+        'original_bytes': sizes['original_bytes'],
+    }
+
+
+def run_row(args, shared: str, variant: dict) -> list[dict]:
+    """The variant's row (and a recon row read from a distill run, when asked)."""
+    from nrnp.pipeline import job
+
+    config = variant_config(args, shared, variant)
+    if config is None:
+        print(f'skipped {variant["name"]}: this nrnp has no predictor.quantize', flush=True)
+        return []
+    workdir = os.path.join(args.out, f'{args.target}_{variant["name"]}')
+    path = os.path.join(workdir, 'report.json')
+    if os.path.exists(path):
+        with open(path) as f:
+            report = json.load(f)
+    else:
+        report = job.run(config, workdir)
+    sizes = stored_bytes(workdir)
+    rounds = '-'.join(map(str, variant['hidden']))
+    if variant.get('round_steps'):
+        rounds += '@' + '-'.join(map(str, variant['round_steps']))
+    row = {
+        'target': args.target,
+        'name': variant['name'],
+        'series': f'nrnp {variant["method"]}'
+        + (f' rounds {rounds}' if len(variant['hidden']) > 1 else '')
+        + ('' if variant['quantize'] == 'none' else f' {variant["quantize"]}'),
+        'hidden': rounds,
+        'steps': sum(p['steps'] for p in report['phases']),
+        'predictor_params': report['predictor_params'],
+        'ratio': report['ratio'],
+        **sizes,
+        'test_images': report['test_images'],
+        'top1_original': report['top1_original'],
+        'top1': report['top1_reconstructed'],
+        'rmse': report['reconstruction_rmse'],
+        'wall_seconds': report['wall_seconds'],
+    }
+    rows = [row]
+    recon_too = 'recon' in args.methods.split(',') and variant['quantize'] == 'none'
+    if variant['method'] == 'distill' and recon_too:
+        last = [p for p in report['phases'] if p['kind'] == 'reconstruct'][-1]
+        rows.insert(
+            0,
+            {
+                **row,
+                'name': variant['name'].replace('_distill', '_recon'),
+                'series': row['series'].replace('distill', 'recon'),
+                'steps': row['steps'] - args.distill_steps,
+                'top1': last['top1'],
+                'rmse': last['rmse'],
+                'wall_seconds': None,
+            },
+        )
+    return rows
+
+
+def baseline_rows(path: str, target: str) -> list[dict]:
+    """Rows of benchmarks/baselines.py's JSON for `target`, in this table's columns."""
+    with open(path) as f:
+        found = [r for r in json.load(f) if r['target'] == target]
+    return [
+        {
+            'target': target,
+            'name': r['method'],
+            'series': BASELINE_SERIES.get(r['method'][:3], 'fp32 original'),
+            'hidden': '',
+            'steps': 0,
+            'predictor_params': None,
+            'ratio': None,
+            'stored_bytes': r['stored_bytes'],
+            'artifact_bytes': None,
+            'original_bytes': r['original_bytes'],
+            'test_images': r['test_images'],
+            'top1_original': None,
+            'top1': r['top1'],
+            'rmse': None,
+            'wall_seconds': None,
+        }
+        for r in found
+    ]
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Top-1 against stored bytes (log axis), one line or marker set per series."""
+    fig = Figure(figsize=(7.2, 4.6), layout='constrained')
+    ax = fig.add_subplot()
+    series: dict[str, list] = {}
+    for r in rows:
+        series.setdefault(r['series'], []).append((r['stored_bytes'], r['top1']))
+    for name, points in series.items():
+        points.sort()
+        style = 'o-' if name.startswith('nrnp') else 's--'
+        ax.plot([b / 1024 for b, _ in points], [t for _, t in points], style, label=name)
+    ax.set_xscale('log')
+    ax.set_xlabel('stored bytes (KiB, log scale)')
+    ax.set_ylabel('top-1 (%)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format='png', dpi=120)
+
+
+def write(rows: list[dict], out: str) -> None:
+    """curve.csv, curve.md and curve.png in `out`."""
+    with open(os.path.join(out, 'curve.csv'), 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    fmt = lambda v, spec: '-' if v is None else format(v, spec)
+    lines = [
+        '| target | variant | h (per round) | steps | ratio | stored bytes | / fp32 | '
+        'test images | top-1 | RMSE |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ]
+    for r in rows:
+        lines.append(
+            f'| {r["target"]} | {r["name"]} | {r["hidden"] or "-"} | {r["steps"]} | '
+            f'{fmt(r["ratio"], ".3f")} | {r["stored_bytes"]:,} | '
+            f'{r["stored_bytes"] / r["original_bytes"]:.4f} | {r["test_images"]} | '
+            f'{r["top1"]:.2f} | {fmt(r["rmse"], ".5f")} |'
+        )
+    with open(os.path.join(out, 'curve.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    plot(rows, os.path.join(out, 'curve.png'))
+    print('\n'.join(lines))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--target', default='resnet20', choices=sorted(CHECKPOINTS))
-    parser.add_argument('--widths', default='140,160,180')
-    parser.add_argument('--methods', default=','.join(METHODS))
+    parser.add_argument('--widths', default='140,160,180', help='single-predictor widths')
+    parser.add_argument('--rounds', default='', help='round widths, e.g. 180-140,180-160-140')
+    parser.add_argument('--methods', default='recon,distill')
+    parser.add_argument('--quantize', default='none', help='predictor.quantize modes')
     parser.add_argument('--steps', type=int, default=8000, help='reconstruction steps')
-    parser.add_argument('--rounds', type=int, default=2)
     parser.add_argument('--distill_steps', type=int, default=60)
     parser.add_argument('--test_limit', type=int, default=0, help='0: all 10,000 test images')
+    parser.add_argument('--baselines', default='', help="benchmarks/baselines.py's JSON")
     parser.add_argument('--out', default='runs/curve')
     args = parser.parse_args(argv)
     shared = os.environ.get('NRNP_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
@@ -77,50 +267,24 @@ def main(argv=None):
         print(f'skipped: {shared} (pretrained weights and CIFAR-10) is absent; set NRNP_SHARED')
         return 0
     os.makedirs(args.out, exist_ok=True)
+    methods = args.methods.split(',')
+    chosen = variants(
+        [int(w) for w in args.widths.split(',') if w],
+        [s for s in args.rounds.split(',') if s],
+        methods,
+        args.quantize.split(','),
+    )
+    # A float recon run is the first part of the distill run: its row comes from there.
+    shared_part = lambda v: v['method'] == 'recon' and v['quantize'] == 'none'
+    chosen = [v for v in chosen if not (shared_part(v) and 'distill' in methods)]
     rows = []
-    for width in [int(w) for w in args.widths.split(',')]:
-        for method in args.methods.split(','):
-            if method not in METHODS:
-                raise SystemExit(f'unknown method {method!r}; valid: {METHODS}')
-            workdir = os.path.join(args.out, f'{args.target}_h{width}_{method}')
-            path = os.path.join(workdir, 'report.json')
-            if os.path.exists(path):
-                report = json.load(open(path))
-            else:
-                report = job.run(method_config(args, shared, width, method), workdir)
-            rows.append(
-                {
-                    'target': args.target,
-                    'hidden': width,
-                    'method': method,
-                    'steps': sum(p['steps'] for p in report['phases']),
-                    'ratio': report['ratio'],
-                    'top1_original': report['top1_original'],
-                    'top1_reconstructed': report['top1_reconstructed'],
-                    'delta': report['top1_reconstructed'] - report['top1_original'],
-                    'rmse': report['reconstruction_rmse'],
-                    'wall_seconds': report['wall_seconds'],
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
-    with open(os.path.join(args.out, 'curve.csv'), 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [
-        '| target | h | method | steps | ratio | top-1 original | top-1 rebuilt | delta | RMSE |',
-        '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-    ]
-    for r in rows:
-        lines.append(
-            f'| {r["target"]} | {r["hidden"]} | {r["method"]} | {r["steps"]} | {r["ratio"]:.3f} '
-            f'| {r["top1_original"]:.2f} | {r["top1_reconstructed"]:.2f} | {r["delta"]:+.2f} '
-            f'| {r["rmse"]:.5f} |'
-        )
-    with open(os.path.join(args.out, 'curve.md'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    plots.plot_curve(rows, os.path.join(args.out, 'curve.png'))
-    print('\n'.join(lines))
+    for variant in chosen:
+        rows += run_row(args, shared, variant)
+        for r in rows[-2:]:
+            print(json.dumps(r), flush=True)
+    if args.baselines:
+        rows += baseline_rows(args.baselines, args.target)
+    write(rows, args.out)
     return 0
 
 

@@ -110,7 +110,7 @@ def test_help_and_fields_list_the_recipes_and_every_field():
     lines = output.splitlines()
     assert 'predictor.hidden = 64  # width h of the predictor MLP' in lines
     assert any(
-        line.startswith('reconstruct.fresh_predictor = False  # Round r > 1') for line in lines
+        line.startswith("distill.optimizer = 'adam'  # The phase's own optimizer") for line in lines
     )
     from nrnp.configs import default
     from nrnp.pipeline import workdirs

@@ -185,3 +185,20 @@ def test_recipes_use_their_registry_entries_as_trained():
             section, field = dotted.split('.')
             assert config[section][field] == pytest.approx(value), (recipe.__name__, dotted)
     assert c10_r56.get_config().teacher.checkpoint == 'akamaster_resnet56'
+
+
+def test_larger_teacher_recipe_uses_the_resnet56_entry_as_trained():
+    from nrnp.configs import c10_r20_r56teacher
+    from nrnp.pipeline import validation
+
+    config = c10_r20_r56teacher.get_config()
+    entry = registry.config_overrides('akamaster_resnet56')
+    d = config.distill
+    assert d.teacher_checkpoint == entry['teacher.checkpoint']
+    assert (d.teacher_model, d.teacher_shortcut) == (
+        entry['teacher.model'],
+        entry['teacher.shortcut'],
+    )
+    assert tuple(config.data.mean) == entry['data.mean']  # both nets share the normalisation
+    assert d.fm_weight == 0.0  # ResNet56's feature maps do not pair with ResNet20's
+    assert validation.problems(config, style='library') == []

@@ -107,10 +107,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
     c.reconstruct = ml_collections.ConfigDict()
     c.reconstruct.steps = 3000  # reconstruction steps in total, split evenly over the rounds
-    c.reconstruct.rounds = 1  # progressive rounds; round r > 1 fits round r - 1's rebuild
-    # Round r > 1 starts from a new predictor (True) or continues the last one. Measured
-    # (ResNet20 h=180, 2 x 4,000 steps): continuing 62.26 %, fresh 50.04 %.
-    c.reconstruct.fresh_predictor = False
+    c.reconstruct.rounds = 1  # progressive rounds: r > 1 fits r - 1's rebuild, fresh predictor
+    c.reconstruct.round_hidden = ()  # width per round, e.g. (180, 140); () = predictor.hidden
+    c.reconstruct.round_steps = ()  # steps per round; () = reconstruct.steps split evenly
     c.reconstruct.batch_size = 4096  # kernels per gradient batch (capped at the table size)
     c.reconstruct.magnitude_fraction = 0.2  # share of steps with norm-weighted batches
     c.reconstruct.optimizer = 'ranger'  # 'ranger' | 'adam' | 'adamw'
@@ -121,7 +120,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.reconstruct.b2 = 0.999  # second-moment decay (beta2)
     c.reconstruct.eps = 1e-5  # denominator epsilon
     c.reconstruct.weight_decay = 1e-3  # decoupled
-    c.reconstruct.restart_each_round = True  # new optimizer state + cosine per round
+    c.reconstruct.restart_each_round = True  # round 1 of a later cycle: new optimizer + cosine
 
     c.distill = ml_collections.ConfigDict()
     c.distill.steps = 300  # distillation steps after the reconstruction rounds (0 = none)

@@ -26,7 +26,7 @@ import numpy as np
 from nrnp.artifact import compressed
 from nrnp.core import coordinates, predictor
 from nrnp.errors import ConfigError
-from nrnp.nets import loading, models, trees
+from nrnp.nets import layouts, loading, models, trees
 from nrnp.pipeline import inputs, problem
 from nrnp.reporting import metrics
 from nrnp.training import distillation, loop, reconstruction, schedule
@@ -103,7 +103,8 @@ def compress_target(
     def evaluate(pparams):
         if top1 is None:
             return None
-        rebuilt = predictor.reconstruct(prep.pmodel, prep.layout, pparams, prep.encoded, params)
+        pmodel = reconstruction.predictor_for(prep.pmodel, pparams)  # rounds change widths
+        rebuilt = predictor.reconstruct(pmodel, prep.layout, pparams, prep.encoded, params)
         return top1({**variables, 'params': rebuilt})
 
     phases = schedule.build_schedule(config)
@@ -115,13 +116,15 @@ def compress_target(
             config, model, variables, prep.pmodel, prep.layout, input_shape, mesh, log
         )
         setup = dataclasses.replace(setup, quantize=aware_mode(config, 'distill'))
-    pparams = predictor.init_predictor(prep.pmodel, prep.input_dim, prep.predictor_seed)
+    first = prep.pmodel.clone(hidden=schedule.first_hidden(config, phases))
+    pparams = predictor.init_predictor(first, prep.input_dim, prep.predictor_seed)
     init = {
         'kind': 'init',
         'steps': 0,
         'seconds': 0.0,
         'top1': evaluate(pparams) if config.eval_init else None,
-        'rmse': reconstruction.full_rmse(prep.pmodel, pparams, prep.problem),
+        'rmse': reconstruction.full_rmse(first, pparams, prep.problem),
+        'hidden': first.hidden,
     }
     shown = '-' if init['top1'] is None else f'{init["top1"]:.2f} %'
     log(f'untrained predictor: top1 {shown}, rmse {init["rmse"]:.6f}')
@@ -202,7 +205,14 @@ def distillation_setup(config, model, variables, pmodel, layout, input_shape, me
         teacher_model = models.build_model(
             name, config.data.num_classes, shortcut=d.teacher_shortcut
         )
-        teacher_vars = loading.load_target(d.teacher_checkpoint, teacher_model, input_shape)
+        teacher_vars = loading.load_target(
+            d.teacher_checkpoint,
+            teacher_model,
+            input_shape,
+            download=config.data.download,
+            log=log,
+            flags=layouts.DISTILL_TEACHER_FLAGS,
+        )
         log(f'distillation teacher: {name} from {d.teacher_checkpoint}')
     elif d.teacher_model:
         raise ConfigError('distill.teacher_model is set but distill.teacher_checkpoint is empty')
@@ -282,7 +292,7 @@ def make_artifact(
             'seed': config.seed,
         },
         predictor_settings={
-            'hidden': config.predictor.hidden,
+            'hidden': prep.pmodel.hidden,
             'layers': config.predictor.layers,
             'init': config.predictor.init,
             'residual': config.predictor.residual,

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nrnp.core import coordinates, encodings, kernels, predictor
-from nrnp.training import reconstruction
+from nrnp.training import reconstruction, schedule
 
 
 @dataclasses.dataclass
@@ -31,10 +31,10 @@ class Prepared:
     mask: np.ndarray  # [N, 9]
     coords: np.ndarray  # [N, 3] int32
     encoded: jax.Array  # [N, input_dim]
-    pmodel: predictor.Predictor
+    pmodel: predictor.Predictor  # at the width the run ends with (its last round's)
     input_dim: int
     predictor_seed: int
-    predictor_params: int
+    predictor_params: int  # of the final predictor
     keys: dict
     problem: reconstruction.ReconstructionProblem
     ordering_seconds: float
@@ -52,10 +52,10 @@ def make_encoder(encoding, seed: int):
     )
 
 
-def predictor_module(p) -> predictor.Predictor:
-    """The predictor section as a module."""
+def predictor_module(p, hidden: int | None = None) -> predictor.Predictor:
+    """The predictor section as a module (of width `hidden`, default `p.hidden`)."""
     return predictor.Predictor(
-        hidden=p.hidden, layers=p.layers, initializer=p.init, residual=p.residual
+        hidden=hidden or p.hidden, layers=p.layers, initializer=p.init, residual=p.residual
     )
 
 
@@ -86,14 +86,20 @@ def prepare(params, config, log=print) -> Prepared:
         f'{layout.num_params} represented params; {config.kernels.ordering} ordering '
         f'{ordering_seconds:.1f}s'
     )
-    pmodel = predictor_module(config.predictor)
+    hidden = schedule.final_hidden(config)
+    pmodel = predictor_module(config.predictor, hidden)
     keys = named_keys(config.seed)
     predictor_seed = int(jax.random.randint(keys['predictor'], (), 0, 2**30))
-    n_pred = predictor.num_params(
-        config.predictor.hidden, input_dim, config.predictor.layers, kernels.ROW
-    )
+    n_pred = predictor.num_params(hidden, input_dim, config.predictor.layers, kernels.ROW)
+    rounds = schedule.rounds_of(config)
+    if len(rounds) > 1:
+        log(
+            'reconstruction rounds (steps, hidden): '
+            + ', '.join(f'({steps}, {h})' for steps, h in rounds)
+            + '; each round after the first fits the last rebuild with a fresh predictor'
+        )
     log(
-        f'predictor: hidden {config.predictor.hidden}, {config.predictor.layers} layers, '
+        f'predictor: hidden {hidden}, {config.predictor.layers} layers, '
         f'{n_pred} params, ratio {n_pred / layout.num_params:.4f}'
     )
     table_j, mask_j = jnp.asarray(table), jnp.asarray(mask)

@@ -168,6 +168,8 @@ def input_identities(config) -> dict:
     else:
         source = f'{data.name} in {data.data_dir or "the default data dir"}'
     out = {'teacher': teacher, 'data': source}
-    if config.distill.teacher_checkpoint:
-        out['distill_teacher'] = workdirs.file_identity(config.distill.teacher_checkpoint)
+    spec = config.distill.teacher_checkpoint
+    if spec:  # a local file, or a URL or registry name as given (pinned when downloaded)
+        local = os.path.exists(os.path.expanduser(spec))
+        out['distill_teacher'] = workdirs.file_identity(spec) if local else spec
     return out

@@ -179,12 +179,42 @@ def problems(config, style: str = 'cli') -> list[str]:
         re.compile(config.kernels.exclude)
     except re.error as e:
         bad('kernels.exclude', config.kernels.exclude, f'is not a regular expression ({e})')
+    _round_problems(config, bad)
     d = config.distill
     if d.teacher_model and not d.teacher_checkpoint:
         bad('distill.teacher_model', d.teacher_model, 'needs distill.teacher_checkpoint too')
     if style == 'cli':
         out += _input_problems(config)
     return out
+
+
+def _round_problems(config, bad) -> None:
+    """Progressive rounds: per-round widths and steps agree with each other and the run."""
+    rc = config.reconstruct
+    widths, steps = tuple(rc.round_hidden), tuple(rc.round_steps)
+    for dotted, values in (
+        ('reconstruct.round_hidden', widths),
+        ('reconstruct.round_steps', steps),
+    ):
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+            bad(dotted, values, 'must be whole numbers >= 1, one per round, e.g. (180, 140)')
+    if widths and steps and len(widths) != len(steps):
+        bad('reconstruct.round_steps', steps, f'needs one entry per round of round_hidden {widths}')
+    given = len(widths) or len(steps)
+    if given and rc.rounds not in (1, given):
+        bad(
+            'reconstruct.rounds',
+            rc.rounds,
+            f'disagrees with the {given} rounds of round_hidden/steps',
+        )
+    if widths and not steps and 0 < rc.steps < len(widths):
+        bad('reconstruct.steps', rc.steps, f'gives a round of {widths} no step: at least one each')
+    if widths and config.cycles > 1 and len(set(widths)) > 1:
+        bad(
+            'reconstruct.round_hidden',
+            widths,
+            f'changes width, which cycles={config.cycles} cannot repeat: one width or cycles=1',
+        )
 
 
 def _input_problems(config) -> list[str]:

@@ -65,13 +65,13 @@ def markdown(report: dict) -> str:
         '',
         '## Phases',
         '',
-        '| # | kind | steps | seconds | top-1 | RMSE |',
-        '| --- | --- | --- | --- | --- | --- |',
+        '| # | kind | predictor h | steps | seconds | top-1 | RMSE |',
+        '| --- | --- | --- | --- | --- | --- | --- |',
     ]
     for i, p in enumerate(r.get('phases', [])):
         lines.append(
-            f'| {i} | {p["kind"]} | {p["steps"]} | {_fmt(p.get("seconds"), 1)} | '
-            f'{_fmt(p.get("top1"))} | {_fmt(p.get("rmse"), 6)} |'
+            f'| {i} | {p["kind"]} | {_fmt(p.get("hidden"))} | {p["steps"]} | '
+            f'{_fmt(p.get("seconds"), 1)} | {_fmt(p.get("top1"))} | {_fmt(p.get("rmse"), 6)} |'
         )
     if r.get('notes'):
         lines += ['', '## Notes', ''] + [f'- {n}' for n in r['notes']]

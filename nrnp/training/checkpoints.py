@@ -3,6 +3,7 @@
   ckpt = RunCheckpointer(os.path.join(workdir, 'checkpoints'))
   ckpt.save(step, {'state': state, 'round_target': rows}, meta)   # atomic (tmp dir + rename)
   restored, meta = ckpt.restore_latest(like={'state': state, 'round_target': rows})
+  restored, meta = ckpt.restore_latest(like=lambda meta: template_for(meta))
 
 The frozen teacher, the original weights and the encodings are never saved: they
 are rebuilt from the config, deterministically, on resume.
@@ -11,6 +12,7 @@ are rebuilt from the config, deterministically, on resume.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -51,11 +53,13 @@ class RunCheckpointer:
         )
         self.manager.wait_until_finished()
 
-    def restore_latest(self, like: dict) -> tuple[dict, dict] | None:
+    def restore_latest(self, like: dict | Callable[[dict], dict]) -> tuple[dict, dict] | None:
         """(arrays, meta) of the newest checkpoint, or None when there is none.
 
         Args:
-          like: a pytree with the structure, shapes and dtypes to restore into.
+          like: a pytree with the structure, shapes and dtypes to restore into, or a
+            function from the checkpoint's meta to that pytree (when the shapes depend
+            on where the run stopped); it may raise ValueError to refuse the checkpoint.
 
         Raises:
           ValueError: when the checkpoint does not match `like` (another config).
@@ -63,6 +67,11 @@ class RunCheckpointer:
         step = self.manager.latest_step()
         if step is None:
             return None
+        if callable(like):
+            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+                'meta'
+            ]
+            like = like(meta)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
             restored = self.manager.restore(

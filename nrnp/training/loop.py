@@ -1,15 +1,17 @@
 """The training loop of a run: every phase of the schedule in turn, checkpointed and resumable.
 
-  schedule = schedule.build_schedule(config)   # [Phase(kind, steps, round, cycle), ...]
+  schedule = schedule.build_schedule(config)   # [Phase(kind, steps, round, cycle, hidden)]
   state, records = run_schedule(ctx, config, schedule)
 
 Checkpoints (orbax, atomic) hold the predictor state (params, the phase-switching
 optimizer's state with one optimizer state per phase kind, global step), the current
 round's target rows, and the position (phase index, step in phase, the records so
-far). A killed run restarted with the same command continues from the last checkpoint
-and ends with the same predictor, bit for bit on CPU: every random draw is a function
-of (seed, step) and the image batches of (seed, cycle, step in phase). SIGTERM and
-Ctrl-C save at the current step and raise `Preempted` (`interrupts`).
+far, the schedule). Rounds may change the predictor's width: a checkpoint is restored
+into the shapes of the phase its position names. A killed run restarted with the same
+command continues from the last checkpoint and ends with the same predictor, bit for
+bit on CPU: every random draw is a function of (seed, step) and the image batches of
+(seed, cycle, step in phase). SIGTERM and Ctrl-C save at the current step and raise
+`Preempted` (`interrupts`).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from nrnp.training import (
     optim,
     phase_steps,
     reconstruction,
+    rounds,
     sharding,
 )
-from nrnp.training.schedule import Phase, learning_rate, optimizer, restarts
+from nrnp.training.schedule import Phase, first_hidden, learning_rate, optimizer, restarts
 
 
 @dataclasses.dataclass
@@ -43,7 +46,8 @@ class Context:
     """What the phases need besides the config (built once by `pipeline.assemble`).
 
     Attributes:
-      pmodel: predictor module; input_dim: its input width; predictor_seed: init seed.
+      pmodel: predictor module (run_schedule gives each phase its width); input_dim: its
+        input width; predictor_seed: init seed.
       problem: `ReconstructionProblem` with the original rows as target.
       setup: `DistillSetup` (None without distillation); frozen: its `Frozen` arrays.
       batches: `(start_step, cycle) -> iterator` of distillation image batches
@@ -92,30 +96,48 @@ def _check_finite(metrics: dict, phase: Phase, step: int):
             )
 
 
+def _for_phase(ctx, phase: Phase):
+    """`ctx` with the predictor module of `phase`'s width."""
+    pmodel = ctx.pmodel.clone(hidden=phase.hidden)
+    setup = ctx.setup and dataclasses.replace(ctx.setup, predictor=pmodel)
+    return dataclasses.replace(ctx, pmodel=pmodel, setup=setup)
+
+
 def run_schedule(ctx: Context, config, schedule: list[Phase]):
     """Runs (or resumes) `schedule`.
 
     Returns:
       (final PredictorState, list of per-phase records with kind, steps, seconds,
-       top1, rmse and intermediate evals).
+       top1, rmse, the predictor's hidden width and intermediate evals).
     """
-    tx = optimizer(config, schedule)
-    pparams = predictor.init_predictor(ctx.pmodel, ctx.input_dim, ctx.predictor_seed)
-    state = reconstruction.PredictorState(
-        step=jnp.zeros([], jnp.int32), pparams=pparams, opt_state=tx.init(pparams)
+    width = first_hidden(config, schedule)
+    tx = optimizer(config, schedule, None)  # any phase's: they share one state structure
+    state = rounds.fresh_state(
+        ctx.pmodel.clone(hidden=width), ctx.input_dim, ctx.predictor_seed, tx
     )
     round_target = ctx.problem.target
     ckpt = checkpoints.RunCheckpointer(f'{ctx.workdir}/checkpoints')
     position = {'phase': 0, 'step': 0, 'records': []}
-    restored = ckpt.restore_latest({'state': state, 'round_target': round_target})
+
+    def like(meta):  # the checkpoint's arrays, as its position in the schedule shapes them
+        if meta.get('schedule') != [dataclasses.asdict(p) for p in schedule]:
+            raise ValueError(
+                f'{ctx.workdir} holds a run with another schedule '
+                f'{meta.get("schedule")}; use a new --workdir'
+            )
+        held = rounds.held_width(schedule, meta)
+        if held == width:
+            return {'state': state, 'round_target': round_target}
+        pmodel = ctx.pmodel.clone(hidden=held)
+        return {
+            'state': rounds.fresh_state(pmodel, ctx.input_dim, 0, tx),
+            'round_target': round_target,
+        }
+
+    restored = ckpt.restore_latest(like)
     if restored is not None:
         arrays, position = restored
         state, round_target = arrays['state'], arrays['round_target']
-        if position.get('schedule') != [dataclasses.asdict(p) for p in schedule]:
-            raise ValueError(
-                f'{ctx.workdir} holds a run with another schedule '
-                f'{position.get("schedule")}; use a new --workdir'
-            )
         ctx.log(
             f'resuming from checkpoint {ckpt.latest_step()}: phase {position["phase"]}, '
             f'step {position["step"]} of it'
@@ -146,16 +168,20 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
         for index, phase in enumerate(schedule):
             if index < position['phase']:
                 continue
+            tx = optimizer(config, schedule, index)
+            phase_ctx = _for_phase(ctx, phase)
             first = position['step'] if index == position['phase'] else 0
             if first == 0:
-                state, round_target = _start_phase(ctx, config, phase, state, round_target, tx)
+                state, round_target = _start_phase(
+                    phase_ctx, config, phase, state, round_target, tx
+                )
                 if ctx.mesh is not None:  # a fresh predictor or optimizer state lands on one device
                     state = sharding.place_state(state, ctx.mesh)
                     round_target = sharding.replicate(round_target, ctx.mesh)
             state, record = _run_phase(
-                ctx, config, phase, index, first, state, round_target, tx, stop, save
+                phase_ctx, config, phase, index, first, state, round_target, tx, stop, save
             )
-            records.append(record)
+            records.append({**record, 'hidden': phase.hidden})
             save(index + 1, 0, state)
             if stop.requested:
                 raise Preempted(
@@ -168,28 +194,22 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
 
 def _start_phase(ctx, config, phase: Phase, state, round_target, tx: optim.PhaseSwitch):
     """Phase-start actions: make the phase's optimizer the active one; for a
-    reconstruction round, also choose its target and predictor.
-
-    Round 1 of every cycle fits the original weights; round r > 1 fits what round
-    r - 1 rebuilt (progressive reconstruction), from the same predictor or, with
-    `reconstruct.fresh_predictor`, from a new one.
+    reconstruction round, also choose its target and predictor (`rounds.start_round`:
+    round r > 1 fits round r - 1's rebuild with a fresh predictor of its width).
     """
     state = state.replace(opt_state=optim.select_phase(state.opt_state, phase.kind, tx))
     if phase.kind != 'reconstruct':
         return state, round_target
-    rc = config.reconstruct
-    pparams = state.pparams
-    if phase.round == 1:
-        round_target = ctx.problem.target
-    else:
-        round_target = predictor.predict(ctx.pmodel, pparams, ctx.problem.encoded)
-        if rc.fresh_predictor:
-            seed = ctx.predictor_seed + 1000 * phase.cycle + phase.round
-            pparams = predictor.init_predictor(ctx.pmodel, ctx.input_dim, seed)
-    opt_state = state.opt_state
-    if restarts(config, phase):
-        opt_state = optim.reset_phase(opt_state, 'reconstruct', tx, pparams)
-    return state.replace(pparams=pparams, opt_state=opt_state), round_target
+    return rounds.start_round(
+        state,
+        phase,
+        ctx.pmodel,
+        ctx.problem,
+        input_dim=ctx.input_dim,
+        predictor_seed=ctx.predictor_seed,
+        tx=tx,
+        restart=restarts(config, phase),
+    )
 
 
 def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, save):

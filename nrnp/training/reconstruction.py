@@ -147,6 +147,12 @@ def reconstruction_step(
     return new_state, {'recon/loss': loss}
 
 
+def predictor_for(model, pparams):
+    """`model` at the hidden width of `pparams` (reconstruction rounds may change it)."""
+    width = int(pparams['dense0']['kernel'].shape[-1])  # [input_dim, hidden]
+    return model if width == model.hidden else model.clone(hidden=width)
+
+
 def full_rmse(model, pparams, problem: ReconstructionProblem, chunk: int = 65536):
     """RMSE of the predictor over all rows of `problem` (chunked to bound memory)."""
     n = problem.target.shape[0]

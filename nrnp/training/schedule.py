@@ -1,7 +1,11 @@
 """What a run trains, in order: reconstruction rounds, distillation, cycles; and their optimizer.
 
-schedule = build_schedule(config)          # [Phase(kind, steps, round, cycle), ...]
-tx = optimizer(config, schedule)           # optim.phase_switch: one optimizer per phase kind
+schedule = build_schedule(config)          # [Phase(kind, steps, round, cycle, hidden), ...]
+tx = optimizer(config, schedule, index)    # optim.phase_switch: one optimizer per phase kind
+
+Each reconstruction round has its own steps and predictor width
+(`reconstruct.round_steps`, `reconstruct.round_hidden`); distillation trains the last
+round's predictor.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ class Phase:
     steps: int
     round: int = 1  # reconstruction round within its cycle (1-based)
     cycle: int = 1
+    hidden: int = 0  # width h of the predictor this phase trains
 
     @property
     def label(self) -> str:
@@ -33,18 +38,63 @@ def split_steps(total_steps: int, rounds: int) -> list[int]:
     return [base + (1 if r < rest else 0) for r in range(rounds)]
 
 
+def rounds_of(config) -> list[tuple[int, int]]:
+    """(steps, hidden width) of each reconstruction round of a cycle.
+
+    The number of rounds is `len(round_hidden)`, else `len(round_steps)`, else
+    `reconstruct.rounds`; `round_steps` (when given) replaces the even split of
+    `reconstruct.steps`, `round_hidden` (when given) the width `predictor.hidden`.
+
+    Raises:
+      ValueError: for rounds < 1, tuples of different lengths, or a round of a changing
+        width left without steps.
+    """
+    rc = config.reconstruct
+    widths, steps = tuple(rc.round_hidden), tuple(rc.round_steps)
+    if widths and steps and len(widths) != len(steps):
+        raise ValueError(
+            f'reconstruct.round_hidden {widths} and reconstruct.round_steps {steps} '
+            'need one entry per round each'
+        )
+    rounds = len(widths) or len(steps) or rc.rounds
+    steps = steps or tuple(split_steps(rc.steps, rounds))
+    if widths and 0 in steps and any(steps):
+        raise ValueError(
+            f'reconstruct.steps={rc.steps} leaves a round of {widths} without steps: '
+            'give at least one step per round'
+        )
+    return list(zip(steps, widths or (config.predictor.hidden,) * rounds))
+
+
+def final_hidden(config) -> int:
+    """Width of the predictor a run ends with (the last round's; distillation trains it)."""
+    widths = tuple(config.reconstruct.round_hidden)
+    return int(widths[-1] if widths else config.predictor.hidden)
+
+
 def build_schedule(config) -> list[Phase]:
     """`cycles` x (reconstruction rounds, then distillation), skipping empty phases."""
     if config.cycles < 1:
         raise ValueError(f'cycles must be >= 1, got {config.cycles}')
+    rounds = rounds_of(config)
+    if config.cycles > 1 and len({h for _, h in rounds}) > 1:
+        raise ValueError(
+            'cycles > 1 would return to round 1 of another width: '
+            'give reconstruct.round_hidden one width, or cycles=1'
+        )
     phases = []
     for cycle in range(1, config.cycles + 1):
-        for r, steps in enumerate(split_steps(config.reconstruct.steps, config.reconstruct.rounds)):
+        for r, (steps, hidden) in enumerate(rounds):
             if steps:
-                phases.append(Phase('reconstruct', steps, r + 1, cycle))
+                phases.append(Phase('reconstruct', steps, r + 1, cycle, hidden))
         if config.distill.steps:
-            phases.append(Phase('distill', config.distill.steps, 1, cycle))
+            phases.append(Phase('distill', config.distill.steps, 1, cycle, final_hidden(config)))
     return phases
+
+
+def first_hidden(config, schedule: list[Phase]) -> int:
+    """Width of the predictor a run starts with (round 1's, or the final one)."""
+    return schedule[0].hidden if schedule else final_hidden(config)
 
 
 def _optimizer(section, steps: int):
@@ -61,18 +111,35 @@ def _optimizer(section, steps: int):
     )
 
 
-def _spans(config, schedule: list[Phase]) -> dict[str, int]:
-    recon = [p.steps for p in schedule if p.kind == 'reconstruct']
-    distill_steps = sum(p.steps for p in schedule if p.kind == 'distill')
-    recon_span = max(recon, default=1) if config.reconstruct.restart_each_round else sum(recon)
-    return {'reconstruct': max(recon_span, 1), 'distill': max(distill_steps, 1)}
-
-
 def restarts(config, phase: Phase) -> bool:
-    """Whether `phase` starts its kind's optimizer (and learning-rate schedule) afresh."""
-    rc = config.reconstruct
-    fresh = phase.round > 1 and rc.fresh_predictor
-    return phase.kind == 'reconstruct' and (rc.restart_each_round or fresh)
+    """Whether `phase` starts its kind's optimizer (and learning-rate schedule) afresh.
+
+    Rounds r > 1 always do (each trains a fresh predictor); round 1 of a cycle does
+    with `reconstruct.restart_each_round`.
+    """
+    restart = phase.round > 1 or config.reconstruct.restart_each_round
+    return phase.kind == 'reconstruct' and restart
+
+
+def _span(config, schedule: list[Phase], index: int) -> int:
+    """Length of the cosine that phase `index`'s optimizer follows.
+
+    Distillation: all distillation steps of the run. Reconstruction: the steps from the
+    round's last restart (`restarts`) to the next one (one round, unless round 1 of a
+    later cycle continues without restart_each_round).
+    """
+    phase = schedule[index]
+    if phase.kind != 'reconstruct':
+        return max(sum(p.steps for p in schedule if p.kind == 'distill'), 1)
+    recon = [i for i, p in enumerate(schedule) if p.kind == 'reconstruct']
+    at = recon.index(index)
+    start = at
+    while start > 0 and not restarts(config, schedule[recon[start]]):
+        start -= 1
+    end = at + 1
+    while end < len(recon) and not restarts(config, schedule[recon[end]]):
+        end += 1
+    return max(sum(schedule[i].steps for i in recon[start:end]), 1)
 
 
 def learning_rate(config, schedule: list[Phase], index: int, step: int) -> float:
@@ -89,23 +156,27 @@ def learning_rate(config, schedule: list[Phase], index: int, step: int) -> float
     section = config.reconstruct if phase.kind == 'reconstruct' else config.distill
     fn = optim.cosine_schedule(
         section.learning_rate,
-        _spans(config, schedule)[phase.kind],
+        _span(config, schedule, index),
         section.final_learning_rate,
         section.warmup,
     )
     return float(fn(count))
 
 
-def optimizer(config, schedule: list[Phase]) -> optim.PhaseSwitch:
-    """The run's optimizer: `optim.phase_switch` over one optimizer per phase kind.
+def optimizer(config, schedule: list[Phase], index: int | None) -> optim.PhaseSwitch:
+    """The optimizer of phase `index`: `optim.phase_switch` over one optimizer per kind.
 
-    Each kind's cosine spans all steps of that kind in the run, except with
-    `reconstruct.restart_each_round`, where it spans one round.
+    The optimizers of a run's phases differ only in the length of the reconstruction
+    cosine (`_span`; `index=None` gives any), so their states have one structure and a
+    state carries over from one phase's optimizer to the next.
     """
-    spans = _spans(config, schedule)
+    recon_span = 1
+    if index is not None and schedule[index].kind == 'reconstruct':
+        recon_span = _span(config, schedule, index)
+    distill_span = max(sum(p.steps for p in schedule if p.kind == 'distill'), 1)
     return optim.phase_switch(
         {
-            'reconstruct': _optimizer(config.reconstruct, spans['reconstruct']),
-            'distill': _optimizer(config.distill, spans['distill']),
+            'reconstruct': _optimizer(config.reconstruct, recon_span),
+            'distill': _optimizer(config.distill, distill_span),
         }
     )

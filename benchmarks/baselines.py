@@ -1,0 +1,274 @@
+"""What users would pick instead of nrnp, measured beside it: per-channel post-training
+quantisation and magnitude pruning of the convs nrnp represents.
+
+  python benchmarks/baselines.py --targets=resnet20,resnet56 --test_limit=0 \
+      --out=benchmarks/results
+
+For each pretrained akamaster CIFAR-10 net in ../shared it rewrites the same conv
+kernels nrnp's predictor would represent (`kernels.sizes=(1, 3)`, every 3x3 and 1x1
+conv) and evaluates the result on the same JPEG CIFAR-10 test images as the CLI
+(`--test_limit=N`: the CLI's seeded, class-balanced subset of N images):
+
+  ptq8, ptq4   symmetric per-output-channel quantisation to 8 / 4 bits (round to
+               nearest, scale max|w| / (2^(b-1) - 1), no calibration data)
+  prune50/70/90  magnitude pruning, per layer: the smallest |w| of each conv set to zero
+  gprune50/70/90 magnitude pruning, global: one |w| threshold over all those convs
+No baseline is fine-tuned or calibrated on data (nrnp's distillation trains on images).
+
+Bytes are what must be stored to rebuild the network, counted like nrnp's artefact
+payload (`Compressed.size_report`: predictor + orderings + copied leaves, no header):
+the rewritten convs (ptq: b-bit codes packed, plus one float32 scale per output
+channel; pruning: float32 non-zero values plus, per layer, the smaller of a bitmap
+and uint16/uint32 indices) plus every copied leaf (BatchNorm parameters and
+statistics, the linear head) as float32, against the float32 original. Writes
+baselines.{json,csv,md} to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from nrnp.configs import c10_r20  # noqa: E402
+from nrnp.core import kernels  # noqa: E402
+from nrnp.nets import trees  # noqa: E402
+from nrnp.pipeline import problem  # noqa: E402
+
+CHECKPOINTS = {
+    'resnet20': 'weights/akamaster-cifar10/resnet20-12fca82f.th',
+    'resnet56': 'weights/akamaster-cifar10/resnet56-4bfd9763.th',
+}
+METHODS = (
+    'original',
+    'ptq8',
+    'ptq4',
+    'prune50',
+    'prune70',
+    'prune90',
+    'gprune50',
+    'gprune70',
+    'gprune90',
+)
+
+
+def represented_paths(params, kernel_config) -> set[tuple[str, ...]]:
+    """Paths `('params', ...)` of the conv kernels nrnp would represent."""
+    layout = kernels.kernel_layout(params, problem.selection(kernel_config))
+    return {('params', *layer.path) for layer in layout.layers}
+
+
+def quantize_per_channel(w: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
+    """Symmetric per-output-channel quantisation of an HWIO kernel.
+
+    Args:
+      w: `[kh, kw, in, out]` float32.
+      bits: code width (2..8).
+
+    Returns:
+      (the dequantized kernel, same shape and dtype; stored bytes: the packed b-bit
+      codes plus one float32 scale per output channel).
+    """
+    levels = 2 ** (bits - 1) - 1
+    peak = np.max(np.abs(w.reshape(-1, w.shape[-1])), axis=0)  # [out]
+    scale = np.where(peak > 0, peak / levels, 1.0).astype(np.float32)
+    codes = np.clip(np.round(w / scale), -levels, levels)
+    stored = math.ceil(w.size * bits / 8) + 4 * w.shape[-1]
+    return (codes * scale).astype(w.dtype), stored
+
+
+def sparse_bytes(size: int, nnz: int) -> int:
+    """Bytes of a sparse array of `size` entries with `nnz` float32 values kept: the values
+    plus the smaller of a bitmap and one uint16 (uint32 above 65,536 entries) index each."""
+    index_bytes = 2 if size <= 65536 else 4
+    return 4 * nnz + min(math.ceil(size / 8), index_bytes * nnz)
+
+
+def prune_magnitude(w: np.ndarray, sparsity: float) -> tuple[np.ndarray, int]:
+    """Zeroes the `sparsity` fraction of `w` with the smallest magnitudes (ties by index).
+
+    Returns:
+      (the pruned array, stored bytes: `sparse_bytes`).
+    """
+    flat = w.reshape(-1)
+    drop = int(math.floor(sparsity * flat.size))
+    order = np.argsort(np.abs(flat), kind='stable')  # smallest first
+    kept = flat.copy()
+    kept[order[:drop]] = 0
+    return kept.reshape(w.shape), sparse_bytes(flat.size, flat.size - drop)
+
+
+def global_threshold(arrays, sparsity: float) -> float:
+    """The magnitude below which the `sparsity` fraction of all entries of `arrays` lie."""
+    magnitudes = np.sort(np.concatenate([np.abs(a).reshape(-1) for a in arrays]))
+    drop = int(math.floor(sparsity * magnitudes.size))
+    return float(magnitudes[drop - 1]) if drop else -1.0
+
+
+def apply_method(variables: dict, represented: set, method: str) -> tuple[dict, dict]:
+    """`variables` with the represented kernels rewritten by `method`, and its byte counts.
+
+    Returns:
+      (variables, {'stored_bytes', 'conv_bytes', 'copied_bytes', 'original_bytes',
+      'original_conv_bytes'}): conv_bytes for the represented kernels as `method` stores
+      them, copied_bytes for every other leaf as it is, original_bytes and
+      original_conv_bytes for all leaves and the represented ones as they are.
+    """
+    flat = trees.flatten_variables(variables)
+    if method.startswith('gprune'):
+        threshold = global_threshold([flat[p] for p in represented], int(method[6:]) / 100)
+    out, conv_bytes = {}, 0
+    for path, value in flat.items():
+        if path not in represented or method == 'original':
+            out[path] = value
+            conv_bytes += value.nbytes if path in represented else 0
+            continue
+        if method.startswith('ptq'):
+            out[path], stored = quantize_per_channel(value, int(method[3:]))
+        elif method.startswith('prune'):
+            out[path], stored = prune_magnitude(value, int(method[5:]) / 100)
+        elif method.startswith('gprune'):  # ties at the threshold are pruned too
+            out[path] = np.where(np.abs(value) > threshold, value, 0).astype(value.dtype)
+            stored = sparse_bytes(value.size, int(np.count_nonzero(out[path])))
+        else:
+            raise ValueError(f'unknown method {method!r}; valid: {METHODS}')
+        conv_bytes += stored
+    copied = sum(v.nbytes for p, v in flat.items() if p not in represented)
+    sizes = {
+        'stored_bytes': conv_bytes + copied,
+        'conv_bytes': conv_bytes,
+        'copied_bytes': copied,
+        'original_bytes': sum(v.nbytes for v in flat.values()),
+        'original_conv_bytes': sum(v.nbytes for p, v in flat.items() if p in represented),
+    }
+    return trees.unflatten(out), sizes
+
+
+def _test_images(shared: str, test_limit: int, cache: str):
+    from nrnp.data import batching, sources
+    from nrnp.data.dataset import balanced_subset
+
+    config = c10_r20.get_config()
+    test = sources.load_dataset(
+        name='cifar10',
+        split='test',
+        image_folder=os.path.join(shared, 'data/cifar10-jpeg'),
+        cache_dir=cache,
+        image_size=32,
+        channels=3,
+        log=lambda message: None,
+    )
+    if test_limit:
+        test = balanced_subset(test, test_limit, config.seed)  # the CLI's subset
+    images, labels = test.read(np.arange(len(test)))
+    mean, std = tuple(config.data.mean), tuple(config.data.std)
+    return batching.normalise(np.stack(images), mean, std), np.asarray(labels)
+
+
+def measure(target: str, shared: str, images, labels, methods) -> list[dict]:
+    """One row per method: top-1 on `images` and the stored bytes."""
+    from nrnp.nets import loading, models
+    from nrnp.training import evaluation
+
+    config = c10_r20.get_config()
+    model = models.build_model(target, 10, shortcut='A')
+    variables = loading.load_target(
+        os.path.join(shared, CHECKPOINTS[target]), model, (1, 32, 32, 3), log=lambda m: None
+    )
+    variables = {k: variables[k] for k in ('params', 'batch_stats')}
+    represented = represented_paths(variables['params'], config.kernels)
+    rows = []
+    for method in methods:
+        start = time.time()
+        rewritten, sizes = apply_method(variables, represented, method)
+        top1 = evaluation.top1(model, rewritten, images, labels)
+        rows.append(
+            {
+                'target': target,
+                'method': method,
+                'test_images': len(labels),
+                'top1': top1,
+                **sizes,
+                'byte_ratio': sizes['stored_bytes'] / sizes['original_bytes'],
+                'conv_ratio': sizes['conv_bytes'] / sizes['original_conv_bytes'],
+                'seconds': time.time() - start,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def write_tables(rows: list[dict], out: str, name: str = 'baselines') -> None:
+    """`out/name.{json,csv,md}`."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f'{name}.json'), 'w') as f:
+        json.dump(rows, f, indent=2)
+    with open(os.path.join(out, f'{name}.csv'), 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        '# Baselines: quantisation and pruning of the convs nrnp represents',
+        '',
+        'Written by `python benchmarks/baselines.py` (its docstring defines the methods and',
+        'the byte counts). JPEG CIFAR-10 test images from ../shared: compare methods on the',
+        'same images only. No baseline is fine-tuned or calibrated.',
+        '',
+        '| target | method | test images | top-1 | stored bytes | / fp32 original | '
+        'conv bytes / fp32 convs |',
+        '| --- | --- | --- | --- | --- | --- | --- |',
+    ]
+    for r in rows:
+        lines.append(
+            f'| {r["target"]} | {r["method"]} | {r["test_images"]} | {r["top1"]:.2f} | '
+            f'{r["stored_bytes"]:,} | {r["byte_ratio"]:.4f} | {r["conv_ratio"]:.4f} |'
+        )
+    with open(os.path.join(out, f'{name}.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--targets', default='resnet20,resnet56')
+    parser.add_argument('--methods', default=','.join(METHODS))
+    parser.add_argument('--test_limit', type=int, default=0, help='0: all 10,000 test images')
+    parser.add_argument('--cache', default='runs/cache', help='decoded test images')
+    parser.add_argument('--out', default=os.path.join(REPO, 'benchmarks/results'))
+    parser.add_argument('--name', default='baselines', help='file stem of the outputs')
+    parser.add_argument('--merge', action='store_true', help='add to the rows already in --out')
+    args = parser.parse_args(argv)
+    shared = os.environ.get('NRNP_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
+    if not os.path.isdir(shared):
+        print(f'skipped: {shared} (pretrained weights and CIFAR-10) is absent; set NRNP_SHARED')
+        return 0
+    methods = args.methods.split(',')
+    for method in methods:
+        if method not in METHODS:
+            raise SystemExit(f'unknown method {method!r}; valid: {",".join(METHODS)}')
+    images, labels = _test_images(shared, args.test_limit, args.cache)
+    rows = []
+    for target in args.targets.split(','):
+        rows += measure(target, shared, images, labels, methods)
+    path = os.path.join(args.out, f'{args.name}.json')
+    if args.merge and os.path.exists(path):  # keep earlier rows of other (target, method)
+        with open(path) as f:
+            done = {(r['target'], r['method']) for r in rows}
+            rows = [r for r in json.load(f) if (r['target'], r['method']) not in done] + rows
+        order = {m: i for i, m in enumerate(METHODS)}
+        rows.sort(key=lambda r: (r['target'], order[r['method']]))
+    write_tables(rows, args.out, args.name)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
