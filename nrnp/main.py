@@ -55,7 +55,9 @@ after writing a checkpoint (rerun the same command to resume), 130 second Ctrl-C
 
 
 def _usage() -> str:
-    recipes = '\n'.join(f'                 {name:<14}{doc}' for name, doc in catalog.recipes())
+    listed = catalog.recipes()
+    width = max(len(name) for name, _ in listed) + 2
+    recipes = '\n'.join(f'                 {name:<{width}}{doc}' for name, doc in listed)
     return USAGE.format(recipes=recipes)
 
 
