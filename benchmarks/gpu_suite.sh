@@ -10,7 +10,9 @@
 #     OUT.tgz  where the results go (default: gpu_suite-<date>.tgz)
 #   Environment: NRNP_WHEELS=DIR installs the wheels in DIR first (pip --no-deps), for images
 #   that lack some of nrnp's dependencies (e.g. ml-collections); PYTHON (default python3);
-#   SUITE_GRID=0 skips the fidelity grid.
+#   SUITE_GRID=0 skips the fidelity grid; SUITE_BARE=0 skips stage 1. For a smoke run of the
+#   plumbing on a CPU: SUITE_BARE=0 SUITE_RECON_STEPS=20 SUITE_DISTILL_STEPS=2
+#   SUITE_TEST_LIMIT=200 (the budgets of stages 2 and 3; default the full recipes).
 #
 # Stages (each under `timeout`, so one stuck stage cannot eat the budget):
 #   1. benchmarks/steps.py for ResNet20 h=180, ResNet56 h=320, ResNet18 h=1256 (65,536 kernels)
@@ -21,7 +23,7 @@
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
-  sed -n '2,22p' "$0"
+  sed -n '2,25p' "$0"
   exit 2
 fi
 data="$1"
@@ -49,18 +51,27 @@ r20="$weights/resnet20-12fca82f.th"
 r56="$weights/resnet56-4bfd9763.th"
 start=$(date +%s)
 stage() { echo "[$(($(date +%s) - start))s] $*"; }
+recon_steps="${SUITE_RECON_STEPS:-20000}"
+distill_steps="${SUITE_DISTILL_STEPS:-2000}"
+budget=()  # the grid runs' budgets when not the full recipes
+[[ -n "${SUITE_RECON_STEPS:-}" ]] && budget+=(--config.reconstruct.steps="$recon_steps")
+[[ -n "${SUITE_DISTILL_STEPS:-}" ]] && budget+=(--config.distill.steps="$distill_steps")
+[[ -n "${SUITE_TEST_LIMIT:-}" ]] && budget+=(--config.data.test_limit="$SUITE_TEST_LIMIT")
 
-stage "1/3 bare steps"
-timeout 120 "$python" benchmarks/steps.py --target=resnet20 --json="$results/steps_resnet20.json"
-timeout 120 "$python" benchmarks/steps.py --target=resnet56 --json="$results/steps_resnet56.json"
-timeout 180 "$python" benchmarks/steps.py --target=resnet18 --kernel_batch=65536 \
-  --repeats=10 --json="$results/steps_resnet18.json" || stage "resnet18 steps failed or timed out"
+if [[ "${SUITE_BARE:-1}" != 0 ]]; then
+  stage "1/3 bare steps"
+  timeout 120 "$python" benchmarks/steps.py --target=resnet20 --json="$results/steps_resnet20.json"
+  timeout 120 "$python" benchmarks/steps.py --target=resnet56 --json="$results/steps_resnet56.json"
+  timeout 180 "$python" benchmarks/steps.py --target=resnet18 --kernel_batch=65536 \
+    --repeats=10 --json="$results/steps_resnet18.json" || stage "resnet18 steps failed or timed out"
+fi
 
 stage "2/3 the ResNet20 recipe end to end, alone"
 e2e_start=$(date +%s)
-timeout 240 "$python" benchmarks/e2e.py --config=c10_r20 --reconstruct_steps=20000 \
-  --distill_steps=2000 --workdir="$work/runs/e2e_r20" --json="$results/e2e_resnet20.json" \
-  -- --config.teacher.checkpoint="$r20" --config.data.image_folder="$data"
+timeout 240 "$python" benchmarks/e2e.py --config=c10_r20 --reconstruct_steps="$recon_steps" \
+  --distill_steps="$distill_steps" --workdir="$work/runs/e2e_r20" \
+  --json="$results/e2e_resnet20.json" -- --config.teacher.checkpoint="$r20" \
+  --config.data.image_folder="$data" ${SUITE_TEST_LIMIT:+--config.data.test_limit=$SUITE_TEST_LIMIT}
 echo "{\"wall_seconds\": $(($(date +%s) - e2e_start))}" > "$results/e2e_resnet20_wall.json"
 
 if [[ "${SUITE_GRID:-1}" != 0 ]]; then
@@ -69,11 +80,13 @@ if [[ "${SUITE_GRID:-1}" != 0 ]]; then
   for h in 120 140 160 180; do
     timeout 330 "$python" -m nrnp.main --config=c10_r20 --workdir="$work/runs/r20_h$h" \
       --config.predictor.hidden=$h --config.teacher.checkpoint="$r20" \
-      --config.data.image_folder="$data" > "$work/runs/r20_h$h.log" 2>&1 & pids+=($!)
+      --config.data.image_folder="$data" "${budget[@]}" > "$work/runs/r20_h$h.log" 2>&1 &
+    pids+=($!)
   done
   timeout 330 "$python" -m nrnp.main --config=c10_r56 --workdir="$work/runs/r56_h320" \
-    --config.teacher.checkpoint="$r56" --config.data.image_folder="$data" \
-    > "$work/runs/r56_h320.log" 2>&1 & pids+=($!)
+    --config.teacher.checkpoint="$r56" --config.data.image_folder="$data" "${budget[@]}" \
+    > "$work/runs/r56_h320.log" 2>&1 &
+  pids+=($!)
   for pid in "${pids[@]}"; do wait "$pid" || stage "a grid run failed (see its log)"; done
 fi
 

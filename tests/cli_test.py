@@ -17,9 +17,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = '--config=default:tiny'
 
 
-def nrnp_cli(*args, cwd=None, timeout=300):
+def nrnp_cli(*args, cwd=None, timeout=300, env=None):
     """Runs `python -m nrnp.main args` in a subprocess: (status, output, seconds)."""
-    env = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'}
+    env = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu', **(env or {})}
     env.pop('NRNP_DEBUG', None)
     start = time.time()
     out = subprocess.run(
@@ -226,9 +226,9 @@ def test_tensorboard_events_are_readable_by_tensorboard(finished):
     assert any('recon/steps_per_second' in line for line in lines)
 
 
-def _interrupt_at(workdir, flags, log_line, sig):
+def _interrupt_at(workdir, flags, log_line, sig, env=None):
     """Starts the tiny run, sends `sig` once `log_line` shows in the output; (status, output)."""
-    env = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'}
+    env = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu', **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, '-m', 'nrnp.main', TINY, f'--workdir={workdir}', *flags],
         cwd=REPO,
@@ -285,6 +285,27 @@ def test_signals_checkpoint_then_resume_bit_exactly(uninterrupted, tmp_path, sig
     assert 'checkpoint written' in output and 'Traceback' not in output, output
     assert not (workdir / 'compressed.nrnp').exists()
     code, output, _ = nrnp_cli(TINY, f'--workdir={workdir}', *flags)
+    assert code == 0 and 'resuming from checkpoint' in output, output
+    expected, got = _final_predictor(reference), _final_predictor(workdir)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+
+
+@pytest.mark.slow
+def test_sigterm_on_eight_devices_resumes_bit_exactly(finished, tmp_path):
+    """The device data path sharded over 8 simulated devices: interrupted in distillation,
+    resumed, it ends with the uninterrupted 8-device run's predictor."""
+    eight = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+    flags = (*SLOW, f'--config.teacher.checkpoint={finished[0] / "teacher"}')
+    reference = tmp_path / 'reference'
+    code, output, _ = nrnp_cli(TINY, f'--workdir={reference}', *flags, env=eight)
+    assert code == 0 and "mesh: {'data': 8" in output, output
+    assert 'drawn on the device' in output, output
+    workdir = tmp_path / 'interrupted'
+    code, output = _interrupt_at(workdir, flags, 'distill c1 4/8', signal.SIGTERM, env=eight)
+    assert code == 75 and 'checkpoint written' in output, output
+    code, output, _ = nrnp_cli(TINY, f'--workdir={workdir}', *flags, env=eight)
     assert code == 0 and 'resuming from checkpoint' in output, output
     expected, got = _final_predictor(reference), _final_predictor(workdir)
     assert expected.keys() == got.keys()

@@ -7,6 +7,7 @@ import signal
 import jax
 import numpy as np
 import pytest
+from checkpoint_arrays import final_arrays
 from PIL import Image
 
 import nrnp
@@ -27,14 +28,6 @@ def _config(**overrides):
         section, field = key.split('.')
         c[section][field] = value
     return c
-
-
-def _final_arrays(workdir):
-    ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'))
-    step = ckpt.latest_step()
-    restored = ckpt.manager.restore(step)
-    ckpt.close()
-    return step, restored
 
 
 @pytest.fixture(scope='module')
@@ -158,8 +151,8 @@ def test_crash_mid_distillation_then_resume_is_bit_exact(reference, tmp_path, mo
     logs = []
     job.run(_config(), workdir, echo=logs.append)
     assert any('resuming from checkpoint' in line for line in logs)
-    step_ref, ref = _final_arrays(ref_dir)
-    step_new, new = _final_arrays(workdir)
+    step_ref, ref = final_arrays(ref_dir)
+    step_new, new = final_arrays(workdir)
     assert step_ref == step_new
     jax.tree.map(np.testing.assert_array_equal, ref['arrays'], new['arrays'])
 

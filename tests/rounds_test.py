@@ -5,6 +5,7 @@ import os
 import jax
 import numpy as np
 import pytest
+from checkpoint_arrays import final_arrays
 
 import nrnp
 from nrnp.configs import default
@@ -157,14 +158,6 @@ def reference(tmp_path_factory):
     return workdir
 
 
-def _final_arrays(workdir):
-    ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'))
-    step = ckpt.latest_step()
-    restored = ckpt.manager.restore(step)
-    ckpt.close()
-    return step, restored
-
-
 # Saves: #1 r1 step 2, #2 r1 step 4, #3 end of r1 (h=12 kept), #4 r2 step 2 (h=8), #5 r2
 # step 4, #6 end of r2 (before distillation), #7 the end.
 @pytest.mark.parametrize('crash_after', [3, 4, 6])
@@ -200,8 +193,8 @@ def test_crash_and_resume_across_width_changes_is_bit_exact(
     comp = _compress(workdir, log=logs.append)
     assert any('resuming from checkpoint' in line for line in logs)
     assert [r['hidden'] for r in comp.history] == [12, 12, 8, 8]
-    step_ref, ref = _final_arrays(reference)
-    step_new, new = _final_arrays(workdir)
+    step_ref, ref = final_arrays(reference)
+    step_new, new = final_arrays(workdir)
     assert step_ref == step_new
     jax.tree.map(np.testing.assert_array_equal, ref['arrays'], new['arrays'])
 
