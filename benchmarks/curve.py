@@ -56,8 +56,13 @@ BASELINE_SERIES = {
 }
 
 
-def variants(widths, rounds, methods, quantize) -> list[dict]:
-    """Every (name, round widths, round steps, method, quantize) asked, each a dict."""
+def variants(widths, rounds, methods, quantize, quantize_rounds=False) -> list[dict]:
+    """Every (name, round widths, round steps, method, quantize) asked, each a dict.
+
+    Quantised variants (a mode other than 'none') are made for the 'distill' method only
+    (quantisation-aware training runs in distillation), and for progressive rounds only
+    with `quantize_rounds`.
+    """
     shapes = [(f'h{w}', (w,), ()) for w in widths]
     for spec in rounds:
         hidden, _, steps = spec.partition('@')
@@ -69,6 +74,10 @@ def variants(widths, rounds, methods, quantize) -> list[dict]:
             if method not in METHODS:
                 raise SystemExit(f'unknown method {method!r}; valid: {",".join(METHODS)}')
             for q in quantize:
+                if q != 'none' and (
+                    method != 'distill' or (len(hidden) > 1 and not quantize_rounds)
+                ):
+                    continue
                 name = f'{shape}_{method}' + ('' if q == 'none' else f'_{q}')
                 out.append(
                     {
@@ -255,7 +264,12 @@ def main(argv=None):
     parser.add_argument('--widths', default='140,160,180', help='single-predictor widths')
     parser.add_argument('--rounds', default='', help='round widths, e.g. 180-140,180-160-140')
     parser.add_argument('--methods', default='recon,distill')
-    parser.add_argument('--quantize', default='none', help='predictor.quantize modes')
+    parser.add_argument(
+        '--quantize', default='none', help='predictor.quantize modes (distill runs only)'
+    )
+    parser.add_argument(
+        '--quantize_rounds', action='store_true', help='quantised variants of the rounds too'
+    )
     parser.add_argument('--steps', type=int, default=8000, help='reconstruction steps')
     parser.add_argument('--distill_steps', type=int, default=60)
     parser.add_argument('--test_limit', type=int, default=0, help='0: all 10,000 test images')
@@ -273,6 +287,7 @@ def main(argv=None):
         [s for s in args.rounds.split(',') if s],
         methods,
         args.quantize.split(','),
+        args.quantize_rounds,
     )
     # A float recon run is the first part of the distill run: its row comes from there.
     shared_part = lambda v: v['method'] == 'recon' and v['quantize'] == 'none'

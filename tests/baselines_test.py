@@ -90,12 +90,20 @@ def test_bytes_of_a_tiny_net_count_convs_as_stored_and_copy_the_rest():
 
 def test_curve_variants_and_their_configs():
     curve = _load('curve')
-    chosen = curve.variants([140], ['180-140'], ['distill'], ['none', 'int8'])
+    chosen = curve.variants([140], ['180-140'], ['distill'], ['none', 'int8'], True)
     assert [v['name'] for v in chosen] == [
         'h140_distill',
         'h140_distill_int8',
         'r180-140_distill',
         'r180-140_distill_int8',
+    ]
+    plain = curve.variants([140], ['180-140'], ['recon', 'distill'], ['none', 'int8'])
+    assert [v['name'] for v in plain] == [  # quantised: distill runs of one width only
+        'h140_recon',
+        'h140_distill',
+        'h140_distill_int8',
+        'r180-140_recon',
+        'r180-140_distill',
     ]
     args = curve.argparse.Namespace(target='resnet20', test_limit=0, steps=10, distill_steps=2)
     c = curve.variant_config(args, '/shared', chosen[2])
