@@ -2,8 +2,8 @@
 positions, refusal of foreign files, state-dict export."""
 
 import dataclasses
+import json
 import os
-import pathlib
 import pickle
 
 import flax.linen as nn
@@ -18,8 +18,6 @@ from nrnp.artifact import storage
 from nrnp.core import coordinates, kernels, permutation_codec, predictor, quantize
 from nrnp.nets import loading, models, state_dicts
 from nrnp.nets.trees import flatten_variables
-
-DATA = pathlib.Path(__file__).parent / 'data'
 
 
 def random_variables(model, input_shape, seed=0):
@@ -195,18 +193,42 @@ def test_quantized_predictor_round_trip(compressed, tmp_path, mode):
     assert sizes['quantize'] == mode and sizes['artifact_ratio'] == sizes['disk_ratio']
 
 
-def test_version_1_files_still_load(tmp_path):
-    loaded = nrnp.load(DATA / 'v1_smallcnn.nrnp')  # written by nrnp at a75393a
+def _write_version_1(comp, path):
+    """`comp` in format version 1 (nrnp <= a75393a): a plain JSON header and one npz member
+    per array: `copied/<leaf index>`, float32 `predictor/<i>`, index arrays `ordering/<l>`."""
+    header = {k: v for k, v in comp._header().items() if k != 'ordering_codec'}
+    header['version'] = 1
+    header['predictor'] = {k: v for k, v in header['predictor'].items() if k != 'quantize'}
+    leaves = header['predictor_leaves'] = [
+        {k: v for k, v in x.items() if k != 'storage'} for x in header['predictor_leaves']
+    ]
+    members = {'header': np.frombuffer(json.dumps(header).encode(), np.uint8)}
+    for i, leaf in enumerate(comp.leaves):
+        if not leaf.represented:
+            members[f'copied/{i}'] = comp.copied[leaf.path]
+    for i, x in enumerate(leaves):
+        stored = comp.predictor_storage[tuple(x['path'])]
+        members[f'predictor/{i}'] = np.asarray(quantize.dequantize_leaf(stored), np.float32)
+    for i, positions in enumerate(comp.positions):
+        members[f'ordering/{i}'] = positions
+    with open(path, 'wb') as f:
+        np.savez(f, **members)
+    return path
+
+
+def test_version_1_files_still_load(compressed, tmp_path):
+    comp = compressed[2]
+    v1 = _write_version_1(comp, tmp_path / 'v1.nrnp')
+    loaded = nrnp.load(v1)
     assert loaded.quantize == 'none' and [p.dtype for p in loaded.positions] == [np.uint8] * 3
-    with np.load(DATA / 'v1_smallcnn_rebuilt.npz') as f:
-        expected = {tuple(k.split('/')): f[k] for k in f.files}
+    expected = flatten_variables(comp.reconstruct())
     got = flatten_variables(loaded.reconstruct())
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         np.testing.assert_array_equal(got[key], value, err_msg=str(key))
     again = nrnp.load(loaded.save(tmp_path / 'v2.nrnp'))  # re-saved as version 2
     jax.tree.map(np.testing.assert_array_equal, again.reconstruct(), loaded.reconstruct())
-    assert again.size_report()['artifact_bytes'] < (DATA / 'v1_smallcnn.nrnp').stat().st_size
+    assert again.size_report()['artifact_bytes'] < v1.stat().st_size
 
 
 @pytest.mark.parametrize('ordering', ['none', 'infilter', 'crossfilter'])
