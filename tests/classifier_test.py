@@ -8,14 +8,13 @@ import functools
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import run_on_cpu_devices
 
 from nrnp import errors
 from nrnp.configs import default
@@ -24,7 +23,6 @@ from nrnp.nets import models
 from nrnp.pipeline import targets
 from nrnp.training import classifier, evaluation, sharding
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = models.build_model('smallcnn', 4, widths=(4, 8, 8))
 
 
@@ -197,19 +195,7 @@ def test_cache_reused_only_for_the_same_training_config(tmp_path):
 
 
 def _eight_device_run() -> dict:
-    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
-    env['JAX_PLATFORMS'] = 'cpu'
-    env['PYTHONPATH'] = os.pathsep.join([os.path.dirname(HERE), env.get('PYTHONPATH', '')])
-    out = subprocess.run(
-        [sys.executable, __file__],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=os.path.dirname(HERE),
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_on_cpu_devices(__file__, 8, timeout=300)
 
 
 def _summary() -> dict:

@@ -7,7 +7,7 @@ import signal
 import jax
 import numpy as np
 import pytest
-from checkpoint_arrays import final_arrays
+from helpers import final_arrays
 from PIL import Image
 
 import nrnp

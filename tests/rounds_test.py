@@ -5,7 +5,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from checkpoint_arrays import final_arrays
+from helpers import final_arrays
 
 import nrnp
 from nrnp.configs import default

@@ -7,11 +7,11 @@ JAX starts: `python tests/sharding_test.py N` prints the results for N devices.
 import functools
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from helpers import run_on_cpu_devices
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -123,19 +123,7 @@ def _steps(num_devices: int, model_axis: int = 1) -> dict:
 
 
 def _run(num_devices: int, model_axis: int = 1) -> dict:
-    env = dict(os.environ)
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
-    env['JAX_PLATFORMS'] = 'cpu'
-    out = subprocess.run(
-        [sys.executable, __file__, str(num_devices), str(model_axis)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=os.path.dirname(HERE),
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_on_cpu_devices(__file__, num_devices, str(num_devices), str(model_axis))
 
 
 @pytest.mark.slow
