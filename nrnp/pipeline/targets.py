@@ -1,7 +1,7 @@
 """Getting the target network: load a checkpoint, or train one when there is none.
 
   variables, source = load_or_train(config, model, input_shape, workdir=W,
-                                    train_data_fn=..., test_batches=..., test_images=N)
+                                    train_data_fn=..., test_top1=..., test_images=N)
 
 With `teacher.checkpoint=''` and `teacher.train_steps > 0` a classifier is trained from
 scratch (`training.classifier`, checkpointed in `W/teacher_checkpoints`, resumable), its
