@@ -57,6 +57,7 @@ def _config(**fields):
 def test_schedule_of_rounds():
     c = _config(**{'reconstruct.round_hidden': (180, 160, 140), 'reconstruct.steps': 10})
     c.distill.steps = 5
+    c.recalibrate.images = 0  # no 'recalibrate' phases (recalibration_test places them)
     got = [(p.kind, p.steps, p.round, p.hidden) for p in schedule.build_schedule(c)]
     assert got == [
         ('reconstruct', 4, 1, 180),
@@ -140,8 +141,11 @@ def test_rounds_of_changing_width_end_to_end(tmp_path):
     assert [(r['kind'], r['hidden']) for r in history] == [
         ('init', 12),
         ('reconstruct', 12),
+        ('recalibrate', 12),  # BatchNorm re-estimated after every round and distillation
         ('reconstruct', 8),
+        ('recalibrate', 8),
         ('distill', 8),
+        ('recalibrate', 8),
     ]
     n8 = predictor.num_params(8, 24, layers=3)
     assert comp.size_report()['predictor_params'] == n8 == 24 * 8 + 8 + 8 * 8 + 8 + 8 * 9 + 9
@@ -158,9 +162,10 @@ def reference(tmp_path_factory):
     return workdir
 
 
-# Saves: #1 r1 step 2, #2 r1 step 4, #3 end of r1 (h=12 kept), #4 r2 step 2 (h=8), #5 r2
-# step 4, #6 end of r2 (before distillation), #7 the end.
-@pytest.mark.parametrize('crash_after', [3, 4, 6])
+# Saves: #1 r1 step 2, #2 r1 step 4, #3 end of r1 (h=12 kept), #4 its BatchNorm statistics
+# re-estimated (same step: replaces #3), #5 r2 step 2 (h=8), #6 r2 step 4, #7 end of r2, #8
+# re-estimated (before distillation), #9 end of distillation, #10 re-estimated: the end.
+@pytest.mark.parametrize('crash_after', [3, 4, 5, 8])
 def test_crash_and_resume_across_width_changes_is_bit_exact(
     reference, tmp_path, monkeypatch, crash_after
 ):
@@ -177,12 +182,18 @@ def test_crash_and_resume_across_width_changes_is_bit_exact(
     workdir = tmp_path / 'w'
     with pytest.raises(KeyboardInterrupt):
         _compress(workdir)
-    if crash_after == 4:  # round 2's target is round 1's rebuild (the checkpoint before it)
+    if crash_after == 5:  # round 2's target is round 1's rebuild (the checkpoint before it)
         ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'))
         before, inside = (ckpt.manager.restore(s) for s in ckpt.manager.all_steps())
         ckpt.close()
-        assert (before['meta']['phase'], before['meta']['step']) == (1, 0)
-        assert (inside['meta']['phase'], inside['meta']['step']) == (1, 2)
+        assert (before['meta']['phase'], before['meta']['step']) == (2, 0)
+        assert (inside['meta']['phase'], inside['meta']['step']) == (2, 2)
+        assert before['meta']['records'][-1]['kind'] == 'recalibrate'
+        jax.tree.map(  # the re-estimated statistics are carried into round 2's checkpoints
+            np.testing.assert_array_equal,
+            before['arrays']['batch_stats'],
+            inside['arrays']['batch_stats'],
+        )
         pparams = before['arrays']['state']['pparams']
         rebuilt = predictor.predict(
             predictor.Predictor(hidden=12, layers=3), pparams, _prepared_encoding()
@@ -192,7 +203,7 @@ def test_crash_and_resume_across_width_changes_is_bit_exact(
     logs = []
     comp = _compress(workdir, log=logs.append)
     assert any('resuming from checkpoint' in line for line in logs)
-    assert [r['hidden'] for r in comp.history] == [12, 12, 8, 8]
+    assert [r['hidden'] for r in comp.history] == [12, 12, 12, 8, 8, 8, 8]
     step_ref, ref = final_arrays(reference)
     step_new, new = final_arrays(workdir)
     assert step_ref == step_new

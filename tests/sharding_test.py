@@ -4,6 +4,7 @@ The 8-device runs happen in a subprocess, since the device count is fixed when
 JAX starts: `python tests/sharding_test.py N` prints the results for N devices.
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -107,7 +108,24 @@ def _steps(num_devices: int, model_axis: int = 1) -> dict:
         state, m = on_device(state, problem, frozen, split, data_key, np.int32(k), key)
         state = jax.device_put(state, shardings)
         dd.append(float(m['distill/loss']))
+    # BatchNorm re-estimation over the mesh (batches split over 'data'), and a distillation
+    # step whose student normalises with batch statistics.
+    from nrnp.training import recalibration
+
+    batches = [rng.normal(size=(16, 32, 32, 3)).astype(np.float32) for _ in range(2)]
+    moved = jax.tree.map(lambda x: x * 1.05, variables['params'])
+    cal = recalibration.Calibration(model, batches, variables['batch_stats'], 'relative', mesh)
+    recal = [
+        np.asarray(x).ravel()[:8].tolist()
+        for x in jax.tree.leaves(cal.stats(moved, variables['params']))[:6]
+    ]
+    batch_setup = dataclasses.replace(setup, batch_norm='batch')
+    terms = jax.jit(functools.partial(distillation.distillation_losses, batch_setup))(
+        state.pparams, problem, frozen, sharding.global_batch(batches[0], mesh), key
+    )
     return {
+        'recal': recal,
+        'batch_norm_kd': float(terms['distill/kd']),
         'devices': len(jax.devices()),
         'recon_losses': losses,
         'distill_losses': dl,
@@ -137,6 +155,9 @@ def test_one_and_eight_devices_agree():
         np.testing.assert_allclose(one['device_losses'], other['device_losses'], rtol=1e-4)
         for a, b in zip(one['params'], other['params']):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)  # reassociated sums
+        for a, b in zip(one['recal'], other['recal']):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert one['batch_norm_kd'] == pytest.approx(other['batch_norm_kd'], rel=1e-4)
     for r in (one, eight, fsdp):  # one compilation per step function, whatever the step
         assert r['recon_compiles'] == 1 and r['distill_compiles'] == 1
         assert r['device_compiles'] == 1

@@ -148,6 +148,31 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.distill.eps = 1e-5  # denominator epsilon
     c.distill.weight_decay = 1e-3  # decoupled (adamw, ranger)
 
+    # What the rebuilt student's BatchNorm normalises with during distillation: 'running' (the
+    # run's current statistics, re-estimated when recalibrate is on) or 'batch' (each
+    # distillation batch's own statistics, train mode; the running ones stay as they are).
+    c.distill.batch_norm = 'running'
+
+    # BatchNorm re-estimation of the rebuilt network (zero bytes: the artefact stores the
+    # statistics anyway): train-mode passes over unlabeled calibration images, pooled exactly.
+    c.recalibrate = ml_collections.ConfigDict()
+    c.recalibrate.images = 256  # calibration images (0 = off; rounded down to whole batches)
+    c.recalibrate.batch_size = 256  # images per forward pass (capped at images)
+    # 'relative': stored statistics moved by the shift between the rebuilt and the original
+    # network on the same images (works on noise); 'plain': the rebuilt network's statistics.
+    c.recalibrate.mode = 'relative'
+    # 'auto': the training split (CLI) or the library's data, else noise; 'train'; 'noise'
+    # (seeded standard-normal inputs, no data read); 'synthetic' (noise optimised so every
+    # BatchNorm's batch statistics match the stored ones, DeepInversion/ZeroQ style).
+    c.recalibrate.source = 'auto'
+    # When: 'reconstruct' (after every reconstruction round), 'distill' (after distillation,
+    # or after the last round without it), 'both'. A stored (quantized) predictor is always
+    # re-estimated for the network the artefact rebuilds.
+    c.recalibrate.when = 'both'
+    c.recalibrate.every = 0  # during distillation, also re-estimate every N steps (0 = never)
+    c.recalibrate.synthetic_steps = 300  # source='synthetic': Adam steps on the images
+    c.recalibrate.synthetic_learning_rate = 0.1  # their learning rate
+
     c.num_devices = 0  # devices in the mesh (0 = all)
     c.model_axis = 1  # mesh 'model' axis: > 1 splits large predictor arrays (FSDP-style)
     c.cycles = 1  # repeat (reconstruction rounds, distillation) this many times
@@ -164,6 +189,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         c.distill.steps = 6
         c.distill.batch_size = 32
         c.distill.kernel_batch_size = 512
+        c.recalibrate.images = 64
+        c.recalibrate.batch_size = 32
         c.checkpoint_every = 5
         c.log_every = 20
     elif arg:

@@ -27,7 +27,7 @@ from nrnp.artifact import compressed
 from nrnp.core import coordinates, predictor
 from nrnp.errors import ConfigError
 from nrnp.nets import layouts, loading, models, trees
-from nrnp.pipeline import inputs, problem
+from nrnp.pipeline import calibration, inputs, problem
 from nrnp.reporting import metrics
 from nrnp.training import distillation, loop, reconstruction, schedule
 
@@ -63,6 +63,7 @@ def compress_target(
     top1: Callable | None = None,
     train_batches: Callable | None = None,
     device_batches=None,
+    calibration_images: Callable | None = None,
     bare: bool = False,
     write_metrics: bool = True,
     log: Callable[[str], None] = print,
@@ -82,6 +83,9 @@ def compress_target(
         (this process's rows), needed when the schedule distils on host batches.
       device_batches: `device_data.DeviceBatches`: the distillation images are drawn
         and augmented on the device instead (`train_batches` is then unused).
+      calibration_images: unlabeled training images for BatchNorm re-estimation
+        (`calibration.split_images` or `array_images`), or None: noise or synthetic
+        images when `recalibrate` is on.
       bare: the caller passed bare params (the artefact then rebuilds bare params).
       write_metrics: write TensorBoard events and metrics.jsonl into `workdir`.
       log: progress sink.
@@ -100,14 +104,26 @@ def compress_target(
         log(f'eval/top1_original {top1_original:.2f} %')
         writer.write(0, {'eval/top1_original': top1_original})
 
-    def evaluate(pparams):
+    def rebuild(pparams):
+        pmodel = reconstruction.predictor_for(prep.pmodel, pparams)  # rounds change widths
+        return predictor.reconstruct(pmodel, prep.layout, pparams, prep.encoded, params)
+
+    def evaluate(pparams, batch_stats=None):
         if top1 is None:
             return None
-        pmodel = reconstruction.predictor_for(prep.pmodel, pparams)  # rounds change widths
-        rebuilt = predictor.reconstruct(pmodel, prep.layout, pparams, prep.encoded, params)
-        return top1({**variables, 'params': rebuilt})
+        stats = {} if batch_stats is None else {'batch_stats': batch_stats}
+        return top1({**variables, **stats, 'params': rebuild(pparams)})
 
-    phases = schedule.build_schedule(config)
+    recal = calibration.make(
+        config,
+        model,
+        variables,
+        input_shape=input_shape,
+        train_images=calibration_images,
+        mesh=mesh,
+        log=log,
+    )
+    phases = schedule.build_schedule(config, batch_norm=recal is not None)
     setup = frozen = None
     if any(p.kind == 'distill' for p in phases):
         if (train_batches is None and device_batches is None) or input_shape is None:
@@ -145,16 +161,24 @@ def compress_target(
         mesh=mesh,
         metrics=writer,
         reconstruct_quantize=aware_mode(config, 'reconstruct'),
+        batch_stats=variables['batch_stats'] if recal is not None else None,
+        recalibrate=None if recal is None else lambda pparams: recal(rebuild(pparams)),
+        recalibration={} if recal is None else recal.info,
     )
     log('schedule: ' + ', '.join(f'{p.label} ({p.steps} steps)' for p in phases))
     try:
-        state, records = loop.run_schedule(ctx, config, phases)
-        records = [init, *records]
+        carry, records = loop.run_schedule(ctx, config, phases)
+        state, records = carry.state, [init, *records]
+        final = variables
+        if carry.batch_stats is not None:  # the re-estimated statistics replace the stored
+            final = {**variables, 'batch_stats': jax.device_get(carry.batch_stats)}
         artifact = make_artifact(
-            variables, prep, config, state.pparams, records, top1_original, bare=bare
+            final, prep, config, state.pparams, records, top1_original, bare=bare
         )
         if artifact.quantize != 'none':
-            record = quantized_record(artifact, prep, evaluate, log)
+            record = quantized_record(artifact, prep, evaluate, log, ctx.recalibrate)
+            if 'batch_stats' in record:
+                store_batch_stats(artifact, record.pop('batch_stats'))
             writer.write(int(state.step), {'eval/top1_stored': record['top1']})
             records.append(record)
             artifact.history = records
@@ -176,17 +200,22 @@ def aware_mode(config, phase: str) -> str:
     return config.predictor.quantize if on else 'none'
 
 
-def quantized_record(artifact, prep, evaluate, log) -> dict:
-    """Top-1 and RMSE of the network the artefact rebuilds (its dequantized predictor)."""
+def quantized_record(artifact, prep, evaluate, log, recalibrate=None) -> dict:
+    """Top-1 and RMSE of the network the artefact rebuilds (its dequantized predictor).
+
+    With `recalibrate` (`pparams -> batch_stats`), its BatchNorm statistics are re-estimated
+    first: the record then holds them under 'batch_stats' (for the artefact) and the
+    top-1 with the run's statistics as 'top1_before'.
+    """
     start = time.time()
     pparams = jax.tree.map(jnp.asarray, artifact.predictor_params)
-    record = {
-        'kind': 'quantize',
-        'mode': artifact.quantize,
-        'steps': 0,
-        'top1': evaluate(pparams),
-        'rmse': reconstruction.full_rmse(prep.pmodel, pparams, prep.problem),
-    }
+    stats = artifact.batch_stats
+    record = {'kind': 'quantize', 'mode': artifact.quantize, 'steps': 0}
+    if recalibrate is not None:
+        record['top1_before'] = evaluate(pparams, stats)
+        stats = record['batch_stats'] = jax.device_get(recalibrate(pparams))
+    record['top1'] = evaluate(pparams, stats)
+    record['rmse'] = reconstruction.full_rmse(prep.pmodel, pparams, prep.problem)
     record['seconds'] = time.time() - start
     shown = '-' if record['top1'] is None else f'{record["top1"]:.2f} %'
     log(
@@ -194,6 +223,13 @@ def quantized_record(artifact, prep, evaluate, log) -> dict:
         f'recon/rmse {record["rmse"]:.6f}'
     )
     return record
+
+
+def store_batch_stats(artifact: compressed.Compressed, stats: dict) -> None:
+    """Replaces the artefact's BatchNorm statistics (same paths, shapes and dtypes)."""
+    for path, value in trees.flatten_variables(stats).items():
+        held = artifact.copied[('batch_stats', *path)]
+        artifact.copied[('batch_stats', *path)] = np.asarray(value, held.dtype).reshape(held.shape)
 
 
 def distillation_setup(config, model, variables, pmodel, layout, input_shape, mesh, log):
@@ -241,6 +277,7 @@ def distillation_setup(config, model, variables, pmodel, layout, input_shape, me
         stable_kd=d.stable_kd,
         use_features=use_features,
         mesh=mesh,
+        batch_norm=d.batch_norm,
     )
     frozen = distillation.Frozen(
         params=variables['params'],

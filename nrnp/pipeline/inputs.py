@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nrnp import errors
+from nrnp.nets import trees
 
 
 def split_variables(variables) -> tuple[dict, bool, bool]:
@@ -164,3 +165,25 @@ def inputs_identity(variables: dict, data, test_data) -> dict:
         arrays = [np.ascontiguousarray(test_data[0]), np.ascontiguousarray(test_data[1])]
         out['test_data'] = hashlib.sha256(b''.join(a.tobytes() for a in arrays)).hexdigest()
     return out
+
+
+def guess_input_shape(model, variables: dict, log, size: int = 32) -> tuple[int, ...] | None:
+    """`(1, size, size, C)` with C the first conv kernel's input channels, when the model
+    accepts it (logged); None (logged) when there is no conv or the model refuses it."""
+    kernels = [v for v in trees.flatten_variables(variables['params']).values() if v.ndim == 4]
+    if not kernels:
+        return None
+    shape = (1, size, size, int(kernels[0].shape[2]))
+    try:
+        jax.eval_shape(lambda x: model.apply(variables, x, train=False), jnp.zeros(shape))
+    except Exception as e:  # noqa: BLE001  (any refusal: the guess was wrong)
+        log(
+            f'note: no input shape for data-free BatchNorm re-estimation ({shape}: {e}); '
+            'pass input_shape=(H, W, C)'
+        )
+        return None
+    log(
+        f'data-free BatchNorm re-estimation on {shape[1:]} inputs (input_shape=(H, W, C) '
+        'chooses another)'
+    )
+    return shape

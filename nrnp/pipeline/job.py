@@ -19,7 +19,7 @@ import numpy as np
 from nrnp.data.dataset import balanced_subset, check_same_classes
 from nrnp.errors import ConfigError, DataError
 from nrnp.nets import models
-from nrnp.pipeline import assemble, run_inputs, targets, workdirs
+from nrnp.pipeline import assemble, calibration, run_inputs, targets, workdirs
 from nrnp.reporting import plots, reports
 from nrnp.training import sharding
 
@@ -134,12 +134,15 @@ def run(
     mesh = sharding.make_mesh(config.num_devices, config.model_axis)
     log(f'mesh: {dict(mesh.shape)} over {jax.process_count()} process(es)')
     top1 = run_inputs.test_top1(config, test, model, mesh)
-    train_batches = device_batches = None
-    if config.distill.steps:
+    train_batches = device_batches = calibration_images = None
+    if config.distill.steps or calibration.needs_train_split(config, variables):
         train_data = train_split()
-        train_batches, device_batches = run_inputs.distillation_images(config, train_data, mesh)
-        where = 'drawn on the device' if device_batches else 'host pipeline'
-        log(f'train split {config.data.train_split!r}: {len(train_data)} images ({how}, {where})')
+        calibration_images = calibration.split_images(config, train_data)
+        where = ''
+        if config.distill.steps:
+            train_batches, device_batches = run_inputs.distillation_images(config, train_data, mesh)
+            where = ', drawn on the device' if device_batches else ', host pipeline'
+        log(f'train split {config.data.train_split!r}: {len(train_data)} images ({how}{where})')
     outcome = assemble.compress_target(
         variables,
         model,
@@ -150,6 +153,7 @@ def run(
         top1=top1,
         train_batches=train_batches,
         device_batches=device_batches,
+        calibration_images=calibration_images,
         log=log,
     )
     prep, records, compressed = outcome.prep, outcome.records, outcome.compressed

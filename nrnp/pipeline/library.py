@@ -27,7 +27,7 @@ from nrnp import errors
 from nrnp.artifact import compressed
 from nrnp.configs import default as defaults
 from nrnp.nets import trees
-from nrnp.pipeline import assemble, inputs, validation, workdirs
+from nrnp.pipeline import assemble, calibration, inputs, validation, workdirs
 from nrnp.training import evaluation, sharding
 
 
@@ -80,6 +80,7 @@ def compress(
     config: ml_collections.ConfigDict | None = None,
     workdir: str | os.PathLike | None = None,
     overwrite: bool = False,
+    input_shape: tuple[int, ...] | None = None,
     callback: Callable[[dict], None] | None = None,
     log: Callable[[str], None] | None = print,
     **overrides,
@@ -110,6 +111,9 @@ def compress(
         rerun with the same arguments resumes; a workdir holding another run
         (other arguments or config) is refused.
       overwrite: replace the run held in `workdir` instead of refusing it.
+      input_shape: `(H, W, C)` of one input image, for data-free BatchNorm re-estimation
+        when neither `data` nor `test_data` shows it (default: 32 x 32 x the first conv's
+        input channels, logged).
       callback: called with every phase record (dicts as in `report.json`'s
         'phases', the 'init' record first) once the schedule has run.
       log: progress sink (None: silent).
@@ -146,11 +150,13 @@ def compress(
         config.distill.steps = 0
     full = {**variables, 'batch_stats': variables.get('batch_stats', {})}
 
-    train_batches = input_shape = None
-    if config.distill.steps:
+    train_batches = calibration_images = None
+    if data is not None:
         first, train_batches = inputs.batch_source(data)
         inputs.check_model(model, full, first)
         input_shape = (1, *first.shape[1:])
+        calibration_images = calibration.array_images(data)
+    if config.distill.steps:
         if not _sows_features(model, full, input_shape) and config.distill.fm_weight:
             log('the model sows no intermediates: distill__fm_weight -> 0 (logits only)')
             config.distill.fm_weight = 0.0
@@ -165,6 +171,11 @@ def compress(
             )
         inputs.check_model(model, full, images)
         log(f'test data: {len(labels)} images')
+        input_shape = input_shape or (1, *images.shape[1:])
+    if input_shape is not None and len(input_shape) == 3:
+        input_shape = (1, *input_shape)
+    if input_shape is None and model is not None and config.recalibrate.images:
+        input_shape = inputs.guess_input_shape(model, full, log)
 
     temporary = workdir is None
     workdir = tempfile.mkdtemp(prefix='nrnp-') if temporary else os.path.abspath(workdir)
@@ -188,6 +199,7 @@ def compress(
             input_shape=input_shape,
             top1=top1,
             train_batches=train_batches,
+            calibration_images=calibration_images,
             bare=bare,
             write_metrics=not temporary,
             log=log,

@@ -5,8 +5,9 @@
   state, metrics = step(state, problem, frozen, images, key)
 
 Every step rebuilds all kernels from the predictor, runs the rebuilt target with
-BatchNorm in inference mode (original statistics) and the copied parameters
-frozen, and backpropagates into the predictor. By default only the step's
+BatchNorm in inference mode (the run's statistics: the original ones, or re-estimated
+ones after a 'recalibrate' phase; `batch_norm='batch'`: each batch's own) and the
+copied parameters frozen, and backpropagates into the predictor. By default only the step's
 magnitude-oriented kernel batch carries gradient (NeRN); `grad_through='all'`
 sends it through every kernel. With `quantize` set, the predictor's weights are
 fake-quantized first (`core.quantize.fake_quantize_tree`): the rebuilt network is the one
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from nrnp.core import kernels, quantize
-from nrnp.nets import models
+from nrnp.nets import batchnorm, models
 from nrnp.training import device_data, losses, reconstruction, sharding
 
 
@@ -43,6 +44,8 @@ class DistillSetup:
       use_features: compute the feature-map loss (teacher and student maps must match).
       mesh: optional mesh: kernel rows are split over its 'data' axis.
       quantize: train through this storage rounding ('none', 'bf16', 'int8', 'int4').
+      batch_norm: what the student's BatchNorm normalises with: 'running' (the `Frozen`
+        statistics) or 'batch' (each batch's own statistics, as in training).
     """
 
     predictor: object
@@ -57,6 +60,7 @@ class DistillSetup:
     use_features: bool = True
     mesh: object = None
     quantize: str = 'none'
+    batch_norm: str = 'running'
 
 
 @jax.tree_util.register_dataclass
@@ -119,7 +123,11 @@ def distillation_losses(setup: DistillSetup, pparams, problem, frozen: Frozen, i
     rows = predicted_rows(setup, pparams, problem, key)
     params = kernels.scatter(setup.layout, rows, frozen.params)
     student = {'params': params, 'batch_stats': frozen.batch_stats}
-    s_logits, s_maps = models.apply_with_features(setup.target, student, images)
+    if setup.batch_norm == 'batch':
+        with batchnorm.batch_statistics():
+            s_logits, s_maps = models.apply_with_features(setup.target, student, images)
+    else:
+        s_logits, s_maps = models.apply_with_features(setup.target, student, images)
     t_logits, t_maps = models.apply_with_features(setup.teacher, frozen.teacher_variables, images)
     t_logits = jax.lax.stop_gradient(t_logits)
     t_maps = [jax.lax.stop_gradient(m) for m in t_maps]

@@ -17,7 +17,6 @@ bit on CPU: every random draw is a function of (seed, step) and the image batche
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 
 import jax
@@ -33,9 +32,11 @@ from nrnp.training import (
     interrupts,
     optim,
     phase_steps,
+    recalibration,
     reconstruction,
     rounds,
     sharding,
+    timing,
 )
 from nrnp.training.schedule import Phase, first_hidden, learning_rate, optimizer, restarts
 
@@ -52,7 +53,8 @@ class Context:
       batches: `(start_step, cycle) -> iterator` of distillation image batches
         (`images` or `(images, labels)`, images `[B, H, W, C]` float32, this
         process's share); deterministic in its arguments for exact resume.
-      evaluate: `pparams -> top1 percent` of the rebuilt network on the test images, or None.
+      evaluate: `(pparams, batch_stats) -> top1 percent` of the rebuilt network (with those
+        BatchNorm statistics; None: the original's) on the test images, or None.
       keys: named PRNG keys ('reconstruct', 'distill', ...).
       log: progress sink; workdir: run directory.
       mesh: device mesh (None: default device); images and kernel rows are split over it.
@@ -61,6 +63,10 @@ class Context:
         on the device (then `batches` is unused).
       schedule: the run's phases (set by `run_schedule`).
       reconstruct_quantize: reconstruction fits the predictor fake-quantized this way.
+      batch_stats: the target's stored BatchNorm statistics (None: it has none).
+      recalibrate: `pparams -> batch_stats` re-estimated for the rebuilt network
+        ('recalibrate' phases, `recalibrate.every`), or None.
+      recalibration: what the re-estimation uses ('images', 'mode', 'source'), for records.
     """
 
     pmodel: predictor.Predictor
@@ -79,6 +85,44 @@ class Context:
     device_batches: object = None
     schedule: list = dataclasses.field(default_factory=list)
     reconstruct_quantize: str = 'none'
+    batch_stats: dict | None = None
+    recalibrate: Callable | None = None
+    recalibration: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Carry:
+    """What a run carries from phase to phase and checkpoints.
+
+    Attributes:
+      state: the `PredictorState`.
+      round_target: `[N, 9]` rows the current reconstruction round fits.
+      batch_stats: the rebuilt network's BatchNorm statistics (the stored ones until a
+        'recalibrate' phase re-estimates them; None without BatchNorm).
+    """
+
+    state: reconstruction.PredictorState
+    round_target: object
+    batch_stats: dict | None = None
+
+    def arrays(self) -> dict:
+        out = {'state': self.state, 'round_target': self.round_target}
+        return out if self.batch_stats is None else {**out, 'batch_stats': self.batch_stats}
+
+    @classmethod
+    def of(cls, arrays: dict) -> Carry:
+        return cls(arrays['state'], arrays['round_target'], arrays.get('batch_stats'))
+
+    def placed(self, mesh) -> Carry:
+        """On the mesh: the state as `sharding.place_state`, the rest replicated."""
+        if mesh is None:
+            return self
+        stats = None if self.batch_stats is None else sharding.replicate(self.batch_stats, mesh)
+        return Carry(
+            sharding.place_state(self.state, mesh),
+            sharding.replicate(self.round_target, mesh),
+            stats,
+        )
 
 
 def _pct(value) -> str:
@@ -102,104 +146,107 @@ def _for_phase(ctx, phase: Phase):
     return dataclasses.replace(ctx, pmodel=pmodel, setup=setup)
 
 
-def run_schedule(ctx: Context, config, schedule: list[Phase]):
-    """Runs (or resumes) `schedule`.
-
-    Returns:
-      (final PredictorState, list of per-phase records with kind, steps, seconds,
-       top1, rmse, the predictor's hidden width and intermediate evals).
-    """
+def _restore(ctx: Context, config, schedule: list[Phase], ckpt) -> tuple[Carry, dict]:
+    """The run's starting `Carry` and position: fresh, or from its newest checkpoint."""
     width = first_hidden(config, schedule)
     tx = optimizer(config, schedule, None)  # any phase's: they share one state structure
     state = rounds.fresh_state(
         ctx.pmodel.clone(hidden=width), ctx.input_dim, ctx.predictor_seed, tx
     )
-    round_target = ctx.problem.target
-    ckpt = checkpoints.RunCheckpointer(f'{ctx.workdir}/checkpoints')
-    position = {'phase': 0, 'step': 0, 'records': []}
+    carry = Carry(state, ctx.problem.target, ctx.batch_stats)
+    layout = [dataclasses.asdict(p) for p in schedule]
 
     def like(meta):  # the checkpoint's arrays, as its position in the schedule shapes them
-        if meta.get('schedule') != [dataclasses.asdict(p) for p in schedule]:
+        if meta.get('schedule') != layout:
             raise ValueError(
                 f'{ctx.workdir} holds a run with another schedule '
                 f'{meta.get("schedule")}; use a new --workdir'
             )
         held = rounds.held_width(schedule, meta)
         if held == width:
-            return {'state': state, 'round_target': round_target}
-        pmodel = ctx.pmodel.clone(hidden=held)
-        return {
-            'state': rounds.fresh_state(pmodel, ctx.input_dim, 0, tx),
-            'round_target': round_target,
-        }
+            return carry.arrays()
+        fresh = rounds.fresh_state(ctx.pmodel.clone(hidden=held), ctx.input_dim, 0, tx)
+        return dataclasses.replace(carry, state=fresh).arrays()
 
     restored = ckpt.restore_latest(like)
-    if restored is not None:
-        arrays, position = restored
-        state, round_target = arrays['state'], arrays['round_target']
-        ctx.log(
-            f'resuming from checkpoint {ckpt.latest_step()}: phase {position["phase"]}, '
-            f'step {position["step"]} of it'
-        )
-    records = list(position['records'])
+    if restored is None:
+        return carry, {'phase': 0, 'step': 0, 'records': []}
+    arrays, position = restored
+    ctx.log(
+        f'resuming from checkpoint {ckpt.latest_step()}: phase {position["phase"]}, '
+        f'step {position["step"]} of it'
+    )
+    return Carry.of(arrays), position
+
+
+def _placed(ctx: Context, schedule: list[Phase]) -> Context:
+    """`ctx` for the run: its schedule, a metrics sink, the frozen arrays on the mesh."""
     ctx = dataclasses.replace(
         ctx, schedule=schedule, metrics=ctx.metrics or metrics_lines.MetricWriter(None)
     )
-    if ctx.mesh is not None:
-        state = sharding.place_state(state, ctx.mesh)
-        round_target = sharding.replicate(round_target, ctx.mesh)
-        ctx = dataclasses.replace(
-            ctx,
-            problem=sharding.replicate(ctx.problem, ctx.mesh),
-            frozen=None if ctx.frozen is None else sharding.replicate(ctx.frozen, ctx.mesh),
-        )
+    if ctx.mesh is None:
+        return ctx
+    return dataclasses.replace(
+        ctx,
+        problem=sharding.replicate(ctx.problem, ctx.mesh),
+        frozen=None if ctx.frozen is None else sharding.replicate(ctx.frozen, ctx.mesh),
+    )
 
-    def save(phase_index, step_in_phase, state):
-        meta = {
-            'phase': phase_index,
-            'step': step_in_phase,
-            'records': records,
-            'schedule': [dataclasses.asdict(p) for p in schedule],
-        }
-        ckpt.save(int(state.step), {'state': state, 'round_target': round_target}, meta)
+
+def run_schedule(ctx: Context, config, schedule: list[Phase]):
+    """Runs (or resumes) `schedule`.
+
+    Returns:
+      (final `Carry`, list of per-phase records with kind, steps, seconds, top1, rmse, the
+       predictor's hidden width and intermediate evals).
+    """
+    ckpt = checkpoints.RunCheckpointer(f'{ctx.workdir}/checkpoints')
+    carry, position = _restore(ctx, config, schedule, ckpt)
+    records, layout = list(position['records']), [dataclasses.asdict(p) for p in schedule]
+    ctx = _placed(ctx, schedule)
+    carry = carry.placed(ctx.mesh)
+
+    def save(phase_index, step_in_phase, carry):
+        meta = {'phase': phase_index, 'step': step_in_phase, 'records': records}
+        ckpt.save(int(carry.state.step), carry.arrays(), {**meta, 'schedule': layout})
 
     with interrupts.catch(ctx.log) as stop:
         for index, phase in enumerate(schedule):
             if index < position['phase']:
                 continue
-            tx = optimizer(config, schedule, index)
             phase_ctx = _for_phase(ctx, phase)
-            first = position['step'] if index == position['phase'] else 0
-            if first == 0:
-                state, round_target = _start_phase(
-                    phase_ctx, config, phase, state, round_target, tx
+            if phase.kind == 'recalibrate':
+                stats, record = recalibration.phase(phase_ctx, phase, carry.state, records)
+                carry = dataclasses.replace(carry, batch_stats=stats)
+            else:
+                first = position['step'] if index == position['phase'] else 0
+                tx = optimizer(config, schedule, index)
+                if first == 0:
+                    carry = _start_phase(phase_ctx, config, phase, carry, tx).placed(ctx.mesh)
+                carry, record = _run_phase(
+                    phase_ctx, config, phase, index, first, carry, tx, stop, save
                 )
-                if ctx.mesh is not None:  # a fresh predictor or optimizer state lands on one device
-                    state = sharding.place_state(state, ctx.mesh)
-                    round_target = sharding.replicate(round_target, ctx.mesh)
-            state, record = _run_phase(
-                phase_ctx, config, phase, index, first, state, round_target, tx, stop, save
-            )
             records.append({**record, 'hidden': phase.hidden})
-            save(index + 1, 0, state)
+            save(index + 1, 0, carry)
             if stop.requested:
                 raise Preempted(
                     f'{stop.requested}: checkpoint written after {phase.label} in '
                     f'{ctx.workdir}; run the same command again to resume'
                 )
     ckpt.close()
-    return state, records
+    return carry, records
 
 
-def _start_phase(ctx, config, phase: Phase, state, round_target, tx: optim.PhaseSwitch):
+def _start_phase(ctx, config, phase: Phase, carry: Carry, tx: optim.PhaseSwitch) -> Carry:
     """Phase-start actions: make the phase's optimizer the active one; for a
     reconstruction round, also choose its target and predictor (`rounds.start_round`:
     round r > 1 fits round r - 1's rebuild with a fresh predictor of its width).
     """
+    state = carry.state
     state = state.replace(opt_state=optim.select_phase(state.opt_state, phase.kind, tx))
     if phase.kind != 'reconstruct':
-        return state, round_target
-    return rounds.start_round(
+        return dataclasses.replace(carry, state=state)
+    state, target = rounds.start_round(
         state,
         phase,
         ctx.pmodel,
@@ -209,105 +256,81 @@ def _start_phase(ctx, config, phase: Phase, state, round_target, tx: optim.Phase
         tx=tx,
         restart=restarts(config, phase),
     )
+    return dataclasses.replace(carry, state=state, round_target=target)
 
 
-def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, save):
-    problem = dataclasses.replace(ctx.problem, target=round_target)
-    timer = {'device': 0.0, 'apart': 0.0}  # seconds in device calls; in evals and saves
-    step = phase_steps.make_step(ctx, config, phase, first, problem, tx, timer, state)
+def _frozen(ctx, batch_stats):
+    """The distillation step's frozen arrays with the run's current BatchNorm statistics."""
+    if ctx.frozen is None or batch_stats is None:
+        return ctx.frozen
+    return dataclasses.replace(ctx.frozen, batch_stats=batch_stats)
+
+
+def _log_step(ctx, config, phase: Phase, index: int, k: int, state, metrics, clock, progress):
+    _check_finite(metrics, phase, k)
+    progress.update(k - clock.first, dict(metrics), force=True)
+    prefix = 'recon' if phase.kind == 'reconstruct' else 'distill'
+    lr = learning_rate(config, ctx.schedule, index, k)
+    ctx.metrics.write(
+        int(state.step),
+        {**metrics, f'{prefix}/lr': lr, f'{prefix}/steps_per_second': clock.rate(k)},
+    )
+
+
+def _run_phase(ctx, config, phase, index, first, carry: Carry, tx, stop, save):
+    """Steps `first + 1 .. phase.steps` of a training phase; returns (carry, record)."""
+    problem = dataclasses.replace(ctx.problem, target=carry.round_target)
+    run, inputs = phase_steps.make_step(ctx, config, phase, first, problem, tx, carry.state)
     # Plain ints: a ConfigDict attribute read costs microseconds, and the loop is per step.
     log_every, eval_every = config.log_every, config.eval_every
     checkpoint_every = config.checkpoint_every
+    every = config.recalibrate.every if phase.kind == 'distill' and ctx.recalibrate else 0
     progress = progress_lines.Progress(phase.steps, phase.label, ctx.log, every=log_every)
-    prefix = 'recon' if phase.kind == 'reconstruct' else 'distill'
-    evals = []
-    start = time.time()
-    compile_seconds = eval_seconds = 0.0
-    last_step, last_time = first + 1, None  # rates exclude compilation and evaluation
+    cpu_mesh = ctx.mesh is not None and ctx.mesh.size > 1 and jax.devices()[0].platform == 'cpu'
+    clock = timing.PhaseClock(first, lookahead=not cpu_mesh)
+    evals, state, frozen = [], carry.state, _frozen(ctx, carry.batch_stats)
     if first:
         ctx.log(f'{phase.label}: continuing at step {first}/{phase.steps}')
-    # At most one step runs ahead of the host (two in flight); on a multi-device CPU mesh
-    # none: XLA:CPU over simulated devices deadlocked at a collective's rendezvous with many
-    # steps queued (seen in teacher training and at a reconstruction start on 8 devices).
-    cpu_mesh = ctx.mesh is not None and ctx.mesh.size > 1 and jax.devices()[0].platform == 'cpu'
-    previous = None
     for k in range(first + 1, phase.steps + 1):
-        state, metrics = step(state, k)
-        wait = time.perf_counter()
-        jax.block_until_ready(metrics if cpu_mesh else previous)
-        timer['device'] += time.perf_counter() - wait
-        previous = metrics
-        if k == first + 1:  # the first call compiles: time it apart from the steps
-            jax.block_until_ready(metrics)
-            compile_seconds = time.time() - start
-            last_time = time.time()
-            timer['device'] = 0.0
+        args = inputs(k, frozen)
+        with clock.device():
+            state, metrics = run(state, *args)
+        clock.stepped(k, metrics)
         if k % log_every == 0 or k == phase.steps:
-            wait = time.perf_counter()  # waiting for the device is not host time
-            jax.block_until_ready(metrics)
-            timer['device'] += time.perf_counter() - wait
-            _check_finite(metrics, phase, k)
-            progress.update(k - first, {n: v for n, v in metrics.items()}, force=True)
-            now = time.time()
-            rate = (k - last_step) / (now - last_time) if k > last_step else None
-            last_step, last_time = k, now
-            ctx.metrics.write(
-                int(state.step),
-                {
-                    **metrics,
-                    f'{prefix}/lr': learning_rate(config, ctx.schedule, index, k),
-                    f'{prefix}/steps_per_second': rate,
-                },
-            )
+            _log_step(ctx, config, phase, index, k, state, clock.wait(metrics), clock, progress)
         if eval_every and k % eval_every == 0 and k < phase.steps:
-            eval_start = time.time()
-            evals.append({'step': k, 'top1': ctx.evaluate(state.pparams)})
+            with clock.apart(evaluation=True):
+                evals.append({'step': k, 'top1': ctx.evaluate(state.pparams, carry.batch_stats)})
             ctx.log(f'{phase.label} step {k}: eval/top1_reconstructed {_pct(evals[-1]["top1"])}')
             ctx.metrics.write(int(state.step), {'eval/top1_reconstructed': evals[-1]['top1']})
-            eval_seconds += time.time() - eval_start
-            last_time += time.time() - eval_start
-            timer['apart'] += time.time() - eval_start
+        if every and k % every == 0 and k < phase.steps:
+            with clock.apart():
+                carry.batch_stats = ctx.recalibrate(state.pparams)
+            frozen = _frozen(ctx, carry.batch_stats)
         periodic = checkpoint_every and k % checkpoint_every == 0
         if k < phase.steps and (stop.requested or periodic):
-            save_start = time.time()
-            _check_finite(metrics, phase, k)
-            save(index, k, state)
-            timer['apart'] += time.time() - save_start
+            with clock.apart():
+                _check_finite(metrics, phase, k)
+                save(index, k, dataclasses.replace(carry, state=state))
             if stop.requested:
                 raise Preempted(
                     f'{stop.requested}: checkpoint written at {phase.label} step {k} in '
                     f'{ctx.workdir}; run the same command again to resume'
                 )
-    wait = time.perf_counter()  # the steps still queued on the device are device time
-    jax.block_until_ready(state)
-    timer['device'] += time.perf_counter() - wait
-    seconds = time.time() - start
-    top1 = ctx.evaluate(state.pparams)
-    rmse = reconstruction.full_rmse(ctx.pmodel, state.pparams, ctx.problem)
-    ctx.metrics.write(int(state.step), {'eval/top1_reconstructed': top1, 'recon/rmse': rmse})
-    done = phase.steps - first
-    timed = seconds - compile_seconds - eval_seconds
-    host = timed - timer['device'] - (timer['apart'] - eval_seconds)
-    record = {
-        'kind': phase.kind,
-        'round': phase.round,
-        'cycle': phase.cycle,
-        'steps': phase.steps,
-        'seconds': seconds,
-        'step_ms': 1000 * seconds / max(done, 1),
-        'compile_seconds': compile_seconds,
-        'steps_per_second': (done - 1) / timed if done > 1 and timed > 0 else None,
-        # Loop time per step outside the jitted step (input, host-to-device copies,
-        # logging), excluding compilation, evaluations and checkpoint saves.
-        'host_ms_per_step': 1000 * max(host, 0.0) / (done - 1) if done > 1 else None,
-        'top1': top1,
-        'rmse': rmse,
-        'evals': evals,
-    }
+    clock.wait(state)  # the steps still queued on the device are device time
+    record = {'kind': phase.kind, 'round': phase.round, 'cycle': phase.cycle}
+    record.update(steps=phase.steps, **clock.summary(phase.steps - first))
+    record['top1'] = ctx.evaluate(state.pparams, carry.batch_stats)
+    record['rmse'] = reconstruction.full_rmse(ctx.pmodel, state.pparams, ctx.problem)
+    record['evals'] = evals
     if first:
         record['resumed_at'] = first
-    ctx.log(
-        f'{phase.label} done: {phase.steps} steps, {seconds:.1f}s, '
-        f'eval/top1_reconstructed {_pct(top1)}, recon/rmse {rmse:.6f} (vs original weights)'
+    ctx.metrics.write(
+        int(state.step), {'eval/top1_reconstructed': record['top1'], 'recon/rmse': record['rmse']}
     )
-    return state, record
+    ctx.log(
+        f'{phase.label} done: {phase.steps} steps, {record["seconds"]:.1f}s, '
+        f'eval/top1_reconstructed {_pct(record["top1"])}, '
+        f'recon/rmse {record["rmse"]:.6f} (vs original weights)'
+    )
+    return dataclasses.replace(carry, state=state), record

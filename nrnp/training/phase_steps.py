@@ -1,17 +1,17 @@
 """The jitted step of each phase: reconstruction, or distillation on host or device images.
 
-  step = make_step(ctx, config, phase, first, problem, tx, timer, state)  # -> (state, metrics)
+  run, inputs = make_step(ctx, config, phase, first, problem, tx, state)
+  state, metrics = run(state, *inputs(k, frozen))      # step k (1-based) of the phase
 
 Each phase's step is jitted once (its static settings bound with functools.partial, the
-state donated, its new state placed like the old one) and wrapped so that its call time
-goes to `timer['device']`: the loop reports the rest of its time per step as host time
-(`host_ms_per_step`).
+state donated, its new state placed like the old one). `inputs` does the step's host work
+(drawing a host batch, copying it to the mesh) and `run` is the jitted call alone, so the
+loop can time the two apart (`timing.PhaseClock`).
 """
 
 from __future__ import annotations
 
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
@@ -21,20 +21,8 @@ from nrnp.data import threads
 from nrnp.training import distillation, reconstruction, sharding
 
 
-def timed(fn, timer: dict):
-    """`fn` adding its call time to `timer['device']` (dispatch, and any wait on the device)."""
-
-    def wrapped(*args):
-        start = time.perf_counter()
-        out = fn(*args)
-        timer['device'] += time.perf_counter() - start
-        return out
-
-    return wrapped
-
-
-def make_step(ctx, config, phase, first: int, problem, tx, timer: dict, state):
-    """`step(state, k)` for step k (1-based) of `phase`, resuming after step `first`.
+def make_step(ctx, config, phase, first: int, problem, tx, state):
+    """`(run, inputs)` for the steps of `phase` after step `first`.
 
     The jitted step's new state keeps `state`'s placement (`out_shardings`), and the PRNG
     keys are placed on the mesh once, so a step costs no per-step copies on the host.
@@ -46,8 +34,12 @@ def make_step(ctx, config, phase, first: int, problem, tx, timer: dict, state):
       first: steps of the phase already done (host batches start there).
       problem: the `ReconstructionProblem` with this round's target rows.
       tx: the run's optimizer.
-      timer: `{'device': seconds}`, incremented by every call of the jitted step.
       state: the current predictor state (its shardings are kept).
+
+    Returns:
+      `run(state, *args) -> (state, metrics)`, the jitted step, and `inputs(k, frozen)`,
+      the arguments after the state of step k (1-based) given the distillation phase's
+      `Frozen` arrays (the run's current BatchNorm statistics).
     """
     jit = functools.partial(jax.jit, donate_argnums=0)
     keys = ctx.keys
@@ -56,7 +48,7 @@ def make_step(ctx, config, phase, first: int, problem, tx, timer: dict, state):
         jit = functools.partial(jax.jit, donate_argnums=0, out_shardings=(shardings, None))
         keys = sharding.replicate(ctx.keys, ctx.mesh)
     if phase.kind == 'reconstruct':
-        step_fn = jit(
+        run = jit(
             functools.partial(
                 reconstruction.reconstruction_step,
                 model=ctx.pmodel,
@@ -67,48 +59,42 @@ def make_step(ctx, config, phase, first: int, problem, tx, timer: dict, state):
                 quantize_mode=ctx.reconstruct_quantize,
             )
         )
-        step_fn = timed(step_fn, timer)
-        step = lambda s, k: step_fn(s, problem, keys['reconstruct'])
-    elif ctx.device_batches is not None:  # images drawn and augmented inside the step
-        d, db = config.distill, ctx.device_batches
-        step_fn = jit(
+        return run, lambda k, frozen: (problem, keys['reconstruct'])
+    d = config.distill
+    weights = (d.kd_weight, d.fm_weight, d.reconstruction_weight)
+    if ctx.device_batches is not None:  # images drawn and augmented inside the step
+        db = ctx.device_batches
+        run = jit(
             functools.partial(
                 distillation.distillation_step_on_device,
                 setup=ctx.setup,
                 tx=tx,
-                loss_weights=(d.kd_weight, d.fm_weight, d.reconstruction_weight),
+                loss_weights=weights,
                 **db.settings,
             )
         )
-        step_fn = timed(step_fn, timer)
         data_key = db.key(phase.cycle)
         if ctx.mesh is not None:
             data_key = sharding.replicate(data_key, ctx.mesh)
 
-        def step(s, k):
-            return step_fn(
-                s, problem, ctx.frozen, db.split, data_key, np.int32(k - 1), keys['distill']
-            )
+        def device_inputs(k, frozen):
+            return problem, frozen, db.split, data_key, np.int32(k - 1), keys['distill']
 
-    else:
-        d = config.distill
-        weights = (d.kd_weight, d.fm_weight, d.reconstruction_weight)
-        step_fn = jit(
-            functools.partial(
-                distillation.distillation_step, setup=ctx.setup, tx=tx, loss_weights=weights
-            )
+        return run, device_inputs
+    run = jit(
+        functools.partial(
+            distillation.distillation_step, setup=ctx.setup, tx=tx, loss_weights=weights
         )
-        step_fn = timed(step_fn, timer)
-        batches = ctx.batches(first, phase.cycle)
-        batches = threads.prefetch(batches, size=2)
+    )
+    batches = threads.prefetch(ctx.batches(first, phase.cycle), size=2)
 
-        def step(s, k):
-            images = next(batches)
-            if isinstance(images, tuple):
-                images = images[0]  # labels are never used
-            images = (
-                jnp.asarray(images) if ctx.mesh is None else sharding.global_batch(images, ctx.mesh)
-            )
-            return step_fn(s, problem, ctx.frozen, images, keys['distill'])
+    def host_inputs(k, frozen):
+        images = next(batches)
+        if isinstance(images, tuple):
+            images = images[0]  # labels are never used
+        if ctx.mesh is None:
+            return problem, frozen, jnp.asarray(images), keys['distill']
+        images = sharding.global_batch(images, ctx.mesh)
+        return problem, frozen, images, keys['distill']
 
-    return step
+    return run, host_inputs

@@ -17,7 +17,7 @@ from nrnp.training import optim
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-    kind: str  # 'reconstruct' | 'distill'
+    kind: str  # 'reconstruct' | 'distill' | 'recalibrate' (BatchNorm re-estimation, 0 steps)
     steps: int
     round: int = 1  # reconstruction round within its cycle (1-based)
     cycle: int = 1
@@ -27,7 +27,14 @@ class Phase:
     def label(self) -> str:
         if self.kind == 'reconstruct':
             return f'reconstruct c{self.cycle} round {self.round}'
+        if self.kind == 'recalibrate':
+            return f'recalibrate c{self.cycle} after {self.after}'
         return f'distill c{self.cycle}'
+
+    @property
+    def after(self) -> str:
+        """What a 'recalibrate' phase follows: 'round R' or 'distill'."""
+        return 'distill' if self.round == 0 else f'round {self.round}'
 
 
 def split_steps(total_steps: int, rounds: int) -> list[int]:
@@ -72,8 +79,13 @@ def final_hidden(config) -> int:
     return int(widths[-1] if widths else config.predictor.hidden)
 
 
-def build_schedule(config) -> list[Phase]:
-    """`cycles` x (reconstruction rounds, then distillation), skipping empty phases."""
+def build_schedule(config, batch_norm: bool = True) -> list[Phase]:
+    """`cycles` x (reconstruction rounds, then distillation), skipping empty phases, with
+    'recalibrate' phases where `recalibrate.when` puts them (`recalibrate.images` > 0 and
+    `batch_norm`: the target has BatchNorm statistics).
+
+    A 'recalibrate' phase has 0 steps and the round it follows (0: after distillation).
+    """
     if config.cycles < 1:
         raise ValueError(f'cycles must be >= 1, got {config.cycles}')
     rounds = rounds_of(config)
@@ -82,13 +94,20 @@ def build_schedule(config) -> list[Phase]:
             'cycles > 1 would return to round 1 of another width: '
             'give reconstruct.round_hidden one width, or cycles=1'
         )
+    when = config.recalibrate.when if config.recalibrate.images and batch_norm else 'never'
     phases = []
     for cycle in range(1, config.cycles + 1):
         for r, (steps, hidden) in enumerate(rounds):
             if steps:
                 phases.append(Phase('reconstruct', steps, r + 1, cycle, hidden))
+                if when in ('reconstruct', 'both'):
+                    phases.append(Phase('recalibrate', 0, r + 1, cycle, hidden))
+        hidden = final_hidden(config)
         if config.distill.steps:
-            phases.append(Phase('distill', config.distill.steps, 1, cycle, final_hidden(config)))
+            phases.append(Phase('distill', config.distill.steps, 1, cycle, hidden))
+        if when in ('distill', 'both') and phases and phases[-1].kind != 'recalibrate':
+            after = 0 if config.distill.steps else len(rounds)
+            phases.append(Phase('recalibrate', 0, after, cycle, hidden))
     return phases
 
 

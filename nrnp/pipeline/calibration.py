@@ -1,0 +1,176 @@
+"""A run's BatchNorm re-estimation, from the `recalibrate` config section.
+
+  recal = make(config, model, variables, input_shape=(1, 32, 32, 3),
+               train_images=split_images(config, train), mesh=mesh, log=print)
+  recal.info                      # {'images': 256, 'mode': 'relative', 'source': 'train'}
+  batch_stats = recal(params)     # re-estimated for the network with these params
+
+The calibration images are chosen once per run and reused for every re-estimation (and
+for the original network's moments in 'relative' mode): `source='train'` takes a seeded
+subset of the training split (CLI) or the library's data, without labels or augmentation;
+'noise' seeded standard-normal inputs; 'synthetic' noise optimised to match the stored
+BatchNorm statistics; 'auto' is 'train' when there are training images, else 'noise'.
+They are built on first use, so a resumed run past every re-estimation never builds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from nrnp.data import batching, dataset
+from nrnp.errors import ConfigError
+from nrnp.nets import batchnorm
+from nrnp.training import evaluation, recalibration
+
+SOURCES = ('auto', 'train', 'noise', 'synthetic')
+
+
+def needs_train_split(config, variables: dict) -> bool:
+    """Whether the CLI's re-estimation reads the training split."""
+    r = config.recalibrate
+    return bool(r.images) and r.source in ('auto', 'train') and batchnorm.has_batchnorm(variables)
+
+
+def batch_plan(images: int, batch_size: int, available: int | None, mesh) -> tuple[int, int]:
+    """(batches, batch size): at most `images` (and `available`) images in equal batches
+    that divide over the mesh's 'data' axis and the processes."""
+    images = min(images, available) if available is not None else images
+    size = max(min(batch_size, images), 1)
+    if mesh is not None:
+        size = evaluation.round_batch(size, mesh)
+    return max(images // size, 1), size
+
+
+def _local_rows(batch: np.ndarray) -> np.ndarray:
+    """This process's rows of a global batch (every process holds the whole batch)."""
+    local = batch.shape[0] // jax.process_count()
+    return batch[jax.process_index() * local : (jax.process_index() + 1) * local]
+
+
+def split_images(config, train) -> Callable[[int, int], list[np.ndarray]]:
+    """`(batches, batch_size) -> this process's rows of each batch` from the training split:
+    a seeded subset, normalised, centre-cropped where the split is not resized on reading."""
+    resized = config.data.augment == 'random_resized_crop'  # such splits keep their sizes
+    crop = 'center' if resized or config.data.eval_crop == 'center' else 'none'
+
+    def images(count: int, size: int) -> list[np.ndarray]:
+        order = np.random.default_rng([config.seed, 0xCA1]).permutation(len(train))
+        subset = dataset.take(train, np.sort(order[: count * size]))
+        settings = dict(
+            batch_size=size,
+            mean=tuple(config.data.mean),
+            std=tuple(config.data.std),
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            crop=crop,
+            image_size=config.data.image_size,
+            crop_fraction=config.data.crop_fraction,
+        )
+        return [batching.eval_batch(subset, i, **settings)[0] for i in range(count)]
+
+    images.available = len(train)
+    return images
+
+
+def array_images(batches: list) -> Callable[[int, int], list[np.ndarray]]:
+    """The same from the library's data: its first images, re-cut into equal batches."""
+
+    def images(count: int, size: int) -> list[np.ndarray]:
+        held, total = [], 0
+        for batch in batches:
+            held.append(np.asarray(batch[0] if isinstance(batch, tuple) else batch, np.float32))
+            total += len(held[-1])
+            if total >= count * size:
+                break
+        whole = np.concatenate(held)[: count * size]
+        return [_local_rows(whole[i * size : (i + 1) * size]) for i in range(count)]
+
+    images.available = sum(len(b[0] if isinstance(b, tuple) else b) for b in batches)
+    return images
+
+
+@dataclasses.dataclass
+class Recalibrator:
+    """`params -> batch_stats` re-estimated on the run's calibration images (see `make`)."""
+
+    model: object
+    variables: dict
+    make_batches: Callable[[], list]
+    mode: str
+    mesh: object
+    info: dict
+    calibration: recalibration.Calibration | None = None
+
+    def __call__(self, params: dict) -> dict:
+        if self.calibration is None:
+            stored = self.variables['batch_stats']
+            batches = self.make_batches()
+            self.calibration = recalibration.Calibration(
+                self.model, batches, stored, self.mode, self.mesh
+            )
+        return self.calibration.stats(params, self.variables['params'])
+
+
+def resolve_source(config, has_train: bool) -> str:
+    """The calibration source a run uses ('auto' resolved)."""
+    source = config.recalibrate.source
+    if source == 'auto':
+        return 'train' if has_train else 'noise'
+    if source == 'train' and not has_train:
+        raise ConfigError(
+            "recalibrate.source='train' needs training images (the library's data=); "
+            "use 'noise' or 'synthetic' for data-free re-estimation"
+        )
+    return source
+
+
+def make(config, model, variables, *, input_shape, train_images, mesh, log) -> Recalibrator | None:
+    """The run's `Recalibrator`, or None when re-estimation is off or impossible (logged).
+
+    Args:
+      config: the run's config (`recalibrate`, `seed`).
+      model: the target network (None: re-estimation is skipped).
+      variables: the target's {'params', 'batch_stats', ...}.
+      input_shape: `(1, H, W, C)` of the network's inputs (noise and synthetic images).
+      train_images: `split_images(...)` or `array_images(...)`, or None (no training data).
+      mesh: the run's mesh.
+      log: progress sink.
+    """
+    r = config.recalibrate
+    if not r.images:
+        return None
+    if not batchnorm.has_batchnorm(variables):
+        log('note: the target has no BatchNorm running statistics: nothing to re-estimate')
+        return None
+    if model is None or input_shape is None:
+        log('note: BatchNorm re-estimation needs the model and its input shape: skipped')
+        return None
+    source = resolve_source(config, train_images is not None)
+    available = train_images.available if source == 'train' else None
+    count, size = batch_plan(r.images, r.batch_size, available, mesh)
+    shape = (count * size, *input_shape[1:])
+
+    def batches() -> list:
+        if source == 'train':
+            return train_images(count, size)
+        if source == 'noise':
+            images = recalibration.noise_images(shape, config.seed)
+        else:
+            images = recalibration.synthetic_images(
+                model,
+                variables,
+                shape,
+                config.seed,
+                steps=r.synthetic_steps,
+                learning_rate=r.synthetic_learning_rate,
+                log=log,
+            )
+        return [_local_rows(images[i * size : (i + 1) * size]) for i in range(count)]
+
+    info = {'images': count * size, 'mode': r.mode, 'source': source}
+    log(f'BatchNorm re-estimation: {info["images"]} {source} images ({r.mode}), when {r.when}')
+    return Recalibrator(model, variables, batches, r.mode, mesh, info)
