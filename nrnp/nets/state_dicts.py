@@ -57,7 +57,11 @@ def _read_torch(path: str) -> Any:
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # torch raises many types for truncated or unsafe files
-        raise CheckpointError(f'{path}: torch.load failed: {e}') from e
+        from nrnp.nets import torch_pickle  # noqa: PLC0415
+
+        torch_pickle.load(path)  # names what is wrong when the file is not a checkpoint
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f'{path}: torch.load failed: {first}') from e
     to_numpy = lambda t: (t.float() if t.dtype == torch.bfloat16 else t).detach().numpy()
     return jax.tree.map(lambda t: to_numpy(t) if isinstance(t, torch.Tensor) else t, obj)
 
