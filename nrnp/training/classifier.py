@@ -203,6 +203,43 @@ def differences(saved: dict, wanted: dict, prefix: str = '') -> list[str]:
     return out
 
 
+def _resume(ckpt, state: TrainState, fingerprint: dict, workdir, log) -> TrainState:
+    """`state`, or the newest checkpoint's when `ckpt` holds one of the same fingerprint."""
+    if ckpt is None or ckpt.latest_step() is None:
+        return state
+    saved = ckpt.latest_meta().get('fingerprint', {})
+    if saved != fingerprint:
+        ckpt.close()
+        raise WorkdirError(
+            f'{workdir} holds a teacher training of another config ('
+            + '; '.join(differences(saved, fingerprint))
+            + f'); delete {workdir} to start over, or use a new --workdir'
+        )
+    state = ckpt.restore_latest({'state': state})[0]['state']
+    log(f'teacher training: resuming from the checkpoint of step {int(state.step)}')
+    return state
+
+
+def _batches(dataset, recipe: Recipe, first: int, mean, std):
+    """The training batches from step `first` (prefetched; none when training is done)."""
+    if first >= recipe.steps:
+        return (b for b in ())
+    batches = batching.train_batches(
+        dataset,
+        batch_size=min(recipe.batch_size, len(dataset)),
+        seed=recipe.seed,
+        start_step=first,
+        augment=recipe.augment,
+        mean=mean,
+        std=std,
+        pad=recipe.pad,
+        image_size=recipe.image_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    return threads.prefetch(batches)
+
+
 def train_classifier(
     model,
     variables: dict,
@@ -245,20 +282,9 @@ def train_classifier(
     """
     mesh = mesh or sharding.make_mesh(1)
     tx = make_optimizer(recipe)
-    state = init_state(variables, tx)
     meta = {'fingerprint': json.loads(json.dumps(fingerprint or dataclasses.asdict(recipe)))}
     ckpt = checkpoints.RunCheckpointer(workdir) if workdir else None
-    if ckpt and ckpt.latest_step() is not None:
-        saved = ckpt.latest_meta().get('fingerprint', {})
-        if saved != meta['fingerprint']:
-            ckpt.close()
-            raise WorkdirError(
-                f'{workdir} holds a teacher training of another config ('
-                + '; '.join(differences(saved, meta['fingerprint']))
-                + f'); delete {workdir} to start over, or use a new --workdir'
-            )
-        state = ckpt.restore_latest({'state': state})[0]['state']
-        log(f'teacher training: resuming from the checkpoint of step {int(state.step)}')
+    state = _resume(ckpt, init_state(variables, tx), meta['fingerprint'], workdir, log)
     first = int(state.step)
     state = sharding.replicate(state, mesh)
     step_fn = jax.jit(
@@ -266,20 +292,7 @@ def train_classifier(
         donate_argnums=0,
         out_shardings=(sharding.replicated(mesh),) * 2,
     )
-    batches = batching.train_batches(
-        dataset,
-        batch_size=min(recipe.batch_size, len(dataset)),
-        seed=recipe.seed,
-        start_step=first,
-        augment=recipe.augment,
-        mean=mean,
-        std=std,
-        pad=recipe.pad,
-        image_size=recipe.image_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    batches = threads.prefetch(batches) if first < recipe.steps else (b for b in ())
+    batches = _batches(dataset, recipe, first, mean, std)
     progress = progress_lines.Progress(recipe.steps - first, 'teacher training', log, log_every)
     last_saved = first or None
     losses, checked = [], first + 1  # device scalars since the last finiteness check
