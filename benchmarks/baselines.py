@@ -9,11 +9,15 @@ kernels nrnp's predictor would represent (`kernels.sizes=(1, 3)`, every 3x3 and 
 conv) and evaluates the result on the same JPEG CIFAR-10 test images as the CLI
 (`--test_limit=N`: the CLI's seeded, class-balanced subset of N images):
 
-  ptq8, ptq4   symmetric per-output-channel quantisation to 8 / 4 bits (round to
-               nearest, scale max|w| / (2^(b-1) - 1), no calibration data)
+  ptq8, ptq4, ptq3  symmetric per-output-channel quantisation to 8 / 4 / 3 bits (round
+               to nearest, scale max|w| / (2^(b-1) - 1), no calibration data)
   prune50/70/90  magnitude pruning, per layer: the smallest |w| of each conv set to zero
   gprune50/70/90 magnitude pruning, global: one |w| threshold over all those convs
-No baseline is fine-tuned or calibrated on data (nrnp's distillation trains on images).
+No baseline is fine-tuned on data (nrnp's distillation trains on images). Every row also
+gives `top1_recalibrated`: the same rewritten net with its BatchNorm statistics
+re-estimated as nrnp does (`--recalibrate_source=train`: the relative estimate from the
+CLI's seeded 256 unlabeled training images; `noise`: from 256 seeded noise images;
+`none`: not measured), at zero bytes.
 
 Bytes are what must be stored to rebuild the network, counted like nrnp's artefact
 payload (`Compressed.size_report`: predictor + orderings + copied leaves, no header):
@@ -52,6 +56,7 @@ METHODS = (
     'original',
     'ptq8',
     'ptq4',
+    'ptq3',
     'prune50',
     'prune70',
     'prune90',
@@ -174,10 +179,32 @@ def _test_images(shared: str, test_limit: int, cache: str):
     return batching.normalise(np.stack(images), mean, std), np.asarray(labels)
 
 
-def measure(target: str, shared: str, images, labels, methods) -> list[dict]:
-    """One row per method: top-1 on `images` and the stored bytes."""
+def calibration_batches(shared: str, source: str, cache: str, images: int = 256) -> list:
+    """The CLI's calibration images (`pipeline.calibration`, c10_r20's defaults)."""
+    from nrnp.data import sources
+    from nrnp.pipeline import calibration
+    from nrnp.training import recalibration
+
+    config = c10_r20.get_config()
+    if source == 'noise':
+        return [recalibration.noise_images((images, 32, 32, 3), config.seed)]
+    train = sources.load_dataset(
+        name='cifar10',
+        split='train',
+        image_folder=os.path.join(shared, 'data/cifar10-jpeg'),
+        cache_dir=cache,
+        image_size=32,
+        channels=3,
+        log=lambda message: None,
+    )
+    return calibration.split_images(config, train)(1, images)
+
+
+def measure(target: str, shared: str, images, labels, methods, calibration=None) -> list[dict]:
+    """One row per method: top-1 on `images` (and with re-estimated BatchNorm statistics,
+    from the `calibration` batches) and the stored bytes."""
     from nrnp.nets import loading, models
-    from nrnp.training import evaluation
+    from nrnp.training import evaluation, recalibration
 
     config = c10_r20.get_config()
     model = models.build_model(target, 10, shortcut='A')
@@ -191,12 +218,21 @@ def measure(target: str, shared: str, images, labels, methods) -> list[dict]:
         start = time.time()
         rewritten, sizes = apply_method(variables, represented, method)
         top1 = evaluation.top1(model, rewritten, images, labels)
+        recalibrated = None
+        if calibration is not None:
+            stored = variables['batch_stats']
+            cal = recalibration.Calibration(model, calibration, stored, 'relative')
+            stats = cal.stats(rewritten['params'], variables['params'])
+            recalibrated = evaluation.top1(
+                model, {**rewritten, 'batch_stats': stats}, images, labels
+            )
         rows.append(
             {
                 'target': target,
                 'method': method,
                 'test_images': len(labels),
                 'top1': top1,
+                'top1_recalibrated': recalibrated,
                 **sizes,
                 'byte_ratio': sizes['stored_bytes'] / sizes['original_bytes'],
                 'conv_ratio': sizes['conv_bytes'] / sizes['original_conv_bytes'],
@@ -221,15 +257,18 @@ def write_tables(rows: list[dict], out: str, name: str = 'baselines') -> None:
         '',
         'Written by `python benchmarks/baselines.py` (its docstring defines the methods and',
         'the byte counts). JPEG CIFAR-10 test images from ../shared: compare methods on the',
-        'same images only. No baseline is fine-tuned or calibrated.',
+        'same images only. No baseline is fine-tuned; "re-estimated" is the same net with its',
+        'BatchNorm statistics re-estimated as nrnp does (relative, zero bytes).',
         '',
-        '| target | method | test images | top-1 | stored bytes | / fp32 original | '
-        'conv bytes / fp32 convs |',
-        '| --- | --- | --- | --- | --- | --- | --- |',
+        '| target | method | test images | top-1 | top-1 re-estimated | stored bytes | '
+        '/ fp32 original | conv bytes / fp32 convs |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- |',
     ]
     for r in rows:
+        again = r.get('top1_recalibrated')
         lines.append(
             f'| {r["target"]} | {r["method"]} | {r["test_images"]} | {r["top1"]:.2f} | '
+            f'{"-" if again is None else f"{again:.2f}"} | '
             f'{r["stored_bytes"]:,} | {r["byte_ratio"]:.4f} | {r["conv_ratio"]:.4f} |'
         )
     with open(os.path.join(out, f'{name}.md'), 'w') as f:
@@ -246,6 +285,12 @@ def main(argv=None):
     parser.add_argument('--out', default=os.path.join(REPO, 'benchmarks/results'))
     parser.add_argument('--name', default='baselines', help='file stem of the outputs')
     parser.add_argument('--merge', action='store_true', help='add to the rows already in --out')
+    parser.add_argument(
+        '--recalibrate_source',
+        default='train',
+        choices=('train', 'noise', 'none'),
+        help='BatchNorm re-estimation images for the top1_recalibrated column',
+    )
     args = parser.parse_args(argv)
     shared = os.environ.get('NRNP_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
     if not os.path.isdir(shared):
@@ -256,9 +301,12 @@ def main(argv=None):
         if method not in METHODS:
             raise SystemExit(f'unknown method {method!r}; valid: {",".join(METHODS)}')
     images, labels = _test_images(shared, args.test_limit, args.cache)
+    calibration = None
+    if args.recalibrate_source != 'none':
+        calibration = calibration_batches(shared, args.recalibrate_source, args.cache)
     rows = []
     for target in args.targets.split(','):
-        rows += measure(target, shared, images, labels, methods)
+        rows += measure(target, shared, images, labels, methods, calibration)
     path = os.path.join(args.out, f'{args.name}.json')
     if args.merge and os.path.exists(path):  # keep earlier rows of other (target, method)
         with open(path) as f:

@@ -12,13 +12,16 @@ Each nrnp variant is one run of `nrnp.pipeline.job.run` (the CLI's code) on the
                         round (`reconstruct.round_steps`); the last width is stored
   x quantize            `predictor.quantize` modes (only when the installed nrnp has
                         that field; 'none' always works)
+  x recalibrate         'on' (the default BatchNorm re-estimation) and/or 'off'
+                        (`recalibrate.images=0`, name suffix `_norecal`)
 and the methods are
   recon      reconstruction only, `steps` steps
   distill    reconstruction (`steps`) then decoupled distillation (`distill_steps`)
   joint      reconstruction (`steps`) then NeRN's joint loss (`distill_steps`):
              rec 1 + KD 1e-4 + feature maps 1e-4 at a small learning rate
 With both recon and distill asked, a float recon row is the distill run's record after
-its last reconstruction round (the same computation, not rerun).
+its last reconstruction round (the same computation, not rerun); with re-estimation on,
+the run also gives the recon row after its re-estimation ('+ BN re-est.').
 
 Stored bytes are the artefact's payload without its JSON header (predictor + orderings
 + copied leaves, `Compressed.size_report`), the measure benchmarks/baselines.py counts
@@ -50,18 +53,21 @@ CHECKPOINTS = {
 }
 METHODS = ('recon', 'distill', 'joint')
 BASELINE_SERIES = {
-    'ptq': 'per-channel PTQ (8, 4 bits)',
+    'ptq': 'per-channel PTQ (8, 4, 3 bits)',
     'pru': 'magnitude pruning, per layer',
     'gpr': 'magnitude pruning, global',
 }
+RECAL = ' + BN re-est.'
 
 
-def variants(widths, rounds, methods, quantize, quantize_rounds=False) -> list[dict]:
-    """Every (name, round widths, round steps, method, quantize) asked, each a dict.
+def variants(
+    widths, rounds, methods, quantize, quantize_rounds=False, recalibrate=('on',)
+) -> list[dict]:
+    """Every (name, round widths, round steps, method, quantize, recal) asked, each a dict.
 
     Quantised variants (a mode other than 'none') are made for the 'distill' method only
     (quantisation-aware training runs in distillation), and for progressive rounds only
-    with `quantize_rounds`.
+    with `quantize_rounds`. `recalibrate` lists 'on' and/or 'off' (suffix `_norecal`).
     """
     shapes = [(f'h{w}', (w,), ()) for w in widths]
     for spec in rounds:
@@ -78,16 +84,19 @@ def variants(widths, rounds, methods, quantize, quantize_rounds=False) -> list[d
                     method != 'distill' or (len(hidden) > 1 and not quantize_rounds)
                 ):
                     continue
-                name = f'{shape}_{method}' + ('' if q == 'none' else f'_{q}')
-                out.append(
-                    {
-                        'name': name,
-                        'hidden': hidden,
-                        'round_steps': per_round,
-                        'method': method,
-                        'quantize': q,
-                    }
-                )
+                for recal in recalibrate:
+                    name = f'{shape}_{method}' + ('' if q == 'none' else f'_{q}')
+                    name += '' if recal == 'on' else '_norecal'
+                    out.append(
+                        {
+                            'name': name,
+                            'hidden': hidden,
+                            'round_steps': per_round,
+                            'method': method,
+                            'quantize': q,
+                            'recal': recal,
+                        }
+                    )
     return out
 
 
@@ -117,6 +126,10 @@ def variant_config(args, shared: str, variant: dict):
         if 'quantize' not in c.predictor:
             return None  # this nrnp stores float32 predictors only
         c.predictor.quantize = variant['quantize']
+    if variant.get('recal', 'on') == 'off':
+        if 'recalibrate' not in c:
+            return None
+        c.recalibrate.images = 0
     return c
 
 
@@ -133,12 +146,13 @@ def stored_bytes(workdir: str) -> dict:
 
 
 def run_row(args, shared: str, variant: dict) -> list[dict]:
-    """The variant's row (and a recon row read from a distill run, when asked)."""
+    """The variant's row, and the rows of its reconstruction (without and, when it ran, with
+    BatchNorm re-estimation) read from a distill run when recon is asked too."""
     from nrnp.pipeline import job
 
     config = variant_config(args, shared, variant)
     if config is None:
-        print(f'skipped {variant["name"]}: this nrnp has no predictor.quantize', flush=True)
+        print(f'skipped {variant["name"]}: this nrnp lacks a field it needs', flush=True)
         return []
     workdir = os.path.join(args.out, f'{args.target}_{variant["name"]}')
     path = os.path.join(workdir, 'report.json')
@@ -151,12 +165,17 @@ def run_row(args, shared: str, variant: dict) -> list[dict]:
     rounds = '-'.join(map(str, variant['hidden']))
     if variant.get('round_steps'):
         rounds += '@' + '-'.join(map(str, variant['round_steps']))
+    recal = variant.get('recal', 'on') == 'on' and any(
+        p['kind'] == 'recalibrate' for p in report['phases']
+    )
+    series = f'nrnp {variant["method"]}' + (
+        f' rounds {rounds}' if len(variant['hidden']) > 1 else ''
+    )
+    quantized = '' if variant['quantize'] == 'none' else f' {variant["quantize"]}'
     row = {
         'target': args.target,
         'name': variant['name'],
-        'series': f'nrnp {variant["method"]}'
-        + (f' rounds {rounds}' if len(variant['hidden']) > 1 else '')
-        + ('' if variant['quantize'] == 'none' else f' {variant["quantize"]}'),
+        'series': series + quantized + (RECAL if recal else ''),
         'hidden': rounds,
         'steps': sum(p['steps'] for p in report['phases']),
         'predictor_params': report['predictor_params'],
@@ -170,28 +189,33 @@ def run_row(args, shared: str, variant: dict) -> list[dict]:
     }
     rows = [row]
     recon_too = 'recon' in args.methods.split(',') and variant['quantize'] == 'none'
-    if variant['method'] == 'distill' and recon_too:
-        last = [p for p in report['phases'] if p['kind'] == 'reconstruct'][-1]
-        rows.insert(
-            0,
-            {
-                **row,
-                'name': variant['name'].replace('_distill', '_recon'),
-                'series': row['series'].replace('distill', 'recon'),
-                'steps': row['steps'] - args.distill_steps,
-                'top1': last['top1'],
-                'rmse': last['rmse'],
-                'wall_seconds': None,
-            },
-        )
-    return rows
+    if variant['method'] != 'distill' or not recon_too:
+        return rows
+    phases = report['phases']
+    last = max(i for i, p in enumerate(phases) if p['kind'] == 'reconstruct')
+    recon = {
+        **row,
+        'name': variant['name'].replace('_distill', '_recon'),
+        'series': series.replace('distill', 'recon'),
+        'steps': row['steps'] - args.distill_steps,
+        'top1': phases[last]['top1'],
+        'rmse': phases[last]['rmse'],
+        'wall_seconds': None,
+    }
+    if not recal:  # the same reconstruction as the 'on' run: one row for both
+        return [recon, row] if 'on' not in args.recalibrate.split(',') else rows
+    after = phases[last + 1] if phases[last + 1]['kind'] == 'recalibrate' else None
+    out = [recon]
+    if after is not None:
+        out.append({**recon, 'series': recon['series'] + RECAL, 'top1': after['top1']})
+    return [*out, row]
 
 
 def baseline_rows(path: str, target: str) -> list[dict]:
     """Rows of benchmarks/baselines.py's JSON for `target`, in this table's columns."""
     with open(path) as f:
         found = [r for r in json.load(f) if r['target'] == target]
-    return [
+    rows = [
         {
             'target': target,
             'name': r['method'],
@@ -211,6 +235,10 @@ def baseline_rows(path: str, target: str) -> list[dict]:
         }
         for r in found
     ]
+    for r, source in zip(list(rows), found):  # the same nets with re-estimated statistics
+        if source.get('top1_recalibrated') is not None and source['method'] != 'original':
+            rows.append({**r, 'series': r['series'] + RECAL, 'top1': source['top1_recalibrated']})
+    return rows
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -270,6 +298,9 @@ def main(argv=None):
     parser.add_argument(
         '--quantize_rounds', action='store_true', help='quantised variants of the rounds too'
     )
+    parser.add_argument(
+        '--recalibrate', default='on', help="BatchNorm re-estimation: 'on', 'off' or 'on,off'"
+    )
     parser.add_argument('--steps', type=int, default=8000, help='reconstruction steps')
     parser.add_argument('--distill_steps', type=int, default=60)
     parser.add_argument('--test_limit', type=int, default=0, help='0: all 10,000 test images')
@@ -288,6 +319,7 @@ def main(argv=None):
         methods,
         args.quantize.split(','),
         args.quantize_rounds,
+        args.recalibrate.split(','),
     )
     # A float recon run is the first part of the distill run: its row comes from there.
     shared_part = lambda v: v['method'] == 'recon' and v['quantize'] == 'none'

@@ -109,6 +109,10 @@ def test_curve_variants_and_their_configs():
     c = curve.variant_config(args, '/shared', chosen[2])
     assert c.reconstruct.round_hidden == (180, 140) and c.predictor.hidden == 140
     assert c.distill.steps == 2 and c.reconstruct.steps == 10
+    both = curve.variants([140], [], ['distill'], ['none'], recalibrate=('on', 'off'))
+    assert [v['name'] for v in both] == ['h140_distill', 'h140_distill_norecal']
+    assert curve.variant_config(args, '/shared', both[1]).recalibrate.images == 0
+    assert curve.variant_config(args, '/shared', both[0]).recalibrate.images > 0
     uneven = curve.variants([], ['180-140@6-4'], ['recon'], ['none'])[0]
     assert uneven['name'] == 'r180-140@6-4_recon'
     c = curve.variant_config(args, '/shared', uneven)
