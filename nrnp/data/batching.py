@@ -38,8 +38,11 @@ _AUGMENT_SALT = 1_000_003  # separates the augmentation streams from the permuta
 def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Maps uint8 images [..., C] to float32 (x / 255 - mean) / std, per channel.
 
-    mean and std have length C or 1.
+    mean and std have length C or 1. Float images are taken as already normalised: they
+    come back as float32, unchanged.
     """
+    if np.issubdtype(images.dtype, np.floating):
+        return np.asarray(images, np.float32)
     channels = images.shape[-1]
     mean = np.asarray(mean, np.float32)
     std = np.asarray(std, np.float32)

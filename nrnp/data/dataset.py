@@ -26,7 +26,7 @@ class Dataset:
     """A labelled image dataset held in memory.
 
     Attributes:
-      images: [N, H, W, C] uint8.
+      images: [N, H, W, C] uint8 (or float32: images already normalised, from the library).
       labels: [N] int32, in [0, num_classes).
       num_classes: number of classes.
       class_names: [num_classes] names, index = label.
@@ -38,9 +38,10 @@ class Dataset:
     class_names: tuple[str, ...]
 
     def __post_init__(self):
-        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+        if self.images.ndim != 4 or self.images.dtype not in (np.uint8, np.float32):
             raise DataError(
-                f'images must be [N, H, W, C] uint8, got {self.images.shape} {self.images.dtype}'
+                f'images must be [N, H, W, C] uint8 (or float32), got {self.images.shape} '
+                f'{self.images.dtype}'
             )
         if self.labels.shape != self.images.shape[:1]:
             raise DataError(f'labels {self.labels.shape} do not match images {self.images.shape}')

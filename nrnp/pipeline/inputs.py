@@ -156,7 +156,12 @@ def inputs_identity(variables: dict, data, test_data) -> dict:
         digest.update(jax.tree_util.keystr(path).encode())
         digest.update(np.ascontiguousarray(leaf).tobytes())
     out = {'variables': digest.hexdigest()}
-    if data is not None:
+    if hasattr(data, 'images') and hasattr(data, 'labels'):  # an nrnp Dataset
+        data = (data.images, data.labels)
+    if isinstance(data, tuple) and len(data) == 2 and np.ndim(data[1]) == 1:  # arrays
+        arrays = [np.ascontiguousarray(data[0]), np.ascontiguousarray(data[1])]
+        out['data'] = hashlib.sha256(b''.join(a.tobytes() for a in arrays)).hexdigest()
+    elif data is not None:
         first = _as_batch(next(iter(data)))
         first = first[0] if isinstance(first, tuple) else first
         count = len(data) if hasattr(data, '__len__') else '?'

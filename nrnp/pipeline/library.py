@@ -21,14 +21,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from nrnp import errors
 from nrnp.artifact import compressed
 from nrnp.configs import default as defaults
 from nrnp.nets import trees
-from nrnp.pipeline import assemble, calibration, inputs, validation, workdirs
-from nrnp.training import evaluation, sharding
+from nrnp.pipeline import assemble, inputs, user_data, validation, workdirs
+from nrnp.training import sharding
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
@@ -94,18 +93,26 @@ def compress(
         Needed only with `data` (distillation) or `test_data` (accuracy). A model
         that sows no 'intermediates' (see `models.apply_with_features`) is
         distilled with `distill.fm_weight = 0` (logits only), set automatically.
-      data: optional list (or other re-iterable; a generator is refused) of image
-        batches `[B, H, W, C]` float32, or `(images, labels)` tuples (labels unused).
-        They are used exactly as given: normalised and augmented as the caller
-        made them (nrnp adds no augmentation) and not re-batched
-        (`distill.batch_size` does not apply); distillation step s of a phase uses
-        batch s mod len(data), so a resumed run replays the same batches. None:
-        data-free compression, reconstruction only (`distill.steps` forced to 0).
-      test_data: optional `(images [N, H, W, C] float32, labels [N] int)` for the
-        top-1 of the original and rebuilt networks (per phase, and in `metrics`).
+      data: optional training images, unlabeled for nrnp (labels are never used):
+        `(images [N, H, W, C], labels [N])` arrays or an nrnp `Dataset` are used as the CLI
+        uses its training split: seeded, shuffled batches of `distill.batch_size`,
+        augmented (`data.augment`, `data.pad`) and normalised (`data.mean`, `data.std`;
+        float images are taken as already normalised), drawn on the device when they fit
+        (`data.on_device`). A list (or other re-iterable; a generator is refused) of
+        batches `[B, H, W, C]` float32, or `(images, labels)` tuples, is used exactly as
+        given (nrnp adds no augmentation and does not re-batch): distillation step s of a
+        phase uses batch s mod len(data), so a resumed run replays the same batches; a
+        warning names how few classes its first images hold. BatchNorm statistics are
+        re-estimated on (a seeded subset of) these images. None: data-free compression,
+        reconstruction only (`distill.steps` forced to 0), re-estimation on noise.
+      test_data: optional `(images [N, H, W, C], labels [N] int)` (uint8 images are
+        normalised with `data.mean`/`data.std`, float ones taken as normalised) or an nrnp
+        `Dataset`, for the top-1 of the original and rebuilt networks (per phase, and in
+        `metrics`).
       config: a ConfigDict (default: `nrnp.configs.default.get_config()`); not modified.
-        The `kernels`, `encoding`, `predictor`, `reconstruct`, `distill`, `seed`,
-        `cycles`, `num_devices`, `*_every` and `data.eval_batch_size` fields apply.
+        The `kernels`, `encoding`, `predictor`, `reconstruct`, `distill`, `recalibrate`,
+        `seed`, `cycles`, `num_devices`, `*_every` fields apply, and `data.eval_batch_size`,
+        `data.mean`, `data.std`, `data.augment`, `data.pad`, `data.on_device` for arrays.
       workdir: None: checkpoints go to a temporary directory, deleted at the end.
         Given: checkpoints, TensorBoard events and metrics.jsonl stay there, and a
         rerun with the same arguments resumes; a workdir holding another run
@@ -149,29 +156,18 @@ def compress(
         log(f'no data: data-free compression, reconstruction only (distill__steps {steps} -> 0)')
         config.distill.steps = 0
     full = {**variables, 'batch_stats': variables.get('batch_stats', {})}
-
-    train_batches = calibration_images = None
+    mesh = sharding.make_mesh(config.num_devices, config.model_axis)
+    train = top1 = None
     if data is not None:
-        first, train_batches = inputs.batch_source(data)
-        inputs.check_model(model, full, first)
-        input_shape = (1, *first.shape[1:])
-        calibration_images = calibration.array_images(data)
+        train = user_data.training_data(config, data, model, full, mesh, log)
+        input_shape = train.input_shape
     if config.distill.steps:
         if not _sows_features(model, full, input_shape) and config.distill.fm_weight:
             log('the model sows no intermediates: distill__fm_weight -> 0 (logits only)')
             config.distill.fm_weight = 0.0
-    top1 = None
     if test_data is not None:
-        images = np.asarray(test_data[0], np.float32)
-        labels = np.asarray(test_data[1])
-        if images.ndim != 4 or labels.shape != images.shape[:1]:
-            raise errors.BadInput(
-                f'test_data must be (images [N, H, W, C], labels [N]), got shapes '
-                f'{images.shape} and {labels.shape}'
-            )
-        inputs.check_model(model, full, images)
-        log(f'test data: {len(labels)} images')
-        input_shape = input_shape or (1, *images.shape[1:])
+        top1, shape = user_data.test_data_top1(config, test_data, model, full, mesh, log)
+        input_shape = input_shape or shape
     if input_shape is not None and len(input_shape) == 3:
         input_shape = (1, *input_shape)
     if input_shape is None and model is not None and config.recalibrate.images:
@@ -182,13 +178,6 @@ def compress(
     if not temporary:
         fingerprint = workdirs.fingerprint(config, inputs.inputs_identity(full, data, test_data))
         workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='library')
-    mesh = sharding.make_mesh(config.num_devices, config.model_axis)
-    if test_data is not None:
-
-        def top1(v):
-            batches = evaluation.array_batches(images, labels, config.data.eval_batch_size, mesh)
-            return evaluation.top1_batches(model, v, batches, mesh)
-
     try:
         outcome = assemble.compress_target(
             full,
@@ -198,8 +187,9 @@ def compress(
             mesh=mesh,
             input_shape=input_shape,
             top1=top1,
-            train_batches=train_batches,
-            calibration_images=calibration_images,
+            train_batches=train and train.batches,
+            device_batches=train and train.device_batches,
+            calibration_images=train and train.calibration,
             bare=bare,
             write_metrics=not temporary,
             log=log,

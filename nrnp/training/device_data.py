@@ -28,13 +28,15 @@ from jax import lax
 
 from nrnp.training import sharding
 
+STREAM = 7919  # the distillation images' random stream, apart from the seed's other draws
+
 
 @flax.struct.dataclass
 class DeviceSplit:
     """A labelled image split held on the device(s).
 
     Attributes:
-      images: `[N, H, W, C]` uint8.
+      images: `[N, H, W, C]` uint8 (or float32, already normalised).
       labels: `[N]` int32.
     """
 
@@ -54,11 +56,12 @@ def place(dataset, mesh=None, pad_to: int = 1) -> DeviceSplit:
       mesh: the mesh to replicate over (None: the default device).
       pad_to: append zero images (label -1) up to a multiple of this (evaluation batches).
     """
-    images = np.asarray(dataset.images, np.uint8)
+    images = np.asarray(dataset.images)
+    images = images if images.dtype in (np.uint8, np.float32) else images.astype(np.float32)
     labels = np.asarray(dataset.labels, np.int32)
     extra = -len(images) % pad_to
     if extra:
-        images = np.concatenate([images, np.zeros((extra, *images.shape[1:]), np.uint8)])
+        images = np.concatenate([images, np.zeros((extra, *images.shape[1:]), images.dtype)])
         labels = np.concatenate([labels, np.full(extra, -1, np.int32)])
     split = DeviceSplit(images, labels)
     return sharding.replicate(split, mesh) if mesh is not None else jax.device_put(split)
@@ -109,7 +112,10 @@ def crop_flip(key, images, pad: int):
 
 
 def normalise(images, mean, std):
-    """uint8 `[..., C]` -> float32 `(x / 255 - mean) / std` per channel."""
+    """uint8 `[..., C]` -> float32 `(x / 255 - mean) / std` per channel (float images are
+    taken as already normalised)."""
+    if images.dtype != jnp.uint8:
+        return images.astype(jnp.float32)
     mean = jnp.asarray(mean, jnp.float32)
     std = jnp.asarray(std, jnp.float32)
     return (images.astype(jnp.float32) * (1 / 255) - mean) / std
@@ -178,7 +184,7 @@ class DeviceBatches:
       augment: 'crop_flip' or 'none'.
       pad: crop padding.
       mean, std: per-channel normalisation.
-      seed: the data seed (the key of cycle c is `fold_in(key(seed), c)`).
+      seed: the run's seed (the key of cycle c is `fold_in(fold_in(key(seed), STREAM), c)`).
     """
 
     split: DeviceSplit
@@ -190,7 +196,8 @@ class DeviceBatches:
     seed: int
 
     def key(self, cycle: int):
-        return jax.random.fold_in(jax.random.key(self.seed), cycle)
+        stream = jax.random.fold_in(jax.random.key(self.seed), STREAM)
+        return jax.random.fold_in(stream, cycle)
 
     @property
     def settings(self) -> dict:

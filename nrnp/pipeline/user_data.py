@@ -1,0 +1,148 @@
+"""The library's data as users hold it: image arrays, nrnp Datasets, or ready batches.
+
+  train = training_data(config, data, model, variables, mesh, log)
+  train.input_shape, train.batches, train.device_batches, train.calibration
+  top1, shape = test_data_top1(config, test_data, model, variables, mesh, log)
+
+`data=(images, labels)` (arrays) or a `data.dataset.Dataset` is used exactly as the CLI uses
+its training split: seeded, shuffled batches of `distill.batch_size`, augmented with
+`data.augment` and normalised with `data.mean`/`data.std`, drawn on the device when the
+images fit (`data.on_device`), and a seeded subset of them for BatchNorm re-estimation.
+uint8 images are normalised as the CLI does; float images are taken as already normalised
+(crops pad them with zeros). A list of batches is used as given (`inputs.batch_source`);
+when its first images hold few of the model's classes (batches cut from a class-sorted
+array), a warning says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from nrnp import errors
+from nrnp.data import batching
+from nrnp.data.dataset import Dataset
+from nrnp.pipeline import calibration, inputs, run_inputs
+from nrnp.training import evaluation
+
+
+def held_data(data, name: str = 'data') -> Dataset | None:
+    """`data` as an in-memory `Dataset` when it is one or `(images [N, H, W, C], labels [N])`
+    arrays; None for any other form (a list of batches). `name` is the argument's name."""
+    if isinstance(data, Dataset):
+        return data
+    if not (isinstance(data, tuple) and len(data) == 2):
+        return None
+    images, labels = data
+    if not (hasattr(images, 'shape') and hasattr(labels, 'shape')) or np.ndim(labels) != 1:
+        return None  # e.g. a tuple of two image batches
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 4 or len(images) != len(labels):
+        raise errors.BadInput(
+            f'{name} must be (images [N, H, W, C], labels [N]), got shapes '
+            f'{images.shape} and {labels.shape}'
+        )
+    if images.dtype != np.uint8:
+        images = images.astype(np.float32)  # already normalised
+    whole = np.issubdtype(labels.dtype, np.integer) or (
+        np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels))
+    )
+    if not whole or (len(labels) and labels.min() < 0):
+        raise errors.BadInput(f'{name} labels must be whole numbers >= 0, got {labels[:5]}')
+    classes = int(labels.max()) + 1 if len(labels) else 1
+    return Dataset(images, labels.astype(np.int32), classes, tuple(map(str, range(classes))))
+
+
+def normalised(config, images: np.ndarray) -> np.ndarray:
+    """uint8 images normalised with the config's mean/std; float images as they are."""
+    return batching.normalise(images, tuple(config.data.mean), tuple(config.data.std))
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """What a library run draws its distillation and calibration images from.
+
+    Attributes:
+      input_shape: `(1, H, W, C)` of one image.
+      batches: host batches `(start_step, cycle) -> iterator`, or None.
+      device_batches: `device_data.DeviceBatches` (images drawn on the device), or None.
+      calibration: `calibration.split_images` / `array_images` for re-estimation.
+    """
+
+    input_shape: tuple[int, ...]
+    batches: object = None
+    device_batches: object = None
+    calibration: object = None
+
+
+def training_data(config, data, model, variables: dict, mesh, log) -> TrainingData:
+    """The library's `data` in the form `assemble.compress_target` takes (see the module)."""
+    held = held_data(data)
+    if held is None:
+        first, batches = inputs.batch_source(data)
+        inputs.check_model(model, variables, first)
+        warn_few_classes(data, model, variables, log)
+        return TrainingData((1, *first.shape[1:]), batches, None, calibration.array_images(data))
+    if held.images.dtype != np.uint8 and config.data.augment == 'random_resized_crop':
+        raise errors.BadInput(
+            "float images cannot go through data__augment='random_resized_crop': pass uint8 "
+            "images, or use 'crop_flip' or 'none'"
+        )
+    inputs.check_model(model, variables, normalised(config, held.images[:8]))
+    batches, device = run_inputs.distillation_images(config, held, mesh)
+    where = 'drawn on the device' if device else 'host pipeline'
+    log(
+        f'data: {len(held)} images, shuffled batches of {config.distill.batch_size} '
+        f'(data__augment={config.data.augment!r}, {where})'
+    )
+    shape = (1, *held.images.shape[1:])
+    return TrainingData(shape, batches, device, calibration.split_images(config, held))
+
+
+def warn_few_classes(data, model, variables: dict, log, limit: int = 2048) -> None:
+    """Warns when the first `limit` images of a list of batches hold under half the model's
+    classes, by their labels or else by the model's predictions (a class counts when it
+    has at least a quarter of an even share, so stray mispredictions do not)."""
+    found, seen, classes = [], 0, None
+    for item in data:
+        images = np.asarray(item[0] if isinstance(item, tuple | list) else item, np.float32)
+        if isinstance(item, tuple | list) and len(item) > 1:
+            found.append(np.asarray(item[1]).reshape(-1))
+        else:
+            found.append(np.argmax(np.asarray(model.apply(variables, images, train=False)), -1))
+        if classes is None:
+            out = jax.eval_shape(lambda x: model.apply(variables, x, train=False), images)
+            classes = out.shape[-1]
+        seen += len(images)
+        if seen >= limit:
+            break
+    if not classes or not seen:
+        return
+    counts = np.bincount(np.concatenate(found).astype(np.int64), minlength=classes)
+    held = int(np.sum(counts >= 0.25 * seen / classes))
+    if held < classes / 2:
+        log(
+            f"warning: the first {seen} images of data hold {held} of the model's {classes} "
+            'classes (batches cut from a class-sorted array?); pass data=(images, labels) and '
+            'nrnp draws shuffled batches as the CLI does'
+        )
+
+
+def test_data_top1(config, test_data, model, variables: dict, mesh, log):
+    """(`variables -> top-1 percent` on `test_data`, `(1, H, W, C)`)."""
+    held = held_data(test_data, 'test_data')
+    if held is None:
+        raise errors.BadInput(
+            'test_data must be (images [N, H, W, C], labels [N]) arrays or an nrnp Dataset'
+        )
+    images, labels = normalised(config, held.images), held.labels
+    inputs.check_model(model, variables, images)
+    log(f'test data: {len(labels)} images')
+
+    def top1(v):
+        batches = evaluation.array_batches(images, labels, config.data.eval_batch_size, mesh)
+        return evaluation.top1_batches(model, v, batches, mesh)
+
+    return top1, (1, *images.shape[1:])
