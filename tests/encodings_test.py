@@ -52,20 +52,20 @@ def test_gaussian_matrix():
     np.testing.assert_allclose(m, 2.0 * encodings.gaussian_matrix(0, 16, 1.0), rtol=1e-6)
 
 
-def test_encode_dispatch_and_size():
+def test_make_encoder_dispatch_and_size():
     coords = np.array([[0, 1, 2], [3, 4, 5]])
-    out = encodings.encode(coords, 'nern', levels=3, base=0.5)
-    assert out.shape == (2, encodings.encoding_size('nern', levels=3, base=0.5)) == (2, 18)
+    encode, width = encodings.make_encoder('nern', levels=3, base=0.5)
+    out = encode(coords)
+    assert out.shape == (2, width) == (2, 18)
     np.testing.assert_array_equal(out, encodings.nern_encoding(coords, 3, 0.5))
-    params = dict(maxima=np.array([4, 8, 8]), matrix=encodings.gaussian_matrix(1, 5, 1.0))
-    out = encodings.encode(coords, 'gaussian', **params)
-    assert out.shape == (2, encodings.encoding_size('gaussian', **params)) == (2, 10)
-    assert encodings.encoding_size('gaussian', features=7) == 14
+    encode, width = encodings.make_encoder('gaussian', features=5, scale=1.0, seed=1)
+    out = encode(coords)
+    assert out.shape == (2, width) == (2, 10)
+    matrix = encodings.gaussian_matrix(1, 5, 1.0)  # coordinates over their maxima + 1
+    np.testing.assert_array_equal(out, encodings.gaussian_encoding(coords, [4, 5, 6], matrix))
     assert np.all(np.isfinite(out))
 
 
 def test_unknown_kind():
     with pytest.raises(ValueError, match='nern, gaussian'):
-        encodings.encode(np.zeros((1, 3), int), 'fourier')
-    with pytest.raises(ValueError, match='nern, gaussian'):
-        encodings.encoding_size('fourier')
+        encodings.make_encoder('fourier')

@@ -123,7 +123,7 @@ def test_a_round_starts_a_fresh_predictor_of_its_width_on_the_last_rebuild():
     jax.tree.map(
         np.testing.assert_array_equal,
         new.pparams,
-        predictor.init_predictor(narrow, 24, 3 + 1000 + 2),
+        predictor.init_predictor(narrow, 24, rounds.round_key(3, phase)),
     )
     # Every optimizer state now has the new width (distillation will train this predictor).
     shapes = {x.shape for x in jax.tree.leaves(new.opt_state.inner) if x.ndim == 2}

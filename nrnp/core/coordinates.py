@@ -1,7 +1,7 @@
 """Kernel coordinates: the raw integer (layer, filter, channel) each kernel slot is fed.
 
   coords = kernel_coordinates(layout, table, ordering='crossfilter')   # [N, 3] int32
-  encoded = encodings.encode(coords, 'nern', levels=40, base=0.76)     # [N, 240]
+  encoded = encodings.make_encoder('nern', levels=40)[0](coords)       # [N, 240]
   positions = layer_positions(layout, coords)   # per layer a permutation; exact inverse:
   coords = positions_to_coordinates(layout, positions)
   ordering_bytes(layout, 'crossfilter')         # their size in the artefact (permutation_codec)

@@ -1,8 +1,12 @@
 """Positional encodings of kernel coordinates: the predictor's input features.
 
-  coords = coordinates.kernel_coordinates(layout, table)              # [N, 3] int32
-  features = encodings.encode(coords, 'nern', levels=40, base=0.76)   # [N, 240] float32
-  width = encodings.encoding_size('nern', levels=40)                  # 240
+  coords = coordinates.kernel_coordinates(layout, table)       # [N, 3] int32
+  encode, width = encodings.make_encoder('nern', levels=40)    # width 240
+  features = encode(coords)                                    # [N, 240] float32
+
+`make_encoder` is the one way to build an encoding from its settings (the config's
+`encoding` section, the artefact's header); `nern_encoding` and `gaussian_encoding` are
+the functions it wraps.
 
 'nern' is NeRN's "smooth" sinusoidal encoding of the raw integer coordinates
 (METHOD.md section 2); 'gaussian' is a random Fourier-feature encoding of coordinates
@@ -72,58 +76,6 @@ def gaussian_encoding(coords, maxima, matrix) -> jax.Array:
     x = jnp.asarray(coords).astype(jnp.float32) / jnp.asarray(maxima, jnp.float32)  # [N, 3]
     angles = (2 * jnp.pi) * (x @ jnp.asarray(matrix, jnp.float32))  # [N, M]
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-
-
-def encoding_size(
-    kind: str, *, levels: int = 40, features: int | None = None, matrix=None, **unused
-) -> int:
-    """Width of the encoding `encode(coords, kind, **params)` returns.
-
-    Args:
-      kind: 'nern' or 'gaussian'.
-      levels: 'nern' levels L.
-      features: 'gaussian' frequency count M (or give `matrix`).
-      matrix: 'gaussian' [3, M] projection; its M wins over `features`.
-      **unused: the other encoding parameters (base, maxima), accepted so that
-        `encoding_size(kind, **params)` works with the same params as `encode`.
-
-    Returns:
-      The number of features per coordinate triple: 6L for 'nern', 2M for 'gaussian'.
-
-    Raises:
-      ValueError: for an unknown kind, or 'gaussian' with neither features nor matrix.
-    """
-    del unused
-    if kind == 'nern':
-        return 3 * 2 * levels
-    if kind == 'gaussian':
-        if matrix is not None:
-            return 2 * np.shape(matrix)[1]
-        if features is None:
-            raise ValueError("encoding_size('gaussian') needs features= or matrix=")
-        return 2 * features
-    raise ValueError(f'unknown encoding {kind!r}; valid kinds: {", ".join(KINDS)}')
-
-
-def encode(coords, kind: str, **params) -> jax.Array:
-    """Encodes coordinates with the named encoding.
-
-    Args:
-      coords: [N, 3] integer array.
-      kind: 'nern' (params: levels, base) or 'gaussian' (params: maxima, matrix).
-      **params: keyword arguments of `nern_encoding` or `gaussian_encoding`.
-
-    Returns:
-      [N, encoding_size(kind, **params)] float32.
-
-    Raises:
-      ValueError: for an unknown kind.
-    """
-    if kind == 'nern':
-        return nern_encoding(coords, **params)
-    if kind == 'gaussian':
-        return gaussian_encoding(coords, **params)
-    raise ValueError(f'unknown encoding {kind!r}; valid kinds: {", ".join(KINDS)}')
 
 
 def make_encoder(

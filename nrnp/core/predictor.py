@@ -81,10 +81,11 @@ def num_params(hidden: int, input_dim: int, layers: int = 5, outputs: int = kern
     return total + (hidden + 1) * outputs
 
 
-def init_predictor(model: Predictor, input_dim: int, seed: int):
-    """Predictor params for inputs of width `input_dim`."""
+def init_predictor(model: Predictor, input_dim: int, seed):
+    """Predictor params for inputs of width `input_dim`, from an int seed or a PRNG key."""
     x = jnp.zeros((1, input_dim), jnp.float32)
-    return jax.jit(model.init)(jax.random.key(seed), x)['params']
+    key = seed if isinstance(seed, jax.Array) else jax.random.key(seed)
+    return jax.jit(model.init)(key, x)['params']
 
 
 @functools.partial(jax.jit, static_argnums=0)

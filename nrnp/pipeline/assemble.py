@@ -1,7 +1,7 @@
 """Assembling a run: target + kernel table + data + schedule -> a trained `Compressed`.
 
-  outcome = compress_target(variables, model, config, workdir=W, mesh=mesh,
-                            test_batches=test_fn, train_batches=train_fn, log=print)
+  outcome = compress_target(variables, model, config, workdir=W, mesh=mesh, top1=top1_fn,
+                            train_batches=train_fn, calibration_images=images_fn, log=print)
   outcome.compressed.save('net.nrnp'); outcome.records   # per-phase top-1, RMSE, times
 
 The one function both entry points call: the CLI (`job.run`, which builds the target

@@ -40,18 +40,6 @@ class Prepared:
     ordering_seconds: float
 
 
-def make_encoder(encoding, seed: int):
-    """The encoding section as `coords [N, 3] -> [N, F]` and its width F."""
-    return encodings.make_encoder(
-        encoding.kind,
-        levels=encoding.levels,
-        base=encoding.base,
-        features=encoding.features,
-        scale=encoding.scale,
-        seed=seed,
-    )
-
-
 def predictor_module(p, hidden: int | None = None) -> predictor.Predictor:
     """The predictor section as a module (of width `hidden`, default `p.hidden`)."""
     return predictor.Predictor(
@@ -79,7 +67,10 @@ def prepare(params, config, log=print) -> Prepared:
     start = time.time()
     coords = coordinates.kernel_coordinates(layout, table, config.kernels.ordering, log)
     ordering_seconds = time.time() - start
-    encode, input_dim = make_encoder(config.encoding, config.seed)
+    e = config.encoding
+    encode, input_dim = encodings.make_encoder(
+        e.kind, levels=e.levels, base=e.base, features=e.features, scale=e.scale, seed=config.seed
+    )
     encoded = jnp.asarray(encode(coords), jnp.float32)  # [N, input_dim]
     log(
         f'kernel table: {layout.num_kernels} kernels in {len(layout.layers)} layers, '

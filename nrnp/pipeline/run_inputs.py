@@ -17,6 +17,7 @@ import functools
 import os
 
 import jax
+import numpy as np
 
 from nrnp.data import batching, grain_loader, sources, threads
 from nrnp.data.dataset import Dataset
@@ -116,12 +117,21 @@ def _workers(config) -> int:
     return config.data.workers or grain_loader.default_workers()
 
 
+DATA_STREAM = 7919  # the distillation images' random stream, apart from the seed's others
+
+
+def data_seed(seed: int, cycle: int) -> int:
+    """The numpy seed of cycle `cycle`'s host batches: (seed, stream, cycle) hashed by
+    numpy's SeedSequence, the host counterpart of `jax.random.fold_in`."""
+    return int(np.random.SeedSequence([seed, DATA_STREAM, cycle]).generate_state(1)[0])
+
+
 def distillation_batches(config, train_data, start_step: int, cycle: int):
     """Augmented, normalised training images of one distillation phase from `start_step`
     (through grain's worker processes for streamed data, unless data.loader='threads')."""
     settings = dict(
         batch_size=config.distill.batch_size,
-        seed=config.seed + 7919 * cycle,
+        seed=data_seed(config.seed, cycle),
         augment=config.data.augment,
         mean=tuple(config.data.mean),
         std=tuple(config.data.std),
@@ -147,7 +157,7 @@ def distillation_images(config, train, mesh):
             pad=config.data.pad,
             mean=tuple(config.data.mean),
             std=tuple(config.data.std),
-            seed=config.seed + 7919,
+            seed=config.seed,
         )
         return None, device
     return functools.partial(distillation_batches, config, train), None

@@ -52,7 +52,6 @@ RUN_OUTPUTS = (
     'metrics.jsonl',
     'tensorboard',
 )
-KEPT = ('cache', 'teacher', 'teacher.json', 'teacher_checkpoints')
 # What makes a workdir worth protecting: a start that failed before any of these (a typo
 # in a data path, say) leaves only run.json and log.txt, and the next start replaces them.
 RESULTS = ('checkpoints', 'compressed.nrnp', 'report.json')

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -119,6 +120,8 @@ def distillation_losses(setup: DistillSetup, pparams, problem, frozen: Frozen, i
     Returns:
       {'distill/kd', 'distill/fm', 'distill/rec', 'distill/top1_agree'} scalars.
     """
+    chex.assert_rank(images, 4)  # [B, H, W, C]
+    chex.assert_type(images, jnp.float32)
     pparams = quantize.fake_quantize_tree(pparams, setup.quantize)  # identity for 'none'
     rows = predicted_rows(setup, pparams, problem, key)
     params = kernels.scatter(setup.layout, rows, frozen.params)

@@ -146,8 +146,11 @@ def phase_switch(transforms: Mapping[str, optax.GradientTransformation]) -> Phas
     the whole update at each *step* to the transform of the active phase, read from the
     state (`PhaseSwitchState.phase`, set with `select_phase`). The inactive phases'
     states are carried unchanged, so returning to a phase resumes its moments and
-    schedule. The switch is a `lax.switch` on the state's phase: one compiled step
-    serves every phase, and a checkpoint of the state holds every phase's optimizer.
+    schedule. The switch is a `lax.switch` on the state's phase, so the optimizer state
+    has one structure in every phase: a checkpoint of it holds every phase's optimizer
+    and restores into any phase. (The loop still jits one step per phase kind, since the
+    reconstruction and distillation steps compute different losses; within a kind, every
+    phase and cycle reuses that compilation.)
 
     Args:
       transforms: `{phase name: GradientTransformation}`; the first is active after init.

@@ -11,6 +11,7 @@ nothing else, so a reconstruction step costs one MLP pass over `batch_size` rows
 
 from __future__ import annotations
 
+import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -125,8 +126,11 @@ def reconstruction_step(
       quantize_mode: fit through this storage rounding ('none', 'bf16', 'int8', 'int4').
 
     Returns:
-      (new state, {'recon/loss': batch RMSE, 'recon/lr_step': step}).
+      (new state, {'recon/loss': batch RMSE}).
     """
+    chex.assert_rank([problem.encoded, problem.target, problem.mask, problem.probs], [2, 2, 2, 1])
+    chex.assert_equal_shape([problem.target, problem.mask])  # [N, 9]
+    chex.assert_equal_shape_prefix([problem.encoded, problem.target, problem.probs], 1)
     step_key = jax.random.fold_in(key, state.step)
     idx = sample_kernel_batch(step_key, problem.probs, batch_size, magnitude_fraction)
     idx = sharding.constrain_rows(idx, mesh)  # the batch's rows are split over devices

@@ -13,6 +13,7 @@ stored and distilled, so its width is the run's compression ratio.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from nrnp.core import predictor
@@ -35,6 +36,12 @@ def held_width(schedule: list, meta: dict) -> int:
     """
     index = meta['phase'] if meta['step'] else meta['phase'] - 1
     return schedule[max(index, 0)].hidden
+
+
+def round_key(predictor_seed: int, phase) -> jax.Array:
+    """The PRNG key of the fresh predictor of round `phase.round` of cycle `phase.cycle`."""
+    key = jax.random.fold_in(jax.random.key(predictor_seed), phase.cycle)
+    return jax.random.fold_in(key, phase.round)
 
 
 def start_round(
@@ -61,9 +68,9 @@ def start_round(
 
     Returns:
       (state, round target rows `[N, 9]` float32). For round r > 1 the predictor is
-      new (seed from the run's, cycle and round); when its width differs from the last
-      one, every phase's optimizer state is re-initialised for the new shapes, so the
-      distillation phase that follows trains it from a fresh state.
+      new (`round_key`: the run's predictor seed folded with cycle and round); when its
+      width differs from the last one, every phase's optimizer state is re-initialised
+      for the new shapes, so the distillation phase that follows trains it afresh.
     """
     pparams, opt_state = state.pparams, state.opt_state
     if phase.round == 1:
@@ -73,8 +80,7 @@ def start_round(
     else:
         last = reconstruction.predictor_for(pmodel, pparams)
         target = predictor.predict(last, pparams, problem.encoded)  # [N, 9]
-        seed = predictor_seed + 1000 * phase.cycle + phase.round
-        pparams = predictor.init_predictor(pmodel, input_dim, seed)
+        pparams = predictor.init_predictor(pmodel, input_dim, round_key(predictor_seed, phase))
         if last.hidden != pmodel.hidden:
             opt_state = optim.select_phase(tx.init(pparams), 'reconstruct', tx)
     if restart:

@@ -5,7 +5,9 @@ tx = optimizer(config, schedule, index)    # optim.phase_switch: one optimizer p
 
 Each reconstruction round has its own steps and predictor width
 (`reconstruct.round_steps`, `reconstruct.round_hidden`); distillation trains the last
-round's predictor.
+round's predictor. `rounds_of` is the one place a width is read from the config: every
+`Phase` carries the width it trains (`hidden`), and the rest of the run takes it from
+there (`first_hidden`, `final_hidden`, `rounds.held_width`).
 """
 
 from __future__ import annotations
@@ -75,8 +77,7 @@ def rounds_of(config) -> list[tuple[int, int]]:
 
 def final_hidden(config) -> int:
     """Width of the predictor a run ends with (the last round's; distillation trains it)."""
-    widths = tuple(config.reconstruct.round_hidden)
-    return int(widths[-1] if widths else config.predictor.hidden)
+    return int(rounds_of(config)[-1][1])
 
 
 def build_schedule(config, batch_norm: bool = True) -> list[Phase]:

@@ -130,11 +130,6 @@ def place_state(tree, mesh):
     return jax.device_put(tree, jax.tree.map(lambda x: state_sharding(x, mesh), tree))
 
 
-def keep_sharding(tree, like):
-    """Inside jit: constrain `tree` to the shardings of `like` (stable across steps)."""
-    return jax.lax.with_sharding_constraint(tree, jax.tree.map(lambda x: x.sharding, like))
-
-
 def global_batch(local, mesh):
     """This process's rows of a batch -> one global array sharded over 'data'.
 
