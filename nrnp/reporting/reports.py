@@ -36,6 +36,14 @@ def markdown(report: dict) -> str:
             f'| top-1 rebuilt from the float32 predictor (before {r.get("quantize")} storage) | '
             f'{_fmt(r["top1_reconstructed_fp32"])} % |'
         )
+    recal = [p for p in r.get('phases', []) if p.get('kind') == 'recalibrate']
+    if recal:
+        last = recal[-1]
+        lines.append(
+            f'| BatchNorm statistics re-estimated ({last.get("mode")}, {last.get("images")} '
+            f'{last.get("source")} images, {len(recal)} time(s)): top-1 before the last | '
+            f'{_fmt(last.get("top1_before"))} % |'
+        )
     if r.get('top1_reconstructed_best_seen') is not None:
         lines.append(
             f'| top-1 rebuilt, best seen during the run (test-set selected) | '
