@@ -118,14 +118,17 @@ if os.path.exists(e2e):
             print(f"| {kind} | {k['cli_steps_per_s']:.1f} | {k.get('bare_steps_per_s', 0):.1f} | "
                   f"{k.get('ratio', 0):.2f} | {k['host_ms_per_step']:.3f} |")
 print('\n## Fidelity (same test images; delta = rebuilt - original)\n')
-print('| run | ratio | artifact ratio | original | rebuilt | delta | wall s |')
-print('| --- | --- | --- | --- | --- | --- | --- |')
+print('| run | ratio | artifact ratio | original | rebuilt, before BN re-estimation | rebuilt '
+      '| delta | wall s |')
+print('| --- | --- | --- | --- | --- | --- | --- | --- |')
 for path in sorted(glob.glob(f'{work}/runs/*/report.json')):
     r = json.load(open(path))
     name = os.path.basename(os.path.dirname(path))
     d = r['top1_reconstructed'] - r['top1_original']
+    recal = [p for p in r['phases'] if p['kind'] == 'recalibrate']
+    before = f"{recal[-1]['top1_before']:.2f}" if recal else '-'
     print(f"| {name} | {r['ratio']:.3f} | {r.get('artifact_ratio', float('nan')):.3f} | "
-          f"{r['top1_original']:.2f} | {r['top1_reconstructed']:.2f} | {d:+.2f} | "
+          f"{r['top1_original']:.2f} | {before} | {r['top1_reconstructed']:.2f} | {d:+.2f} | "
           f"{r['wall_seconds']:.0f} |")
 EOF
 cat "$results/summary.md"
