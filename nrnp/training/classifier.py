@@ -247,9 +247,10 @@ def train_classifier(
     tx = make_optimizer(recipe)
     state = init_state(variables, tx)
     meta = {'fingerprint': json.loads(json.dumps(fingerprint or dataclasses.asdict(recipe)))}
-    ckpt = checkpoints.RunCheckpointer(workdir) if workdir else None
-    if ckpt and ckpt.latest_step() is not None:
-        saved = ckpt.latest_meta().get('fingerprint', {})
+    ckpt = checkpoints.RunCheckpointer(workdir, log=log) if workdir else None
+    saved = ckpt.latest_meta() if ckpt else None  # damaged checkpoints are set aside
+    if saved is not None:
+        saved = saved.get('fingerprint', {})
         if saved != meta['fingerprint']:
             ckpt.close()
             raise WorkdirError(
@@ -257,8 +258,10 @@ def train_classifier(
                 + '; '.join(differences(saved, meta['fingerprint']))
                 + f'); delete {workdir} to start over, or use a new --workdir'
             )
-        state = ckpt.restore_latest({'state': state})[0]['state']
-        log(f'teacher training: resuming from the checkpoint of step {int(state.step)}')
+        restored = ckpt.restore_latest({'state': state})
+        if restored is not None:
+            state = restored[0]['state']
+            log(f'teacher training: resuming from the checkpoint of step {int(state.step)}')
     first = int(state.step)
     state = sharding.replicate(state, mesh)
     step_fn = jax.jit(

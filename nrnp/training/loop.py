@@ -61,6 +61,8 @@ class Context:
         on the device (then `batches` is unused).
       schedule: the run's phases (set by `run_schedule`).
       reconstruct_quantize: reconstruction fits the predictor fake-quantized this way.
+      temporary: the workdir is deleted after the run (its checkpoints are not kept).
+      saved: the newest checkpoint step of this run (set by `run_schedule`).
     """
 
     pmodel: predictor.Predictor
@@ -79,19 +81,31 @@ class Context:
     device_batches: object = None
     schedule: list = dataclasses.field(default_factory=list)
     reconstruct_quantize: str = 'none'
+    temporary: bool = False
+    saved: dict = dataclasses.field(default_factory=dict)
 
 
 def _pct(value) -> str:
     return '-' if value is None else f'{value:.2f} %'
 
 
-def _check_finite(metrics: dict, phase: Phase, step: int):
+def _check_finite(ctx, config, metrics: dict, phase: Phase, index: int, step: int):
     for name, value in metrics.items():
         value = float(value)
         if not np.isfinite(value):
+            section = 'reconstruct' if phase.kind == 'reconstruct' else 'distill'
+            lr = learning_rate(config, ctx.schedule, index, step)
+            if ctx.temporary:
+                kept = 'no checkpoint is kept (a temporary workdir; pass a workdir to keep them)'
+            elif ctx.saved.get('step') is not None:
+                kept = f'the last good checkpoint (step {ctx.saved["step"]}) stays in '
+                kept += f'{ctx.workdir}/checkpoints'
+            else:
+                kept = 'no checkpoint was written yet'
             raise NonFiniteError(
-                f'{phase.label}: non-finite {name} = {value} at step {step} of the phase; '
-                'the last good checkpoint is kept (lower the learning rate?)'
+                f'{phase.label}: non-finite {name} = {value} at step {step} of the phase '
+                f'(learning rate {lr:.3g}); {kept}. Lower {section}.learning_rate, or check '
+                'the network and data for NaN or inf'
             )
 
 
@@ -115,7 +129,7 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
         ctx.pmodel.clone(hidden=width), ctx.input_dim, ctx.predictor_seed, tx
     )
     round_target = ctx.problem.target
-    ckpt = checkpoints.RunCheckpointer(f'{ctx.workdir}/checkpoints')
+    ckpt = checkpoints.RunCheckpointer(f'{ctx.workdir}/checkpoints', log=ctx.log)
     position = {'phase': 0, 'step': 0, 'records': []}
 
     def like(meta):  # the checkpoint's arrays, as its position in the schedule shapes them
@@ -137,6 +151,7 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
     if restored is not None:
         arrays, position = restored
         state, round_target = arrays['state'], arrays['round_target']
+        ctx.saved['step'] = ckpt.latest_step()
         ctx.log(
             f'resuming from checkpoint {ckpt.latest_step()}: phase {position["phase"]}, '
             f'step {position["step"]} of it'
@@ -162,6 +177,7 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
             'schedule': [dataclasses.asdict(p) for p in schedule],
         }
         ckpt.save(int(state.step), {'state': state, 'round_target': round_target}, meta)
+        ctx.saved['step'] = int(state.step)
 
     with interrupts.catch(ctx.log) as stop:
         for index, phase in enumerate(schedule):
@@ -246,7 +262,7 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
             wait = time.perf_counter()  # waiting for the device is not host time
             jax.block_until_ready(metrics)
             timer['device'] += time.perf_counter() - wait
-            _check_finite(metrics, phase, k)
+            _check_finite(ctx, config, metrics, phase, index, k)
             progress.update(k - first, {n: v for n, v in metrics.items()}, force=True)
             now = time.time()
             rate = (k - last_step) / (now - last_time) if k > last_step else None
@@ -270,7 +286,7 @@ def _run_phase(ctx, config, phase, index, first, state, round_target, tx, stop, 
         periodic = checkpoint_every and k % checkpoint_every == 0
         if k < phase.steps and (stop.requested or periodic):
             save_start = time.time()
-            _check_finite(metrics, phase, k)
+            _check_finite(ctx, config, metrics, phase, index, k)
             save(index, k, state)
             timer['apart'] += time.time() - save_start
             if stop.requested:
