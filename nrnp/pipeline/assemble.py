@@ -65,6 +65,7 @@ def compress_target(
     device_batches=None,
     bare: bool = False,
     write_metrics: bool = True,
+    temporary: bool = False,
     log: Callable[[str], None] = print,
 ) -> Outcome:
     """Compresses `variables` as `config` says and returns the artefact and the history.
@@ -84,6 +85,7 @@ def compress_target(
         and augmented on the device instead (`train_batches` is then unused).
       bare: the caller passed bare params (the artefact then rebuilds bare params).
       write_metrics: write TensorBoard events and metrics.jsonl into `workdir`.
+      temporary: `workdir` is deleted afterwards (messages do not point at it).
       log: progress sink.
 
     Returns:
@@ -122,7 +124,8 @@ def compress_target(
         'kind': 'init',
         'steps': 0,
         'seconds': 0.0,
-        'top1': evaluate(pparams) if config.eval_init else None,
+        # Without any step (measuring only), the untrained predictor is the result.
+        'top1': evaluate(pparams) if config.eval_init or not phases else None,
         'rmse': reconstruction.full_rmse(first, pparams, prep.problem),
         'hidden': first.hidden,
     }
@@ -145,8 +148,10 @@ def compress_target(
         mesh=mesh,
         metrics=writer,
         reconstruct_quantize=aware_mode(config, 'reconstruct'),
+        temporary=temporary,
     )
-    log('schedule: ' + ', '.join(f'{p.label} ({p.steps} steps)' for p in phases))
+    shown = ', '.join(f'{p.label} ({p.steps} steps)' for p in phases)
+    log('schedule: ' + (shown or 'no steps (measuring the untrained predictor only)'))
     try:
         state, records = loop.run_schedule(ctx, config, phases)
         records = [init, *records]

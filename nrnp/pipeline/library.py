@@ -26,8 +26,7 @@ import numpy as np
 from nrnp import errors
 from nrnp.artifact import compressed
 from nrnp.configs import default as defaults
-from nrnp.nets import trees
-from nrnp.pipeline import assemble, inputs, validation, workdirs
+from nrnp.pipeline import assemble, inputs, problem, validation, workdirs
 from nrnp.training import evaluation, sharding
 
 
@@ -94,7 +93,8 @@ def compress(
         that sows no 'intermediates' (see `models.apply_with_features`) is
         distilled with `distill.fm_weight = 0` (logits only), set automatically.
       data: optional list (or other re-iterable; a generator is refused) of image
-        batches `[B, H, W, C]` float32, or `(images, labels)` tuples (labels unused).
+        batches `[B, H, W, C]` float32 of one shape, or `(images, labels)` tuples
+        (labels unused); every batch's shape is checked before any training.
         They are used exactly as given: normalised and augmented as the caller
         made them (nrnp adds no augmentation) and not re-batched
         (`distill.batch_size` does not apply); distillation step s of a phase uses
@@ -108,7 +108,8 @@ def compress(
       workdir: None: checkpoints go to a temporary directory, deleted at the end.
         Given: checkpoints, TensorBoard events and metrics.jsonl stay there, and a
         rerun with the same arguments resumes; a workdir holding another run
-        (other arguments or config) is refused.
+        (other arguments or config), or in use by another call or process (an OS lock
+        on `workdir/.lock`, held during the call), is refused.
       overwrite: replace the run held in `workdir` instead of refusing it.
       callback: called with every phase record (dicts as in `report.json`'s
         'phases', the 'init' record first) once the schedule has run.
@@ -126,9 +127,12 @@ def compress(
     Raises:
       errors.BadInput (a ValueError) before any training: an unknown override or a
         config value out of range (`errors.ConfigError`, naming the keyword), variables
-        that are not a dict of arrays, a one-pass or empty `data`, a model that cannot
-        be applied as documented or returns probabilities, data/test_data without a
-        model, a workdir holding another run (`errors.WorkdirError`).
+        that are not a dict of numeric arrays (naming the leaf), kernels settings that
+        represent nothing (naming the options that would), a one-pass or empty `data`
+        or batches of different shapes, a model that cannot be applied as documented, to
+        these images, or returns probabilities, data/test_data without a model, a
+        workdir holding another run or in use (`errors.WorkdirError`), a workdir that
+        cannot be written (`errors.StorageError`).
       errors.NonFiniteError: NaN or inf in the variables.
       TypeError: an override of the wrong type.
     """
@@ -137,7 +141,8 @@ def compress(
     apply_overrides(config, overrides)
     validation.check(config, style='library')
     variables, bare, frozen = inputs.split_variables(variables)
-    trees.flatten_variables(variables)  # fails early on a tree of non-dict nodes
+    inputs.check_leaves(variables)  # every leaf a numeric array
+    problem.layout_of(variables['params'], config.kernels, style='library')  # or the options
     if model is None and (data is not None or test_data is not None):
         raise errors.BadInput('data and test_data need the model (model=, a Linen module)')
     if data is None and config.distill.steps:
@@ -163,14 +168,15 @@ def compress(
                 f'test_data must be (images [N, H, W, C], labels [N]), got shapes '
                 f'{images.shape} and {labels.shape}'
             )
-        inputs.check_model(model, full, images)
+        inputs.check_model(model, full, images, what='the test_data images')
         log(f'test data: {len(labels)} images')
 
     temporary = workdir is None
     workdir = tempfile.mkdtemp(prefix='nrnp-') if temporary else os.path.abspath(workdir)
+    claim = None
     if not temporary:
         fingerprint = workdirs.fingerprint(config, inputs.inputs_identity(full, data, test_data))
-        workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='library')
+        claim = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='library')
     mesh = sharding.make_mesh(config.num_devices, config.model_axis)
     if test_data is not None:
 
@@ -190,11 +196,14 @@ def compress(
             train_batches=train_batches,
             bare=bare,
             write_metrics=not temporary,
+            temporary=temporary,
             log=log,
         )
     finally:
         if temporary:
             shutil.rmtree(workdir, ignore_errors=True)
+        if claim is not None:
+            claim.release()
     for record in outcome.records:
         if callback is not None:
             callback(record)
