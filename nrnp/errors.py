@@ -140,8 +140,11 @@ def reason(number: int, path: str) -> str:
     ancestor = _existing_ancestor(path)
     if number == errno.ENOSPC:
         with contextlib.suppress(OSError):
-            free = shutil.disk_usage(ancestor).free
-            return f'no space left on device ({free / 2**20:.1f} MiB free there)'
+            usage = shutil.disk_usage(ancestor)
+            return (
+                f'no space left on device ({usage.free / 2**20:.1f} MiB free there now, of '
+                f'{usage.total / 2**20:.1f} MiB)'
+            )
     if number in (errno.ENOTDIR, errno.EEXIST) and not os.path.isdir(ancestor):
         return f'{ancestor} is a file, not a directory'
     if number == errno.ENOENT and ancestor != os.path.abspath(path) and os.path.isdir(ancestor):

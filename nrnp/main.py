@@ -133,6 +133,7 @@ def _locale_variables() -> str:
 
 def main(argv: list[str]) -> int:
     """Runs the command line `argv` (argv[0] is the program); returns the exit status."""
+    _WORKDIR.clear()
     args = argv[1:]
     if not args or {'-h', '--help', '-help', '--helpfull', '--helpshort'} & set(args):
         print(_usage(), end='')
@@ -146,7 +147,7 @@ def main(argv: list[str]) -> int:
     validation.check(config, style='cli')
     _check_locale([*args, os.path.abspath(workdir)])
     locks.check_location(workdir, locks.location_fix('cli', default))  # leaves nothing
-    _WORKDIR.append(os.path.abspath(workdir))
+    _WORKDIR[:] = [os.path.abspath(workdir)]
     fetching.fetch_inputs(config, log=lambda message: print(message, flush=True))
     _hide_gpus_from_tensorflow()
     from nrnp.pipeline import job
@@ -233,6 +234,8 @@ def run(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as e:
         if debug:
             raise
+        for stop in (signal.SIGTERM, signal.SIGINT):  # exiting already: a second one waits
+            signal.signal(stop, signal.SIG_IGN)
         status = _fail(_stopped(e), errors.EXIT_PREEMPTED)
     except Exception as e:  # a bug, or the environment: say so, briefly
         if debug:

@@ -111,8 +111,7 @@ class WorkdirLock:
             ago = f'{age:.0f} s' if age < 120 else f'{age / 60:.0f} min'
             ago = f'{age / 3600:.1f} h' if age >= 7200 else ago
             return (
-                f'pid {record["pid"]} on {record["host"]}, started {record["started"]}, '
-                f'{ago} ago'
+                f'pid {record["pid"]} on {record["host"]}, started {record["started"]}, {ago} ago'
             )
         except (OSError, ValueError, KeyError, TypeError):
             return 'its pid is not recorded yet'
