@@ -21,11 +21,14 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 
 from nrnp import errors
 from nrnp.configs import catalog
 
 _WORKDIR: list[str] = []  # the run's workdir once known, for the message of an interrupt
+_PENDING: list[int] = []  # a signal raised as an exception that `run` has not seen yet
 
 USAGE = """\
 usage: nrnp --config=RECIPE[:tiny] [--workdir=DIR] [--config.SECTION.FIELD=VALUE ...]
@@ -176,16 +179,30 @@ def _quiet_libraries(debug: bool) -> None:
         sys.unraisablehook = lambda unraisable: None
 
 
-def _on_sigterm(main_pid: int):
+def _on_signal(main_pid: int):
+    """SIGTERM raises `errors.Interrupted`, SIGINT `KeyboardInterrupt`, wherever the run is."""
+
     def handle(signum, frame):
         del frame
-        if os.getpid() != main_pid:  # a forked worker: die as SIGTERM says
+        if os.getpid() != main_pid:  # a forked worker: die as the signal says
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             os._exit(128 + signum)
-        raise errors.Interrupted('SIGTERM')
+        if not _PENDING:
+            _PENDING.append(signum)
+            threading.Thread(target=_redeliver, args=(signum,), daemon=True).start()
+        raise errors.Interrupted('SIGTERM') if signum == signal.SIGTERM else KeyboardInterrupt
 
     return handle
+
+
+def _redeliver(signum: int) -> None:
+    """Sends `signum` again every 0.5 s until `run` has seen it: raised inside a garbage
+    collection callback (JAX has one), a handler's exception is swallowed as unraisable."""
+    while _PENDING:
+        time.sleep(0.5)
+        if _PENDING:
+            os.kill(os.getpid(), signum)
 
 
 def _stopped(e: KeyboardInterrupt) -> str:
@@ -213,7 +230,8 @@ def run(argv: list[str] | None = None) -> None:
     SIGTERM raises `errors.Interrupted` (a KeyboardInterrupt) wherever the run is, so it
     unwinds like Ctrl-C: temporary files are removed, and the exit status is 75 with one
     line saying whether a checkpoint stays. Inside the training loop `interrupts` catches
-    both signals first and writes a checkpoint.
+    both signals first and writes a checkpoint. A signal whose exception was swallowed
+    (raised inside a garbage-collection callback) is delivered again (`_redeliver`).
     """
     argv = list(sys.argv if argv is None else argv)
     debug = '--debug' in argv or os.environ.get('NRNP_DEBUG', '') not in ('', '0')
@@ -221,7 +239,8 @@ def run(argv: list[str] | None = None) -> None:
         for stream in (sys.stdout, sys.stderr):
             if hasattr(stream, 'reconfigure'):
                 stream.reconfigure(errors='backslashreplace')
-    signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, _on_signal(os.getpid()))
     try:
         _quiet_libraries(debug)
         status = main(argv)
@@ -232,16 +251,28 @@ def run(argv: list[str] | None = None) -> None:
             raise
         status = _fail(f'error: {e}', e.exit_code)
     except KeyboardInterrupt as e:
+        _stopping()
         if debug:
             raise
-        for stop in (signal.SIGTERM, signal.SIGINT):  # exiting already: a second one waits
-            signal.signal(stop, signal.SIG_IGN)
-        status = _fail(_stopped(e), errors.EXIT_PREEMPTED)
+        _fail(_stopped(e), errors.EXIT_PREEMPTED)
+        sys.stderr.flush()
+        # Interrupted inside JAX (a compilation, say), interpreter shutdown can crash (139):
+        # everything is unwound and written, so leave without it.
+        os._exit(errors.EXIT_PREEMPTED)
     except Exception as e:  # a bug, or the environment: say so, briefly
         if debug:
             raise
         status = _fail(_unexpected(e), _unexpected_status(e))
+    finally:
+        _stopping()
     sys.exit(status)
+
+
+def _stopping() -> None:
+    """Exiting already: further SIGTERMs and Ctrl-Cs wait, no signal is sent again."""
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, signal.SIG_IGN)
+    _PENDING.clear()
 
 
 def _unexpected_status(e: Exception) -> int:
