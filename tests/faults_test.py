@@ -276,3 +276,31 @@ def test_read_only_places_are_one_line_naming_the_fix(mount, tmp_path):
         assert code == 2, output
         _one_error_line(output, phrase)
     assert not (tmp_path / 'w').exists()
+
+
+def test_a_sigterm_swallowed_in_a_gc_callback_is_delivered_again(tmp_path):
+    """JAX runs Python in a garbage-collection callback; an exception raised there (as a
+    signal handler's is, when the signal lands there) is swallowed as 'unraisable'."""
+    patch = (
+        'import gc, os, signal\n'
+        'def callback(phase, info):\n'
+        "    if phase == 'start' and not callback.sent:\n"
+        '        callback.sent = True\n'
+        '        os.kill(os.getpid(), signal.SIGTERM)\n'
+        '        sum(range(10000))  # the handler runs, and raises, in here\n'
+        'callback.sent = False\n'
+        'from nrnp.pipeline import validation\n'
+        'real = validation.check\n'
+        'def check(*args, **kwargs):\n'
+        '    gc.callbacks.append(callback)\n'
+        '    gc.collect()\n'
+        '    gc.callbacks.remove(callback)\n'
+        "    print('survived the callback', flush=True)\n"
+        '    real(*args, **kwargs)\n'
+        '    import time; time.sleep(30)\n'
+        'validation.check = check\n'
+    )
+    code, output, seconds = nrnp_cli(TINY, f'--workdir={tmp_path}/w', patch=patch)
+    assert code == 75 and 'survived the callback' in output, output
+    _one_error_line(output, 'stopped by SIGTERM before the first checkpoint')
+    assert seconds < 25
