@@ -171,12 +171,6 @@ def compress(
         inputs.check_model(model, full, images, what='the test_data images')
         log(f'test data: {len(labels)} images')
 
-    temporary = workdir is None
-    workdir = tempfile.mkdtemp(prefix='nrnp-') if temporary else os.path.abspath(workdir)
-    claim = None
-    if not temporary:
-        fingerprint = workdirs.fingerprint(config, inputs.inputs_identity(full, data, test_data))
-        claim = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='library')
     mesh = sharding.make_mesh(config.num_devices, config.model_axis)
     if test_data is not None:
 
@@ -184,6 +178,12 @@ def compress(
             batches = evaluation.array_batches(images, labels, config.data.eval_batch_size, mesh)
             return evaluation.top1_batches(model, v, batches, mesh)
 
+    temporary = workdir is None
+    workdir = tempfile.mkdtemp(prefix='nrnp-') if temporary else os.path.abspath(workdir)
+    claim = None
+    if not temporary:
+        fingerprint = workdirs.fingerprint(config, inputs.inputs_identity(full, data, test_data))
+        claim = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='library')
     try:
         outcome = assemble.compress_target(
             full,
