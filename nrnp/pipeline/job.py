@@ -81,7 +81,12 @@ def run(
     workdir = os.path.abspath(workdir)
     fingerprint = workdirs.fingerprint(config, run_inputs.input_identities(config))
     claim = workdirs.claim(
-        workdir, fingerprint, overwrite=overwrite, style='cli', lock=jax.process_index() == 0
+        workdir,
+        fingerprint,
+        overwrite=overwrite,
+        style='cli',
+        lock=jax.process_index() == 0,
+        clean=jax.process_count() == 1,
     )
     try:
         return _run(config, workdir, echo, claim, start)

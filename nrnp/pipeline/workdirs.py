@@ -10,7 +10,8 @@ computes, stored in `W/run.json`.
 host and start time): a second run in the same workdir is refused at once, naming the
 owner. The kernel drops the lock when its process ends, however it ends, so a killed run
 never leaves a stale lock. Under the lock, temporary files an interrupted run left behind
-(orbax `*.orbax-checkpoint-tmp*` directories, `cache/*.tmp`, `.*.tmp-<pid>`) are deleted.
+(orbax `*.orbax-checkpoint-tmp*` directories, `cache/*.tmp`, `.*.tmp-<pid>`) are deleted
+(by a single-process run: the processes of a multi-process run write there side by side).
 
 The fingerprint holds the resolved config (less the fields that cannot change a result:
 logging, checkpoint and evaluation cadence, device count), the identity of the inputs
@@ -195,7 +196,13 @@ class Claim:
 
 
 def claim(
-    workdir: str, fp: dict, *, overwrite: bool = False, style: str = 'cli', lock: bool = True
+    workdir: str,
+    fp: dict,
+    *,
+    overwrite: bool = False,
+    style: str = 'cli',
+    lock: bool = True,
+    clean: bool = True,
 ) -> Claim:
     """Makes `workdir` this run's: locked, then 'new' (fingerprint written) or 'resume'.
 
@@ -206,6 +213,9 @@ def claim(
       style: 'cli' or 'library': how messages name the fixes.
       lock: take the workdir lock (the command line: process 0 only, as the P processes of
         one run share the workdir).
+      clean: delete the stale temporary files under the lock. Only where this process is
+        the run's only writer: with several processes, another one's temporary files (its
+        `run.json`, its cache) may be in flight.
 
     Raises:
       errors.WorkdirError: another run holds the lock; or the workdir holds another run,
@@ -227,7 +237,7 @@ def claim(
         held = WorkdirLock(workdir, style) if lock else None
     try:
         status = _claim_locked(workdir, fp, overwrite, how, fix)
-        removed = _remove_stale(workdir) if lock else []
+        removed = _remove_stale(workdir) if lock and clean else []
     except BaseException:
         if held is not None:
             held.release()
