@@ -25,6 +25,7 @@ trained teacher, which are keyed on their own inputs, stay.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -256,8 +257,9 @@ def _remove_stale(workdir: str) -> list[str]:
 def _claim_locked(workdir: str, fp: dict, overwrite: bool, how: str, fix: str) -> str:
     path = os.path.join(workdir, RUN_FILE)
     results = _has_results(workdir)
-    if os.path.exists(path) and not results:
-        os.remove(path)  # an earlier start that failed before any result: nothing to keep
+    if os.path.exists(path) and not results:  # an earlier start failed before any result
+        with contextlib.suppress(FileNotFoundError):  # (another process of this run did it)
+            os.remove(path)
     status = 'new'
     if os.path.exists(path):
         try:
