@@ -11,26 +11,11 @@ import time
 
 import numpy as np
 import pytest
+from helpers import nrnp_cli
 from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = '--config=default:tiny'
-
-
-def nrnp_cli(*args, cwd=None, timeout=300, env=None):
-    """Runs `python -m nrnp.main args` in a subprocess: (status, output, seconds)."""
-    env = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu', **(env or {})}
-    env.pop('NRNP_DEBUG', None)
-    start = time.time()
-    out = subprocess.run(
-        [sys.executable, '-m', 'nrnp.main', *args],
-        cwd=cwd or REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return out.returncode, out.stdout + out.stderr, time.time() - start
 
 
 # (flags, exit status, key phrase): refused while checking the config, before any work.

@@ -79,6 +79,68 @@ def test_image_folder_grayscale_and_resize(tmp_path):
         folders.FolderSource(str(root), 'test', channels=2)
 
 
+def _png16(path, values):
+    """A 16-bit PNG of `values` [H, W, C] uint16 (C: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA),
+    written by hand: PIL writes no 16-bit colour PNGs."""
+    import struct
+    import zlib
+
+    h, w, c = values.shape
+    raw = b''.join(b'\0' + values[y].astype('>u2').tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        crc = struct.pack('>I', zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack('>I', len(data)) + kind + data + crc
+
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    header = struct.pack('>IIBBBBB', w, h, 16, colour, 0, 0, 0)
+    path.write_bytes(
+        b'\x89PNG\r\n\x1a\n'
+        + chunk(b'IHDR', header)
+        + chunk(b'IDAT', zlib.compress(raw))
+        + chunk(b'IEND', b'')
+    )
+
+
+def test_high_bit_depth_palette_and_alpha_images_decode_faithfully(tmp_path):
+    root = tmp_path / 'odd'
+    os.makedirs(root / 'test' / 'x')
+    grey = np.linspace(35, 65522, 32 * 32).astype(np.uint16).reshape(32, 32)
+    Image.fromarray(grey).save(root / 'test' / 'x' / 'a_grey16.png')  # PIL mode I;16
+    rgb = np.stack([grey, 65535 - grey, np.full_like(grey, 40000)], axis=-1)
+    _png16(root / 'test' / 'x' / 'b_rgb16.png', rgb)
+    colours = np.zeros((32, 32, 3), np.uint8)
+    colours[:, 16:] = (10, 200, 30)
+    palette = Image.fromarray(colours).convert('P', palette=Image.ADAPTIVE, colors=2)
+    palette.save(root / 'test' / 'x' / 'c_palette.png', transparency=0)  # black: transparent
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = (120, 60, 250), 0  # fully transparent: colour kept
+    Image.fromarray(rgba, 'RGBA').save(root / 'test' / 'x' / 'd_rgba.png')
+    ds = folders.load_image_folder(str(root), 'test', cache_dir=str(tmp_path / 'cache'))
+    expected_grey = np.round(grey / 257.0)  # v * 255 / 65535
+    np.testing.assert_array_equal(ds.images[0], np.repeat(expected_grey[..., None], 3, -1))
+    assert (ds.images[0] == 255).mean() < 0.01  # not the almost white image of a clipping
+    np.testing.assert_allclose(ds.images[1], rgb / 257.0, atol=1)  # PIL keeps the high byte
+    np.testing.assert_array_equal(ds.images[2], colours)
+    np.testing.assert_array_equal(ds.images[3], np.broadcast_to((120, 60, 250), (32, 32, 3)))
+    single = folders.load_image_folder(str(root), 'test', channels=1)
+    np.testing.assert_array_equal(single.images[0, ..., 0], expected_grey)
+
+
+def test_an_interrupted_cache_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    root, cache = str(tmp_path / 'imgs'), tmp_path / 'cache'
+    _write_folder(root)
+
+    def interrupted(f, **arrays):
+        f.write(b'half an npz')
+        raise KeyboardInterrupt  # what SIGTERM raises under the command line
+
+    monkeypatch.setattr(np, 'savez', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        folders.load_image_folder(root, 'train', cache_dir=str(cache))
+    assert os.listdir(cache) == []
+
+
 def test_image_folder_cache(tmp_path):
     root = str(tmp_path / 'imgs')
     cache = str(tmp_path / 'cache')

@@ -186,7 +186,9 @@ def test_mobile_depthwise_dense_bare_params(tmp_path):
 
 def test_smallcnn_feature_maps_and_resume(tmp_path):
     model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
-    variables = random_variables(model, (1, 8, 8, 1))
+    # Freshly initialised (BatchNorm bias and mean 0) and a blank first batch: its feature
+    # maps are exactly zero, where a plain L2 norm's gradient is NaN.
+    variables = models.init_variables(model, (1, 8, 8, 1), seed=0)
     batches = [np.ones((4, 8, 8, 1), np.float32) * i for i in range(2)]
     kwargs = dict(data=batches, distill__steps=2, distill__batch_size=4, log=None, **FAST)
     kwargs['distill__kernel_batch_size'] = 32
@@ -317,8 +319,10 @@ def test_workdir_holding_another_run_is_refused(tmp_path):
     variables = random_variables(model, (1, 8, 8, 1))
     workdir = tmp_path / 'w'
     nrnp.compress(variables, workdir=workdir, log=None, **FAST)
-    files = {
-        p: p.read_bytes() for p in workdir.rglob('*') if p.is_file() and 'tensorboard' not in str(p)
+    files = {  # (the lock file records each caller that takes the lock: not run data)
+        p: p.read_bytes()
+        for p in workdir.rglob('*')
+        if p.is_file() and 'tensorboard' not in str(p) and p.name != '.lock'
     }
     for change in (
         {'kernels__ordering': 'none'},
@@ -336,3 +340,99 @@ def test_workdir_holding_another_run_is_refused(tmp_path):
         variables, workdir=workdir, log=None, overwrite=True, **{**FAST, 'seed': 1}
     )
     assert again.config['seed'] == 1
+
+
+class DenseOnly(nn.Module):
+    """No conv at all: a Dense head on flattened pixels."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(10, name='fc')(x.reshape(x.shape[0], -1))
+
+
+class BigConvs(nn.Module):
+    """Only a 5x5 and a 7x7 conv: nothing the default sizes (1, 3) represent."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(4, (5, 5), name='c5')(x)
+        return jnp.mean(nn.Conv(10, (7, 7), name='c7')(x), (1, 2))
+
+
+def test_more_refusals_before_any_work():
+    model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
+    variables = random_variables(model, (1, 8, 8, 1))
+    good = np.zeros((4, 8, 8, 1), np.float32)
+    dense = random_variables(DenseOnly(), (1, 8, 8, 1))
+    big = random_variables(BigConvs(), (1, 8, 8, 1))
+    listed = {**variables, 'params': {**variables['params'], 'step': 3}}
+    strings = {**variables, 'params': {**variables['params'], 'names': np.array(['a', 'b'])}}
+    cases = [
+        (
+            lambda log: nrnp.compress(variables, model, data=[good, good[:2]], log=log),
+            r'data batch 1 has shape \(2, 8, 8, 1\) but batch 0 has \(4, 8, 8, 1\)',
+        ),
+        (
+            lambda log: nrnp.compress(variables, model, data=[good, good, good[..., :0]], log=log),
+            r'data batch 2 has shape \(4, 8, 8, 0\)',
+        ),
+        (
+            lambda log: nrnp.compress(variables, model, data=[np.zeros((4, 8, 8, 3))], log=log),
+            r'cannot be applied to data batch 0 of shape \(4, 8, 8, 3\)',
+        ),
+        (
+            lambda log: nrnp.compress(dense, DenseOnly(), log=log),
+            r'nothing to represent.*kernels__dense=True represents fc/kernel',
+        ),
+        (
+            lambda log: nrnp.compress(big, BigConvs(), log=log),
+            r"nothing to represent.*kernels__large='tile' represents c5/kernel, c7/kernel",
+        ),
+        (lambda log: nrnp.compress(listed, log=log), r'variables leaf params/step is a int'),
+        (lambda log: nrnp.compress(strings, log=log), r'leaf params/names is a ndarray of dtype'),
+    ]
+    for call, message in cases:
+        _refused_before_work(call, errors.BadInput, message)
+
+
+def test_a_workdir_in_use_is_refused(tmp_path):
+    from nrnp.pipeline import locks
+
+    variables = random_variables(models.build_model('smallcnn', 10, widths=(4, 8, 8)), (1, 8, 8, 1))
+    held = locks.WorkdirLock(str(tmp_path))
+    with pytest.raises(errors.WorkdirError, match=r'in use by another nrnp run.*workdir='):
+        nrnp.compress(variables, workdir=tmp_path, log=None, **FAST)
+    held.release()
+
+
+def test_nan_message_says_what_is_kept_and_the_fix_is_accepted(tmp_path):
+    variables = random_variables(models.build_model('smallcnn', 10, widths=(4, 8, 8)), (1, 8, 8, 1))
+    bad = dict(FAST, reconstruct__optimizer='adam', reconstruct__learning_rate=1e30)
+    with pytest.raises(errors.NonFiniteError, match='no checkpoint was written yet') as e:
+        nrnp.compress(variables, workdir=tmp_path, log=None, **bad)
+    assert 'last good checkpoint' not in str(e.value)
+    assert 'at step 2 of the phase (learning rate 7.5e+29)' in str(e.value)  # its cosine
+    assert 'Lower reconstruct.learning_rate' in str(e.value)
+    fixed = nrnp.compress(
+        variables, workdir=tmp_path, log=None, **dict(bad, reconstruct__learning_rate=1e-3)
+    )
+    assert np.isfinite(fixed.metrics['reconstruction_rmse'])
+
+
+def test_nan_message_names_the_checkpoint_only_when_one_is_kept():
+    import types
+
+    from nrnp.training import loop, schedule
+
+    config = default.get_config('tiny')
+    phases = schedule.build_schedule(config)
+    ctx = types.SimpleNamespace(schedule=phases, temporary=True, saved={}, workdir='/w')
+    nan = {'recon/loss': np.nan}
+    with pytest.raises(errors.NonFiniteError, match='no checkpoint is kept') as e:
+        loop._check_finite(ctx, config, nan, phases[0], 0, 3)
+    assert '/w' not in str(e.value)  # a temporary workdir is deleted: never point at it
+    ctx.temporary, ctx.saved['step'] = False, 20
+    with pytest.raises(
+        errors.NonFiniteError, match=r'checkpoint \(step 20\) stays in /w/checkpoints'
+    ):
+        loop._check_finite(ctx, config, nan, phases[0], 0, 3)

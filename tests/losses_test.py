@@ -55,3 +55,17 @@ def test_rmse_gradient_is_finite_at_zero_loss():
     x = jnp.ones((2, 9))
     g = jax.grad(lambda p: losses.reconstruction_loss(p, x, jnp.ones((2, 9))))(x)
     assert np.isfinite(np.asarray(g)).all()
+
+
+def test_feature_map_loss_of_a_zero_map_is_finite_with_a_finite_gradient():
+    """A fresh network's BatchNorm (zero bias and mean) on a blank image gives an exactly
+    zero feature map; jnp.linalg.norm's gradient is NaN there."""
+    zero = jnp.zeros((2, 3, 3, 4))
+    teacher = jnp.ones((2, 3, 3, 4))
+    loss, g = jax.value_and_grad(lambda s: losses.feature_map_loss([teacher], [s]))(zero)
+    assert float(loss) == pytest.approx(36 / (6 + 1e-3) ** 2, rel=1e-6)  # |t/(|t|+eps)|^2
+    assert np.isfinite(np.asarray(g)).all()
+    g = jax.grad(lambda t: losses.feature_map_loss([t], [t]))(zero)
+    np.testing.assert_array_equal(np.asarray(g), 0.0)  # both zero: loss 0, gradient 0
+    x = jax.random.normal(jax.random.key(0), (5, 7))
+    np.testing.assert_allclose(losses.safe_norm(x)[:, 0], jnp.linalg.norm(x, axis=-1), rtol=1e-6)

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nrnp import files
+from nrnp import errors, files
 from nrnp.artifact import storage
 from nrnp.core import coordinates, encodings, kernels, predictor, quantize
 from nrnp.nets import loading, state_dicts
@@ -244,9 +244,13 @@ class Compressed:
 
         Returns:
           The path written.
+
+        Raises:
+          errors.StorageError: the directory is read-only, full or missing.
         """
         path = os.fspath(path)
-        files.atomic_write(path, self.to_bytes())
+        with errors.writing(path, 'the artefact', 'free some space or choose another path'):
+            files.atomic_write(path, self.to_bytes())
         return path
 
     # ------------------------------------------------------------ sizes

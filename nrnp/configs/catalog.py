@@ -113,17 +113,60 @@ def resolve_config_flag(argv: list[str]) -> tuple[list[str], ConfigSpec]:
     return argv, spec
 
 
+def _line_in(exc: BaseException, path: str) -> str:
+    """':<line>' of the deepest traceback frame in `path` (the config file), or ''."""
+    line, tb = '', exc.__traceback__
+    while tb is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == path:
+            line = f':{tb.tb_lineno}'
+        tb = tb.tb_next
+    return line
+
+
 def load(spec: ConfigSpec) -> ml_collections.ConfigDict:
-    """Runs the config file's `get_config(arg)`; errors.ConfigError when it fails."""
+    """Runs the config file's `get_config(arg)`.
+
+    Raises:
+      errors.ConfigError: the file does not parse, imports what is not installed, has no
+        `get_config`, whose call raises or returns something other than a ConfigDict; the
+        message names the file and line.
+    """
     module_spec = importlib.util.spec_from_file_location(f'nrnp_config_{spec.name}', spec.path)
     module = importlib.util.module_from_spec(module_spec)
+    where = f'--config={spec.path}' + (f':{spec.arg}' if spec.arg else '')
     try:
         module_spec.loader.exec_module(module)
-        return module.get_config(spec.arg) if spec.arg else module.get_config()
+    except SyntaxError as e:
+        raise errors.ConfigError(
+            f'{spec.path}:{e.lineno}: {e.msg} (a syntax error in the config file); fix that line'
+        ) from None
+    except ImportError as e:
+        raise errors.ConfigError(
+            f'{spec.path}{_line_in(e, spec.path)}: {e} (the config file imports it); install '
+            'it or change the import'
+        ) from None
+    except Exception as e:  # noqa: BLE001 (any error of the user's file)
+        raise errors.ConfigError(
+            f'{spec.path}{_line_in(e, spec.path)}: {type(e).__name__}: {e} (while importing '
+            'the config file)'
+        ) from None
+    if not callable(getattr(module, 'get_config', None)):
+        raise errors.ConfigError(f'{spec.path} defines no get_config()')
+    try:
+        config = module.get_config(spec.arg) if spec.arg else module.get_config()
     except (ValueError, TypeError) as e:
-        raise errors.ConfigError(f'--config={spec.path}:{spec.arg}: {e}') from None
-    except AttributeError:
-        raise errors.ConfigError(f'{spec.path} defines no get_config()') from None
+        raise errors.ConfigError(f'{where}: {e}') from None
+    except Exception as e:  # noqa: BLE001
+        raise errors.ConfigError(
+            f'{spec.path}{_line_in(e, spec.path)}: get_config() raised {type(e).__name__}: {e}'
+        ) from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise errors.ConfigError(
+            f'{where}: get_config() returned {type(config).__name__}, not an '
+            'ml_collections.ConfigDict; build the config as configs/default.py does (or '
+            'return ml_collections.ConfigDict(...) of it)'
+        )
+    return config
 
 
 def check_overrides(argv: list[str], spec: ConfigSpec) -> None:

@@ -169,7 +169,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # or after the last round without it), 'both'. A stored (quantized) predictor is always
     # re-estimated for the network the artefact rebuilds.
     c.recalibrate.when = 'both'
-    c.recalibrate.every = 0  # during distillation, also re-estimate every N steps (0 = never)
+    # During distillation, also re-estimate every N steps (0 = never). Measured (ResNet20
+    # h=180, 8,000 + 60 steps, 10,000 JPEG test images): every 20 79.26 %, never 78.82 %
+    # (79.07 % before the final re-estimation), off 79.04 %, distill.batch_norm=batch 76.61 %.
+    c.recalibrate.every = 20
     c.recalibrate.synthetic_steps = 300  # source='synthetic': Adam steps on the images
     c.recalibrate.synthetic_learning_rate = 0.1  # their learning rate
 

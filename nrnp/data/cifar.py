@@ -15,6 +15,7 @@ takes a fraction of a second instead of decompressing 170 MB again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -214,8 +215,30 @@ def _read_cache(path: str, stamp: np.ndarray):
         return None
 
 
+def _remove_orphans(path: str) -> None:
+    """Deletes `<path>.tmp-<pid>` files whose process is gone (a killed earlier write)."""
+    directory, prefix = os.path.dirname(path), os.path.basename(path) + '.tmp-'
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            pid = name[len(prefix) :]
+            if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(directory, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
+
+
 def _write_cache(path: str, stamp: np.ndarray, arrays: dict) -> None:
     """Writes the decoded split through a temporary file + rename (best effort)."""
+    _remove_orphans(path)
     tmp = f'{path}.tmp-{os.getpid()}'
     try:
         with open(tmp, 'wb') as f:

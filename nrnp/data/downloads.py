@@ -21,7 +21,7 @@ import os
 import re
 import time
 
-from nrnp import files
+from nrnp import errors, files
 from nrnp.data import transfer
 from nrnp.errors import DownloadError
 
@@ -65,6 +65,8 @@ def fetch(
       DownloadError: missing with `download=False`, offline, an HTTP error, retries
         exhausted, or a size/sha256 mismatch; the message names the URL, size, sha256,
         the destination and `hint`.
+      errors.StorageError: the destination cannot be written (under nrnp's cache: naming
+        NRNP_CACHE).
     """
     dest = os.path.abspath(os.fspath(dest))
     expect = _Expected(url, dest, sha256, sha256_prefix, size, hint)
@@ -73,16 +75,22 @@ def fetch(
         return dest
     if not download:
         raise DownloadError(expect.instructions('it is missing and downloads are disabled'))
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    with _directory_lock(os.path.dirname(dest)):
-        if os.path.isfile(dest):  # another process fetched it while we waited
-            _check_existing(dest, expect)
-            return dest
-        part = dest + '.part'
-        _download(url, part, expect, retries, timeout, log)
-        digest = _verify_part(part, expect)
-        os.replace(part, dest)
-        _remember(dest, digest)
+    root, variable = files.cache_source()
+    fix = 'free some space, or put the file there yourself'
+    if dest.startswith(root + os.sep):
+        fix = f'set NRNP_CACHE to a writable directory (the cache is {root}'
+        fix += f', from ${variable})' if variable else ')'
+    with errors.writing(dest, 'the download', fix):
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with _directory_lock(os.path.dirname(dest)):
+            if os.path.isfile(dest):  # another process fetched it while we waited
+                _check_existing(dest, expect)
+                return dest
+            part = dest + '.part'
+            _download(url, part, expect, retries, timeout, log)
+            digest = _verify_part(part, expect)
+            os.replace(part, dest)
+            _remember(dest, digest)
     return dest
 
 

@@ -5,7 +5,9 @@
   images, labels = src.read(np.array([5, 17, 3]))  # 3 images [H_i, W_i, 3] uint8, [3] int32
 
 Labels are indices into the sorted class folder names; files are sorted within a class.
-Decoding (PIL) runs on the shared `threads` pool, which PIL releases the GIL for.
+Decoding (PIL) runs on the shared `threads` pool, which PIL releases the GIL for. Every image
+becomes 8-bit RGB (or grey): 16-bit images scaled (v * 255 / 65535), palettes expanded, an
+alpha channel dropped (the colours under it kept, as torchvision's ImageFolder does).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from nrnp import errors, files
 from nrnp.data import threads
 from nrnp.data.dataset import Dataset, check_same_classes
 from nrnp.errors import DataError
@@ -101,11 +104,39 @@ def _check_channels(channels: int) -> str:
     return _MODES[channels]
 
 
+def _eight_bits(img: Image.Image, path: str) -> Image.Image:
+    """`img` with 8-bit channels: 16-bit grey scaled (v * 255 / 65535, rounded), a palette
+    expanded to its colours (RGBA when it has a transparent entry); other modes as they are.
+
+    Raises:
+      DataError: integer values outside 16 bits or floating-point pixels (naming the file).
+    """
+    if img.mode.startswith('I'):  # 'I;16', 'I;16B', ... (16-bit PNG) or 'I' (32-bit)
+        values = np.asarray(img)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(
+                f'{path!r} holds {img.mode} pixels from {values.min()} to {values.max()}, '
+                'beyond 16 bits; convert it to an 8- or 16-bit image'
+            )
+        scaled = (values.astype(np.uint32) * 255 + 32767) // 65535  # [H, W] in 0..255
+        return Image.fromarray(scaled.astype(np.uint8), 'L')
+    if img.mode == 'F':
+        raise DataError(f'{path!r} holds floating-point pixels; convert it to an 8-bit image')
+    if img.mode in ('P', 'PA'):
+        return img.convert('RGBA' if 'transparency' in img.info or img.mode == 'PA' else 'RGB')
+    return img
+
+
 def _decode(path: str, image_size: int | None, channels: int = 3) -> np.ndarray:
-    """Decodes one image to [H, W, channels] uint8 (RGB or grey), resized to image_size."""
+    """Decodes one image to [H, W, channels] uint8 (RGB or grey), resized to image_size.
+
+    16-bit images are scaled to 8 bits, palettes expanded, an alpha channel dropped (the
+    colours under it kept, as torchvision's ImageFolder does).
+    """
     mode = _check_channels(channels)
     try:
         with Image.open(path, formats=_PIL_FORMATS) as img:
+            img = _eight_bits(img, path)
             img = img.convert(mode) if img.mode != mode else img
             if image_size is not None and img.size != (image_size, image_size):
                 img = img.resize((image_size, image_size), Image.BILINEAR)
@@ -121,7 +152,7 @@ def _cache_path(
     digest = hashlib.sha256(repr(key).encode())
     for p in paths:
         st = os.stat(p)
-        digest.update(f'{p}\0{st.st_mtime_ns}\0{st.st_size}\n'.encode())
+        digest.update(f'{p}\0{st.st_mtime_ns}\0{st.st_size}\n'.encode(**files.ENCODING))
     base = os.path.basename(os.path.normpath(root)) or 'root'
     return os.path.join(cache_dir, f'imagefolder-{base}-{split}-{digest.hexdigest()[:16]}.npz')
 
@@ -182,17 +213,25 @@ def load_image_folder(
     threads.for_ranges(decode_chunk, len(paths), chunk=256)
 
     if cache_file is not None:
-        os.makedirs(cache_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix='.npz.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                np.savez(f, images=images, labels=labels)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
-            os.replace(tmp, cache_file)  # Atomic: concurrent readers never see half a file.
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with errors.writing(cache_file, 'the decoded-image cache'):
+            _write_cache(cache_file, images, labels)
     return Dataset(images, labels, len(class_names), tuple(class_names))
+
+
+def _write_cache(cache_file: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """The decoded split as `.npz`, through `<random>.npz.tmp` + rename: complete or absent
+    (an interrupt, SIGTERM included, removes the temporary file)."""
+    cache_dir = os.path.dirname(cache_file)
+    os.makedirs(cache_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix='.npz.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            np.savez(f, images=images, labels=labels)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
+        os.replace(tmp, cache_file)  # Atomic: concurrent readers never see half a file.
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 class FolderSource:

@@ -15,21 +15,18 @@ With `predictor.quantize` set, the artefact stores the rounded predictor and a l
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from nrnp.artifact import compressed
-from nrnp.core import coordinates, predictor
+from nrnp.core import predictor
 from nrnp.errors import ConfigError
-from nrnp.nets import layouts, loading, models, trees
-from nrnp.pipeline import calibration, inputs, problem
+from nrnp.nets import layouts, loading, models
+from nrnp.pipeline import calibration, inputs, problem, stored
 from nrnp.reporting import metrics
-from nrnp.training import distillation, loop, reconstruction, schedule
+from nrnp.training import distillation, loop, reconstruction, run_state, schedule
 
 
 @dataclasses.dataclass
@@ -66,6 +63,7 @@ def compress_target(
     calibration_images: Callable | None = None,
     bare: bool = False,
     write_metrics: bool = True,
+    temporary: bool = False,
     log: Callable[[str], None] = print,
 ) -> Outcome:
     """Compresses `variables` as `config` says and returns the artefact and the history.
@@ -88,6 +86,7 @@ def compress_target(
         images when `recalibrate` is on.
       bare: the caller passed bare params (the artefact then rebuilds bare params).
       write_metrics: write TensorBoard events and metrics.jsonl into `workdir`.
+      temporary: `workdir` is deleted afterwards (messages do not point at it).
       log: progress sink.
 
     Returns:
@@ -131,21 +130,22 @@ def compress_target(
         setup, frozen = distillation_setup(
             config, model, variables, prep.pmodel, prep.layout, input_shape, mesh, log
         )
-        setup = dataclasses.replace(setup, quantize=aware_mode(config, 'distill'))
+        setup = dataclasses.replace(setup, quantize=stored.aware_mode(config, 'distill'))
     first = prep.pmodel.clone(hidden=schedule.first_hidden(config, phases))
     pparams = predictor.init_predictor(first, prep.input_dim, prep.predictor_seed)
     init = {
         'kind': 'init',
         'steps': 0,
         'seconds': 0.0,
-        'top1': evaluate(pparams) if config.eval_init else None,
+        # Without any step (measuring only), the untrained predictor is the result.
+        'top1': evaluate(pparams) if config.eval_init or not phases else None,
         'rmse': reconstruction.full_rmse(first, pparams, prep.problem),
         'hidden': first.hidden,
     }
     shown = '-' if init['top1'] is None else f'{init["top1"]:.2f} %'
     log(f'untrained predictor: top1 {shown}, rmse {init["rmse"]:.6f}')
     writer.write(0, {'eval/top1_reconstructed': init['top1'], 'recon/rmse': init['rmse']})
-    ctx = loop.Context(
+    ctx = run_state.Context(
         pmodel=prep.pmodel,
         input_dim=prep.input_dim,
         predictor_seed=prep.predictor_seed,
@@ -160,25 +160,29 @@ def compress_target(
         workdir=workdir,
         mesh=mesh,
         metrics=writer,
-        reconstruct_quantize=aware_mode(config, 'reconstruct'),
+        reconstruct_quantize=stored.aware_mode(config, 'reconstruct'),
         batch_stats=variables['batch_stats'] if recal is not None else None,
         recalibrate=None if recal is None else lambda pparams: recal(rebuild(pparams)),
         recalibration={} if recal is None else recal.info,
+        temporary=temporary,
     )
-    log('schedule: ' + ', '.join(f'{p.label} ({p.steps} steps)' for p in phases))
+    shown = ', '.join(f'{p.label} ({p.steps} steps)' for p in phases)
+    log('schedule: ' + (shown or 'no steps (measuring the untrained predictor only)'))
     try:
         carry, records = loop.run_schedule(ctx, config, phases)
         state, records = carry.state, [init, *records]
         final = variables
         if carry.batch_stats is not None:  # the re-estimated statistics replace the stored
             final = {**variables, 'batch_stats': jax.device_get(carry.batch_stats)}
-        artifact = make_artifact(
+        artifact = stored.make_artifact(
             final, prep, config, state.pparams, records, top1_original, bare=bare
         )
         if artifact.quantize != 'none':
-            record = quantized_record(artifact, prep, evaluate, log, ctx.recalibrate)
+            final_recal = phases and phases[-1].kind == 'recalibrate'
+            recal_stored = ctx.recalibrate if final_recal else None
+            record = stored.quantized_record(artifact, prep, evaluate, log, recal_stored)
             if 'batch_stats' in record:
-                store_batch_stats(artifact, record.pop('batch_stats'))
+                stored.store_batch_stats(artifact, record.pop('batch_stats'))
             writer.write(int(state.step), {'eval/top1_stored': record['top1']})
             records.append(record)
             artifact.history = records
@@ -191,45 +195,6 @@ def compress_target(
     finally:
         writer.close()
     return Outcome(artifact, prep, state, records, top1_original)
-
-
-def aware_mode(config, phase: str) -> str:
-    """The rounding `phase` ('distill' or 'reconstruct') trains through ('none' = float)."""
-    aware = config.predictor.quantize_aware
-    on = aware == 'all' or (aware == 'distill' and phase == 'distill')
-    return config.predictor.quantize if on else 'none'
-
-
-def quantized_record(artifact, prep, evaluate, log, recalibrate=None) -> dict:
-    """Top-1 and RMSE of the network the artefact rebuilds (its dequantized predictor).
-
-    With `recalibrate` (`pparams -> batch_stats`), its BatchNorm statistics are re-estimated
-    first: the record then holds them under 'batch_stats' (for the artefact) and the
-    top-1 with the run's statistics as 'top1_before'.
-    """
-    start = time.time()
-    pparams = jax.tree.map(jnp.asarray, artifact.predictor_params)
-    stats = artifact.batch_stats
-    record = {'kind': 'quantize', 'mode': artifact.quantize, 'steps': 0}
-    if recalibrate is not None:
-        record['top1_before'] = evaluate(pparams, stats)
-        stats = record['batch_stats'] = jax.device_get(recalibrate(pparams))
-    record['top1'] = evaluate(pparams, stats)
-    record['rmse'] = reconstruction.full_rmse(prep.pmodel, pparams, prep.problem)
-    record['seconds'] = time.time() - start
-    shown = '-' if record['top1'] is None else f'{record["top1"]:.2f} %'
-    log(
-        f'stored predictor ({artifact.quantize}): eval/top1_reconstructed {shown}, '
-        f'recon/rmse {record["rmse"]:.6f}'
-    )
-    return record
-
-
-def store_batch_stats(artifact: compressed.Compressed, stats: dict) -> None:
-    """Replaces the artefact's BatchNorm statistics (same paths, shapes and dtypes)."""
-    for path, value in trees.flatten_variables(stats).items():
-        held = artifact.copied[('batch_stats', *path)]
-        artifact.copied[('batch_stats', *path)] = np.asarray(value, held.dtype).reshape(held.shape)
 
 
 def distillation_setup(config, model, variables, pmodel, layout, input_shape, mesh, log):
@@ -285,64 +250,3 @@ def distillation_setup(config, model, variables, pmodel, layout, input_shape, me
         teacher_variables=teacher_vars,
     )
     return setup, frozen
-
-
-def make_artifact(
-    variables, prep, config, pparams, history, top1_original=None, *, bare: bool = False
-) -> compressed.Compressed:
-    """The `Compressed` artefact of a finished run (shared by `compress` and the CLI).
-
-    The predictor is stored as `predictor.quantize` says; the artefact's
-    `predictor_params` are then the dequantized weights.
-
-    Args:
-      variables: the target's variables ({'params', ...} collections).
-      prep: the run's `problem.Prepared`.
-      config: the run's config.
-      pparams: the trained predictor params.
-      history: the run's phase records ('init' first).
-      top1_original: the original network's top-1, when measured.
-      bare: the user passed bare params (reconstruct() then returns bare params).
-    """
-    flat = trees.flatten_variables(variables)
-    represented = {('params', *layer.path) for layer in prep.layout.layers}
-    enc = config.encoding
-    return compressed.Compressed(
-        leaves=[
-            compressed.LeafSpec(path, tuple(v.shape), str(v.dtype), path in represented)
-            for path, v in flat.items()
-        ],
-        copied={path: v for path, v in flat.items() if path not in represented},
-        layout=prep.layout,
-        ordering=config.kernels.ordering,
-        positions=(
-            []
-            if config.kernels.ordering == 'none'
-            else coordinates.layer_positions(prep.layout, prep.coords)
-        ),
-        encoding={
-            'kind': enc.kind,
-            'levels': enc.levels,
-            'base': enc.base,
-            'features': enc.features,
-            'scale': enc.scale,
-            'seed': config.seed,
-        },
-        predictor_settings={
-            'hidden': prep.pmodel.hidden,
-            'layers': config.predictor.layers,
-            'init': config.predictor.init,
-            'residual': config.predictor.residual,
-            'input_dim': prep.input_dim,
-            'quantize': config.predictor.quantize,
-        },
-        predictor_params=jax.tree.map(np.asarray, jax.device_get(pparams)),
-        bare=bare,
-        config=json.loads(config.to_json_best_effort()),
-        history=history,
-        metrics={
-            'top1_original': top1_original,
-            'top1_reconstructed': history[-1]['top1'],
-            'reconstruction_rmse': history[-1]['rmse'],
-        },
-    )

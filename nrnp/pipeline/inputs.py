@@ -1,7 +1,8 @@
 """What a library caller passes to `nrnp.compress`, checked and adapted before any training.
 
   variables, bare, frozen = split_variables(variables)      # {'params', ...}; input kind
-  first, batches = batch_source(data)                       # re-iterable batches, cycled
+  check_leaves(variables)                                   # every leaf a numeric array
+  first, batches = batch_source(data)                       # every batch [B, H, W, C] alike
   check_model(model, variables, first)                      # applies as documented, logits
   identity = inputs_identity(variables, data, test_data)    # for the workdir fingerprint
 
@@ -48,6 +49,34 @@ def split_variables(variables) -> tuple[dict, bool, bool]:
     return {'params': tree}, True, frozen
 
 
+def check_leaves(variables: dict) -> None:
+    """Raises errors.BadInput naming the first leaf that is not a numeric array."""
+
+    def walk(tree, path):
+        for key, value in tree.items():
+            here = f'{path}/{key}' if path else str(key)
+            if isinstance(value, Mapping):
+                walk(value, here)
+                continue
+            dtype = getattr(value, 'dtype', None)
+            numeric = dtype is not None and hasattr(value, 'shape')
+            numeric = numeric and any(jnp.issubdtype(dtype, t) for t in (jnp.number, jnp.bool_))
+            if not numeric:  # (jnp.number covers bfloat16, which numpy calls kind 'V')
+                what = f'{type(value).__name__}' + (
+                    f' of dtype {dtype}' if dtype is not None else ''
+                )
+                raise errors.BadInput(
+                    f'variables leaf {here} is a {what}, not a numeric array: variables must be '
+                    'nested dicts of numpy or JAX arrays (convert it, or leave it out)'
+                )
+
+    walk(variables, '')
+
+
+def _images_of(item):
+    return item[0] if isinstance(item, tuple | list) else item
+
+
 def _as_batch(item):
     images = item[0] if isinstance(item, tuple | list) else item
     images = np.asarray(images, np.float32)
@@ -77,7 +106,8 @@ def batch_source(data: Iterable):
     phase is `data[s % len(data)]`), so a resumed run replays the same batches.
 
     Raises:
-      errors.BadInput: `data` is a one-pass iterator (a generator), empty, or not images.
+      errors.BadInput: `data` is a one-pass iterator (a generator), empty, not images, or
+        holds batches of different shapes (naming the first such batch).
     """
     try:
         is_iterator = iter(data) is data
@@ -97,6 +127,13 @@ def batch_source(data: Iterable):
         raise errors.BadInput('data is empty: give at least one batch, or data=None')
     first = _as_batch(first)
     first = first[0] if isinstance(first, tuple) else first
+    for index, item in enumerate(data):  # shapes only: a bad batch fails now, not mid-run
+        shape = tuple(np.shape(_images_of(item)))
+        if shape != first.shape:
+            raise errors.BadInput(
+                f'data batch {index} has shape {shape} but batch 0 has {first.shape}: every '
+                'batch must be images [B, H, W, C] of one shape (drop or pad a short last batch)'
+            )
 
     def batches(start_step: int, cycle: int):
         del cycle  # every distillation phase starts at the first batch
@@ -105,12 +142,13 @@ def batch_source(data: Iterable):
     return first, batches
 
 
-def check_model(model, variables: dict, images: np.ndarray) -> None:
+def check_model(model, variables: dict, images: np.ndarray, what: str = 'data batch 0') -> None:
     """Applies `model` to a few images as nrnp will; refuses what cannot be distilled.
 
     Raises:
       errors.BadInput: the model cannot be called as `model.apply(variables, x,
-        train=False)`, or it returns probabilities (rows >= 0 summing to 1), not logits.
+        train=False)`, not on images of this shape (naming `what` and the shape), or it
+        returns probabilities (rows >= 0 summing to 1), not logits.
     """
     x = jnp.asarray(images[:8], jnp.float32)
     try:
@@ -120,6 +158,13 @@ def check_model(model, variables: dict, images: np.ndarray) -> None:
             f'model.apply(variables, x, train=False) failed ({e}); nrnp applies the model '
             'that way: give the module a `train` argument (BatchNorm uses its running '
             'statistics when train=False)'
+        ) from None
+    except Exception as e:  # noqa: BLE001 (flax's ScopeParamShapeError, XLA shape errors)
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise errors.BadInput(
+            f'the model cannot be applied to {what} of shape {tuple(images.shape)} '
+            f'({type(e).__name__}: {first}); give images [B, H, W, C] of the size and '
+            'channels the model was built for'
         ) from None
     out = np.asarray(out, np.float32)
     if out.ndim != 2 or out.shape[0] != x.shape[0]:

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from nrnp import errors, files
 from nrnp.data.dataset import balanced_subset, check_same_classes
 from nrnp.errors import ConfigError, DataError
 from nrnp.nets import models
@@ -47,7 +48,7 @@ class Logger:
             return  # one log per run, from process 0
         line = f'[{time.strftime("%H:%M:%S")}] {message}'
         self.echo(line, flush=True) if self.echo is print else self.echo(line)
-        with open(self.path, 'a') as f:
+        with errors.writing(self.path, 'the run log'), open(self.path, 'a', **files.ENCODING) as f:
             f.write(line + '\n')
 
 
@@ -79,12 +80,34 @@ def run(
     start = time.time()
     workdir = os.path.abspath(workdir)
     fingerprint = workdirs.fingerprint(config, run_inputs.input_identities(config))
-    status = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='cli')
+    claim = workdirs.claim(
+        workdir,
+        fingerprint,
+        overwrite=overwrite,
+        style='cli',
+        lock=jax.process_index() == 0,
+        clean=jax.process_count() == 1,
+    )
+    try:
+        return _run(config, workdir, echo, claim, start)
+    finally:
+        claim.release()
+
+
+def _pct(value) -> str:
+    return '-' if value is None else f'{value:.2f} %'
+
+
+def _run(config, workdir: str, echo, claim, start: float) -> dict:
     log = Logger(workdir, echo)
     log(
         f'nrnp: {config.teacher.model} on {run_inputs.dataset_label(config)}, workdir {workdir} '
-        f'({"resuming" if status == "resume" else "new run"}), devices {jax.devices()}'
+        f'({"resuming" if claim.status == "resume" else "new run"}), devices {jax.devices()}'
     )
+    if claim.lock is not None and not claim.lock.held:
+        log(f'warning: {workdir} cannot be locked (its file system has no locks): start one run')
+    if claim.removed:
+        log(f'removed what an interrupted run left: {", ".join(claim.removed[:5])}')
 
     test = run_inputs.load_split(
         config, config.data.test_split, workdir, crops=config.data.eval_crop == 'center'
@@ -197,10 +220,11 @@ def run(
         'config': config.to_json_best_effort(indent=2),
     }
     if jax.process_index() == 0:
-        reports.write_report(workdir, out)
-        plots.plot_report(out, os.path.join(workdir, 'report.png'))
+        with errors.writing(workdir, 'the report in'):
+            reports.write_report(workdir, out)
+            plots.plot_report(out, os.path.join(workdir, 'report.png'))
     log(
-        f'top1 original {top1_original:.2f} %  rebuilt {final_acc:.2f} %  ratio '
+        f'top1 original {_pct(top1_original)}  rebuilt {_pct(final_acc)}  ratio '
         f'{out["ratio"]:.4f}  ({n_pred} / {layout.num_params})  -> {workdir}/report.md'
     )
     log(

@@ -25,8 +25,7 @@ import ml_collections
 from nrnp import errors
 from nrnp.artifact import compressed
 from nrnp.configs import default as defaults
-from nrnp.nets import trees
-from nrnp.pipeline import assemble, inputs, user_data, validation, workdirs
+from nrnp.pipeline import assemble, inputs, problem, user_data, validation, workdirs
 from nrnp.training import sharding
 
 
@@ -100,9 +99,10 @@ def compress(
         float images are taken as already normalised), drawn on the device when they fit
         (`data.on_device`). A list (or other re-iterable; a generator is refused) of
         batches `[B, H, W, C]` float32, or `(images, labels)` tuples, is used exactly as
-        given (nrnp adds no augmentation and does not re-batch): distillation step s of a
-        phase uses batch s mod len(data), so a resumed run replays the same batches; a
-        warning names how few classes its first images hold. BatchNorm statistics are
+        given (nrnp adds no augmentation and does not re-batch; every batch's shape is
+        checked before any training): distillation step s of a phase uses batch s mod
+        len(data), so a resumed run replays the same batches; a warning names how few
+        classes its first images hold. BatchNorm statistics are
         re-estimated on (a seeded subset of) these images. None: data-free compression,
         reconstruction only (`distill.steps` forced to 0), re-estimation on noise.
       test_data: optional `(images [N, H, W, C], labels [N] int)` (uint8 images are
@@ -116,7 +116,8 @@ def compress(
       workdir: None: checkpoints go to a temporary directory, deleted at the end.
         Given: checkpoints, TensorBoard events and metrics.jsonl stay there, and a
         rerun with the same arguments resumes; a workdir holding another run
-        (other arguments or config) is refused.
+        (other arguments or config), or in use by another call or process (an OS lock
+        on `workdir/.lock`, held during the call), is refused.
       overwrite: replace the run held in `workdir` instead of refusing it.
       input_shape: `(H, W, C)` of one input image, for data-free BatchNorm re-estimation
         when neither `data` nor `test_data` shows it (default: 32 x 32 x the first conv's
@@ -137,9 +138,12 @@ def compress(
     Raises:
       errors.BadInput (a ValueError) before any training: an unknown override or a
         config value out of range (`errors.ConfigError`, naming the keyword), variables
-        that are not a dict of arrays, a one-pass or empty `data`, a model that cannot
-        be applied as documented or returns probabilities, data/test_data without a
-        model, a workdir holding another run (`errors.WorkdirError`).
+        that are not a dict of numeric arrays (naming the leaf), kernels settings that
+        represent nothing (naming the options that would), a one-pass or empty `data`
+        or batches of different shapes, a model that cannot be applied as documented, to
+        these images, or returns probabilities, data/test_data without a model, a
+        workdir holding another run or in use (`errors.WorkdirError`), a workdir that
+        cannot be written (`errors.StorageError`).
       errors.NonFiniteError: NaN or inf in the variables.
       TypeError: an override of the wrong type.
     """
@@ -148,7 +152,8 @@ def compress(
     apply_overrides(config, overrides)
     validation.check(config, style='library')
     variables, bare, frozen = inputs.split_variables(variables)
-    trees.flatten_variables(variables)  # fails early on a tree of non-dict nodes
+    inputs.check_leaves(variables)  # every leaf a numeric array
+    problem.layout_of(variables['params'], config.kernels, style='library')  # or the options
     if model is None and (data is not None or test_data is not None):
         raise errors.BadInput('data and test_data need the model (model=, a Linen module)')
     if data is None and config.distill.steps:
@@ -175,9 +180,17 @@ def compress(
 
     temporary = workdir is None
     workdir = tempfile.mkdtemp(prefix='nrnp-') if temporary else os.path.abspath(workdir)
+    claim = None
     if not temporary:
         fingerprint = workdirs.fingerprint(config, inputs.inputs_identity(full, data, test_data))
-        workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='library')
+        claim = workdirs.claim(
+            workdir,
+            fingerprint,
+            overwrite=overwrite,
+            style='library',
+            lock=jax.process_index() == 0,
+            clean=jax.process_count() == 1,
+        )
     try:
         outcome = assemble.compress_target(
             full,
@@ -192,11 +205,14 @@ def compress(
             calibration_images=train and train.calibration,
             bare=bare,
             write_metrics=not temporary,
+            temporary=temporary,
             log=log,
         )
     finally:
         if temporary:
             shutil.rmtree(workdir, ignore_errors=True)
+        if claim is not None:
+            claim.release()
     for record in outcome.records:
         if callback is not None:
             callback(record)

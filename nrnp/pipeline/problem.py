@@ -1,6 +1,7 @@
 """The compression problem of one target: kernel table, coordinates, encodings, predictor.
 
   prep = prepare(params, config, log=print)
+  layout = layout_of(params, config.kernels, style='library')   # or a ConfigError with the fix
   prep.problem      # ReconstructionProblem: encoded [N, F], target/mask [N, 9], probs [N]
   prep.pmodel, prep.input_dim, prep.predictor_seed, prep.keys
 
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nrnp.core import coordinates, encodings, kernels, predictor
+from nrnp.errors import ConfigError
 from nrnp.training import reconstruction, schedule
 
 
@@ -59,9 +61,61 @@ def selection(k) -> kernels.Predicate:
     return kernels.select_kernels(tuple(k.sizes), k.exclude, k.large, dense=k.dense)
 
 
+def _option(name: str, value, style: str) -> str:
+    return (
+        f'kernels__{name}={value!r}' if style == 'library' else f'--config.kernels.{name}={value}'
+    )
+
+
+def layout_of(params, k, style: str = 'cli') -> kernels.KernelLayout:
+    """The kernel layout the `kernels` section `k` selects from `params`.
+
+    Raises:
+      errors.ConfigError: nothing is selected; the message names the options that would
+        represent something (`kernels__dense=True`, `kernels__large='tile'`, more
+        `sizes`, no `exclude`), in the caller's `style` ('cli' or 'library').
+    """
+    try:
+        return kernels.kernel_layout(params, selection(k))
+    except ValueError:
+        pass
+    leaves = [(kernels.path_names(p), np.shape(x)) for p, x in jax.tree.leaves_with_path(params)]
+    squares = {s[0] for _, s in leaves if len(s) == 4 and s[0] == s[1]}
+    sizes = tuple(sorted(set(k.sizes) | {n for n in squares if n <= 3}))
+    options = [
+        ('dense', True, dict(dense=True)),
+        ('large', 'tile', dict(large='tile')),
+        ('sizes', sizes, dict(sizes=sizes)),
+        ('exclude', '', dict(exclude='')),
+    ]
+    hints = []
+    for name, value, change in options:
+        if value == k[name]:
+            continue
+        fields = {f: change.get(f, k[f]) for f in ('sizes', 'exclude', 'large', 'dense')}
+        predicate = kernels.select_kernels(
+            tuple(fields['sizes']), fields['exclude'], fields['large'], dense=fields['dense']
+        )
+        try:
+            layout = kernels.kernel_layout(params, predicate)
+        except ValueError:
+            continue
+        shown = ', '.join(layer.name for layer in layout.layers[:4])
+        more = f' and {len(layout.layers) - 4} more' if len(layout.layers) > 4 else ''
+        hints.append(f'{_option(name, value, style)} represents {shown}{more}')
+    listed = ', '.join(f'{"/".join(p)} {s}' for p, s in leaves[:8])
+    listed += f' and {len(leaves) - 8} more' if len(leaves) > 8 else ''
+    setting = f'sizes {tuple(k.sizes)}, large {k.large!r}, dense {k.dense}, exclude {k.exclude!r}'
+    raise ConfigError(
+        f'nothing to represent: the kernels settings ({setting}) select none of the '
+        f"network's leaves ({listed}); "
+        + ('; '.join(hints) if hints else 'the network has no conv or Dense kernel leaves')
+    )
+
+
 def prepare(params, config, log=print) -> Prepared:
     """Builds the kernel table, orderings, encodings and predictor module of `params`."""
-    layout = kernels.kernel_layout(params, selection(config.kernels))
+    layout = layout_of(params, config.kernels)
     table = np.asarray(kernels.gather(layout, params))  # [N, 9]
     mask = layout.mask()  # [N, 9]
     start = time.time()

@@ -19,7 +19,7 @@ import os
 
 import jax
 
-from nrnp import files
+from nrnp import errors, files
 from nrnp.errors import ConfigError, WorkdirError
 from nrnp.nets import checkpoint_files, loading, models
 from nrnp.training import classifier, sharding
@@ -166,8 +166,10 @@ def load_or_train(
     log(f'teacher: eval/top1 {top1:.2f} % on the {test_images} {split} images')
     # The JSON first: a run killed between the two writes finds no `cache` directory, trains
     # again from the final checkpoint (nothing left to do) and writes both.
-    if jax.process_index() == 0:
-        meta = {'training': wanted, 'top1': top1, 'test_images': test_images, 'source': source}
-        files.atomic_write(cache + '.json', json.dumps(meta, indent=2) + '\n')
-    loading.save_variables(cache, variables)
+    with errors.writing(cache, 'the trained teacher'):
+        if jax.process_index() == 0:
+            meta = {'training': wanted, 'top1': top1, 'test_images': test_images}
+            meta['source'] = source
+            files.atomic_write(cache + '.json', json.dumps(meta, indent=2) + '\n')
+        loading.save_variables(cache, variables)
     return variables, source + f', cached in {cache}'

@@ -138,7 +138,7 @@ def test_data_top1(config, test_data, model, variables: dict, mesh, log):
             'test_data must be (images [N, H, W, C], labels [N]) arrays or an nrnp Dataset'
         )
     images, labels = normalised(config, held.images), held.labels
-    inputs.check_model(model, variables, images)
+    inputs.check_model(model, variables, images, what='the test_data images')
     log(f'test data: {len(labels)} images')
 
     def top1(v):

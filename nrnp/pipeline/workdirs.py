@@ -1,20 +1,32 @@
-"""One run per workdir: a fingerprint of what a run computes, stored in `W/run.json`.
+"""One run per workdir: an OS lock while a run owns it, and a fingerprint of what the run
+computes, stored in `W/run.json`.
 
+  locks.check_location(workdir, fix)  # before any work: can it be created and written?
   fp = fingerprint(config, inputs={'teacher': 'sha256:..', 'data': '...'})
-  claim(workdir, fp, overwrite=False, style='cli')   # new run, or resume, or WorkdirError
+  claim = claim(workdir, fp, overwrite=False, style='cli')  # locks; new run, resume, or refused
+  claim.status                      # 'new' or 'resume'; claim.release() at the end
+
+`claim` first takes an exclusive `fcntl.flock` on `W/.lock` (which holds the owner's pid,
+host and start time): a second run in the same workdir is refused at once, naming the
+owner. The kernel drops the lock when its process ends, however it ends, so a killed run
+never leaves a stale lock. Under the lock, temporary files an interrupted run left behind
+(orbax `*.orbax-checkpoint-tmp*` directories, `cache/*.tmp`, `.*.tmp-<pid>`) are deleted
+(by a single-process run: the processes of a multi-process run write there side by side).
 
 The fingerprint holds the resolved config (less the fields that cannot change a result:
 logging, checkpoint and evaluation cadence, device count), the identity of the inputs
 (the teacher checkpoint's sha256, the data source) and the nrnp version. The same
 fingerprint resumes; a different one is refused before anything is written, naming the
-fields that differ (unless the earlier start failed before writing any result).
-`overwrite=True` deletes nrnp's own files of the old run (never anything else) and
-starts again; the decoded-image cache and a trained teacher, which are keyed on their
-own inputs, stay.
+fields that differ (unless the earlier start failed before writing any result: a
+checkpoint step, the artefact or the report). `overwrite=True` deletes nrnp's own files
+of the old run (never anything else) and starts again; the decoded-image cache and a
+trained teacher, which are keyed on their own inputs, stay.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +35,7 @@ import shutil
 import ml_collections
 
 from nrnp import errors, files
+from nrnp.pipeline.locks import WorkdirLock, location_fix
 from nrnp.version import __version__
 
 RUN_FILE = 'run.json'
@@ -54,7 +67,15 @@ RUN_OUTPUTS = (
 )
 # What makes a workdir worth protecting: a start that failed before any of these (a typo
 # in a data path, say) leaves only run.json and log.txt, and the next start replaces them.
+# `checkpoints` counts only when it holds a checkpoint step.
 RESULTS = ('checkpoints', 'compressed.nrnp', 'report.json')
+# Left behind by an interrupted write, per directory of the workdir ('' is the workdir).
+STALE = {
+    '': r'^\..+\.tmp-\d+$|\.orbax-checkpoint-tmp',
+    'cache': r'\.tmp(-\d+)?$',
+    'checkpoints': r'\.orbax-checkpoint-tmp',
+    'teacher_checkpoints': r'\.orbax-checkpoint-tmp',
+}
 
 
 def _flat(config: ml_collections.ConfigDict, prefix: str = '') -> dict:
@@ -84,7 +105,7 @@ def file_identity(path: str) -> str:
         dirs.sort()
         for name in sorted(names):
             full = os.path.join(root, name)
-            digest.update(f'{os.path.relpath(full, path)}\0'.encode())
+            digest.update(f'{os.path.relpath(full, path)}\0'.encode(**files.ENCODING))
             digest.update(files.sha256_file(full).encode())
     return 'sha256-dir:' + digest.hexdigest()
 
@@ -96,7 +117,8 @@ def folder_identity(root: str) -> str:
         dirs.sort()
         for name in sorted(names):
             full = os.path.join(base, name)
-            digest.update(f'{os.path.relpath(full, root)}\0{os.path.getsize(full)}\n'.encode())
+            entry = f'{os.path.relpath(full, root)}\0{os.path.getsize(full)}\n'
+            digest.update(entry.encode(**files.ENCODING))
             count += 1
     return f'{count} files, sha256 of names+sizes {digest.hexdigest()[:16]}'
 
@@ -124,12 +146,81 @@ def _remove_outputs(workdir: str) -> None:
             os.remove(path)
 
 
-def claim(workdir: str, fp: dict, *, overwrite: bool = False, style: str = 'cli') -> str:
-    """Makes `workdir` this run's: 'new' (fingerprint written) or 'resume' (it matches).
+def _has_results(workdir: str) -> list[str]:
+    """The RESULTS present in `workdir` (`checkpoints` only when it holds a step)."""
+    found = []
+    for name in RESULTS:
+        path = os.path.join(workdir, name)
+        if name == 'checkpoints':
+            if checkpoint_steps(path):
+                found.append(name)
+        elif os.path.exists(path):
+            found.append(name)
+    return found
+
+
+def checkpoint_steps(directory: str) -> list[int]:
+    """The committed checkpoint steps in `directory` (its all-digit entries), ascending."""
+    try:
+        return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+    except OSError:
+        return []
+
+
+def last_checkpoint(workdir: str) -> str | None:
+    """The newest run (else teacher) checkpoint directory of `workdir`, or None."""
+    for name in ('checkpoints', 'teacher_checkpoints'):
+        steps = checkpoint_steps(os.path.join(workdir, name))
+        if steps:
+            return os.path.join(workdir, name, str(steps[-1]))
+    return None
+
+
+@dataclasses.dataclass
+class Claim:
+    """What `claim` returns.
+
+    Attributes:
+      status: 'new' (fingerprint written) or 'resume' (it matches).
+      lock: the workdir's lock (None when not taken: processes other than 0).
+      removed: the stale temporary files and directories deleted under the lock.
+    """
+
+    status: str
+    lock: WorkdirLock | None
+    removed: list[str]
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def claim(
+    workdir: str,
+    fp: dict,
+    *,
+    overwrite: bool = False,
+    style: str = 'cli',
+    lock: bool = True,
+    clean: bool = True,
+) -> Claim:
+    """Makes `workdir` this run's: locked, then 'new' (fingerprint written) or 'resume'.
+
+    Args:
+      workdir: the run directory (created when missing).
+      fp: this run's `fingerprint`.
+      overwrite: replace another run held there.
+      style: 'cli' or 'library': how messages name the fixes.
+      lock: take the workdir lock (the command line: process 0 only, as the P processes of
+        one run share the workdir).
+      clean: delete the stale temporary files under the lock. Only where this process is
+        the run's only writer: with several processes, another one's temporary files (its
+        `run.json`, its cache) may be in flight.
 
     Raises:
-      errors.WorkdirError: the workdir holds another run, or nrnp files without a
-        fingerprint (an older nrnp), and `overwrite` is False.
+      errors.WorkdirError: another run holds the lock; or the workdir holds another run,
+        or nrnp files without a fingerprint (an older nrnp), and `overwrite` is False.
+      errors.StorageError: the workdir cannot be created or written.
     """
     how = (
         'use a new --workdir, or add --overwrite to replace that run (rerunning the '
@@ -138,15 +229,40 @@ def claim(workdir: str, fp: dict, *, overwrite: bool = False, style: str = 'cli'
         else 'pass another workdir=, or overwrite=True to replace that run (calling '
         'again with the original arguments resumes it)'
     )
-    path = os.path.join(workdir, RUN_FILE)
+    fix = location_fix(style)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise errors.WorkdirError(f'{workdir} is a file, not a directory; choose a directory')
-    results = [n for n in RESULTS if os.path.exists(os.path.join(workdir, n))]
-    if os.path.exists(path) and not results:
-        os.remove(path)  # an earlier start that failed before any result: nothing to keep
+        raise errors.StorageError(f'the workdir {workdir} is a file, not a directory; {fix}')
+    with errors.writing(workdir, 'the workdir', fix):
+        os.makedirs(workdir, exist_ok=True)
+        held = WorkdirLock(workdir, style) if lock else None
+    try:
+        status = _claim_locked(workdir, fp, overwrite, how, fix)
+        removed = _remove_stale(workdir) if lock and clean else []
+    except BaseException:
+        if held is not None:
+            held.release()
+        raise
+    return Claim(status, held, removed)
+
+
+def _remove_stale(workdir: str) -> list[str]:
+    removed = []
+    for sub, pattern in STALE.items():
+        directory = os.path.join(workdir, sub) if sub else workdir
+        removed += [os.path.join(sub, n) for n in files.remove_stale(directory, pattern)]
+    return removed
+
+
+def _claim_locked(workdir: str, fp: dict, overwrite: bool, how: str, fix: str) -> str:
+    path = os.path.join(workdir, RUN_FILE)
+    results = _has_results(workdir)
+    if os.path.exists(path) and not results:  # an earlier start failed before any result
+        with contextlib.suppress(FileNotFoundError):  # (another process of this run did it)
+            os.remove(path)
+    status = 'new'
     if os.path.exists(path):
         try:
-            with open(path) as f:
+            with open(path, **files.ENCODING) as f:
                 old = json.load(f)
         except (OSError, ValueError) as e:
             raise errors.WorkdirError(f'{path} is unreadable ({e}); {how}') from None
@@ -161,15 +277,13 @@ def claim(workdir: str, fp: dict, *, overwrite: bool = False, style: str = 'cli'
                 f'{workdir} holds another run ({len(diff)} difference(s) from this one):\n  '
                 f'{shown}\n{how}'
             )
-    elif os.path.isdir(workdir):
-        leftovers = results
-        if leftovers and not overwrite:
-            raise errors.WorkdirError(
-                f'{workdir} holds nrnp files ({", ".join(leftovers)}) but no {RUN_FILE}: a run '
-                f'of an older nrnp or an unfinished start; {how}'
-            )
-    if overwrite:
-        _remove_outputs(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    files.atomic_write(path, json.dumps(fp, indent=1, sort_keys=True) + '\n')
-    return 'new'
+    elif results and not overwrite:
+        raise errors.WorkdirError(
+            f'{workdir} holds nrnp files ({", ".join(results)}) but no {RUN_FILE}: a run '
+            f'of an older nrnp or an unfinished start; {how}'
+        )
+    with errors.writing(path, 'the run fingerprint', fix):
+        if overwrite:
+            _remove_outputs(workdir)
+        files.atomic_write(path, json.dumps(fp, indent=1, sort_keys=True) + '\n')
+    return status

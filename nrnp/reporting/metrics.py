@@ -14,9 +14,12 @@ Only process 0 writes; `MetricWriter(None)` writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+
+from nrnp import errors, files
 
 
 class MetricWriter:
@@ -33,7 +36,9 @@ class MetricWriter:
             SummaryWriter = None
         if SummaryWriter is not None:
             self._events = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=10)
-        self._lines = open(os.path.join(workdir, 'metrics.jsonl'), 'a')  # noqa: SIM115
+        self.path = os.path.join(workdir, 'metrics.jsonl')
+        with errors.writing(self.path, 'the metrics'):
+            self._lines = open(self.path, 'a', **files.ENCODING)  # noqa: SIM115
 
     def write(self, step: int, scalars: dict) -> None:
         """Writes each finite scalar at `step` (a global step of the run)."""
@@ -48,8 +53,9 @@ class MetricWriter:
                 values[name] = value
                 if self._events is not None:
                     self._events.add_scalar(name, value, global_step=int(step))
-        self._lines.write(json.dumps({'step': int(step), **values}) + '\n')
-        self._lines.flush()
+        with errors.writing(self.path, 'the metrics'):
+            self._lines.write(json.dumps({'step': int(step), **values}) + '\n')
+            self._lines.flush()
 
     def flush(self) -> None:
         if self.enabled:
@@ -58,8 +64,12 @@ class MetricWriter:
             self._lines.flush()
 
     def close(self) -> None:
+        """Closes the files; quietly on a full disk (every line was flushed as written, and
+        the error that stopped the run, if any, is the one to report)."""
         if self.enabled:
-            if self._events is not None:
-                self._events.close()
-            self._lines.close()
             self.enabled = False
+            with contextlib.suppress(OSError):
+                if self._events is not None:
+                    self._events.close()
+            with contextlib.suppress(OSError):
+                self._lines.close()

@@ -4,16 +4,19 @@
   plot_curve([{'ratio': 0.1, 'delta': -0.8, 'method': 'nern'}, ...], 'curve.png')
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no display, no global
-state), so plotting works in threads, on servers and in tests.
+state), so plotting works in threads, on servers and in tests. PNGs are written atomically.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from nrnp import files
 
 
 def phase_label(phase: Mapping, cycles: int = 1) -> str:
@@ -38,8 +41,11 @@ def _number(record: Mapping, key: str, what: str) -> float:
 
 
 def _save(fig: Figure, path: str) -> None:
+    """The PNG, written atomically: complete or absent, never half written."""
     FigureCanvasAgg(fig)
-    fig.savefig(path, format='png', dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=120)
+    files.atomic_write(path, buffer.getvalue())
 
 
 def plot_report(report: Mapping, path: str) -> None:

@@ -204,10 +204,12 @@ def differences(saved: dict, wanted: dict, prefix: str = '') -> list[str]:
 
 
 def _resume(ckpt, state: TrainState, fingerprint: dict, workdir, log) -> TrainState:
-    """`state`, or the newest checkpoint's when `ckpt` holds one of the same fingerprint."""
-    if ckpt is None or ckpt.latest_step() is None:
+    """`state`, or the newest good checkpoint's when `ckpt` holds one of the same fingerprint
+    (damaged checkpoints are set aside by the checkpointer)."""
+    saved = ckpt.latest_meta() if ckpt else None
+    if saved is None:
         return state
-    saved = ckpt.latest_meta().get('fingerprint', {})
+    saved = saved.get('fingerprint', {})
     if saved != fingerprint:
         ckpt.close()
         raise WorkdirError(
@@ -215,7 +217,10 @@ def _resume(ckpt, state: TrainState, fingerprint: dict, workdir, log) -> TrainSt
             + '; '.join(differences(saved, fingerprint))
             + f'); delete {workdir} to start over, or use a new --workdir'
         )
-    state = ckpt.restore_latest({'state': state})[0]['state']
+    restored = ckpt.restore_latest({'state': state})
+    if restored is None:
+        return state
+    state = restored[0]['state']
     log(f'teacher training: resuming from the checkpoint of step {int(state.step)}')
     return state
 
@@ -283,7 +288,7 @@ def train_classifier(
     mesh = mesh or sharding.make_mesh(1)
     tx = make_optimizer(recipe)
     meta = {'fingerprint': json.loads(json.dumps(fingerprint or dataclasses.asdict(recipe)))}
-    ckpt = checkpoints.RunCheckpointer(workdir) if workdir else None
+    ckpt = checkpoints.RunCheckpointer(workdir, log=log) if workdir else None
     state = _resume(ckpt, init_state(variables, tx), meta['fingerprint'], workdir, log)
     first = int(state.step)
     state = sharding.replicate(state, mesh)

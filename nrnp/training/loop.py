@@ -17,18 +17,15 @@ bit on CPU: every random draw is a function of (seed, step) and the image batche
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import jax
 import numpy as np
 
-from nrnp.core import predictor
 from nrnp.errors import NonFiniteError, Preempted
 from nrnp.reporting import metrics as metrics_lines
 from nrnp.reporting import progress as progress_lines
 from nrnp.training import (
     checkpoints,
-    distillation,
     interrupts,
     optim,
     phase_steps,
@@ -38,104 +35,31 @@ from nrnp.training import (
     sharding,
     timing,
 )
+from nrnp.training.run_state import Carry, Context
 from nrnp.training.schedule import Phase, first_hidden, learning_rate, optimizer, restarts
-
-
-@dataclasses.dataclass
-class Context:
-    """What the phases need besides the config (built once by `pipeline.assemble`).
-
-    Attributes:
-      pmodel: predictor module (run_schedule gives each phase its width); input_dim: its
-        input width; predictor_seed: init seed.
-      problem: `ReconstructionProblem` with the original rows as target.
-      setup: `DistillSetup` (None without distillation); frozen: its `Frozen` arrays.
-      batches: `(start_step, cycle) -> iterator` of distillation image batches
-        (`images` or `(images, labels)`, images `[B, H, W, C]` float32, this
-        process's share); deterministic in its arguments for exact resume.
-      evaluate: `(pparams, batch_stats) -> top1 percent` of the rebuilt network (with those
-        BatchNorm statistics; None: the original's) on the test images, or None.
-      keys: named PRNG keys ('reconstruct', 'distill', ...).
-      log: progress sink; workdir: run directory.
-      mesh: device mesh (None: default device); images and kernel rows are split over it.
-      metrics: `reporting.metrics.MetricWriter` for TensorBoard and metrics.jsonl.
-      device_batches: `device_data.DeviceBatches` when the distillation images are drawn
-        on the device (then `batches` is unused).
-      schedule: the run's phases (set by `run_schedule`).
-      reconstruct_quantize: reconstruction fits the predictor fake-quantized this way.
-      batch_stats: the target's stored BatchNorm statistics (None: it has none).
-      recalibrate: `pparams -> batch_stats` re-estimated for the rebuilt network
-        ('recalibrate' phases, `recalibrate.every`), or None.
-      recalibration: what the re-estimation uses ('images', 'mode', 'source'), for records.
-    """
-
-    pmodel: predictor.Predictor
-    input_dim: int
-    predictor_seed: int
-    problem: reconstruction.ReconstructionProblem
-    setup: distillation.DistillSetup | None
-    frozen: distillation.Frozen | None
-    batches: Callable | None
-    evaluate: Callable
-    keys: dict
-    log: Callable
-    workdir: str
-    mesh: object = None
-    metrics: object = None
-    device_batches: object = None
-    schedule: list = dataclasses.field(default_factory=list)
-    reconstruct_quantize: str = 'none'
-    batch_stats: dict | None = None
-    recalibrate: Callable | None = None
-    recalibration: dict = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class Carry:
-    """What a run carries from phase to phase and checkpoints.
-
-    Attributes:
-      state: the `PredictorState`.
-      round_target: `[N, 9]` rows the current reconstruction round fits.
-      batch_stats: the rebuilt network's BatchNorm statistics (the stored ones until a
-        'recalibrate' phase re-estimates them; None without BatchNorm).
-    """
-
-    state: reconstruction.PredictorState
-    round_target: object
-    batch_stats: dict | None = None
-
-    def arrays(self) -> dict:
-        out = {'state': self.state, 'round_target': self.round_target}
-        return out if self.batch_stats is None else {**out, 'batch_stats': self.batch_stats}
-
-    @classmethod
-    def of(cls, arrays: dict) -> Carry:
-        return cls(arrays['state'], arrays['round_target'], arrays.get('batch_stats'))
-
-    def placed(self, mesh) -> Carry:
-        """On the mesh: the state as `sharding.place_state`, the rest replicated."""
-        if mesh is None:
-            return self
-        stats = None if self.batch_stats is None else sharding.replicate(self.batch_stats, mesh)
-        return Carry(
-            sharding.place_state(self.state, mesh),
-            sharding.replicate(self.round_target, mesh),
-            stats,
-        )
 
 
 def _pct(value) -> str:
     return '-' if value is None else f'{value:.2f} %'
 
 
-def _check_finite(metrics: dict, phase: Phase, step: int):
+def _check_finite(ctx, config, metrics: dict, phase: Phase, index: int, step: int):
     for name, value in metrics.items():
         value = float(value)
         if not np.isfinite(value):
+            section = 'reconstruct' if phase.kind == 'reconstruct' else 'distill'
+            lr = learning_rate(config, ctx.schedule, index, step)
+            if ctx.temporary:
+                kept = 'no checkpoint is kept (a temporary workdir; pass a workdir to keep them)'
+            elif ctx.saved.get('step') is not None:
+                kept = f'the last good checkpoint (step {ctx.saved["step"]}) stays in '
+                kept += f'{ctx.workdir}/checkpoints'
+            else:
+                kept = 'no checkpoint was written yet'
             raise NonFiniteError(
-                f'{phase.label}: non-finite {name} = {value} at step {step} of the phase; '
-                'the last good checkpoint is kept (lower the learning rate?)'
+                f'{phase.label}: non-finite {name} = {value} at step {step} of the phase '
+                f'(learning rate {lr:.3g}); {kept}. Lower {section}.learning_rate, or check '
+                'the network and data for NaN or inf'
             )
 
 
@@ -172,6 +96,7 @@ def _restore(ctx: Context, config, schedule: list[Phase], ckpt) -> tuple[Carry, 
     if restored is None:
         return carry, {'phase': 0, 'step': 0, 'records': []}
     arrays, position = restored
+    ctx.saved['step'] = ckpt.latest_step()
     ctx.log(
         f'resuming from checkpoint {ckpt.latest_step()}: phase {position["phase"]}, '
         f'step {position["step"]} of it'
@@ -200,7 +125,7 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
       (final `Carry`, list of per-phase records with kind, steps, seconds, top1, rmse, the
        predictor's hidden width and intermediate evals).
     """
-    ckpt = checkpoints.RunCheckpointer(f'{ctx.workdir}/checkpoints')
+    ckpt = checkpoints.RunCheckpointer(f'{ctx.workdir}/checkpoints', log=ctx.log)
     carry, position = _restore(ctx, config, schedule, ckpt)
     records, layout = list(position['records']), [dataclasses.asdict(p) for p in schedule]
     ctx = _placed(ctx, schedule)
@@ -209,6 +134,7 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
     def save(phase_index, step_in_phase, carry):
         meta = {'phase': phase_index, 'step': step_in_phase, 'records': records}
         ckpt.save(int(carry.state.step), carry.arrays(), {**meta, 'schedule': layout})
+        ctx.saved['step'] = int(carry.state.step)
 
     with interrupts.catch(ctx.log) as stop:
         for index, phase in enumerate(schedule):
@@ -267,7 +193,7 @@ def _frozen(ctx, batch_stats):
 
 
 def _log_step(ctx, config, phase: Phase, index: int, k: int, state, metrics, clock, progress):
-    _check_finite(metrics, phase, k)
+    _check_finite(ctx, config, metrics, phase, index, k)
     progress.update(k - clock.first, dict(metrics), force=True)
     prefix = 'recon' if phase.kind == 'reconstruct' else 'distill'
     lr = learning_rate(config, ctx.schedule, index, k)
@@ -310,7 +236,7 @@ def _run_phase(ctx, config, phase, index, first, carry: Carry, tx, stop, save):
         periodic = checkpoint_every and k % checkpoint_every == 0
         if k < phase.steps and (stop.requested or periodic):
             with clock.apart():
-                _check_finite(metrics, phase, k)
+                _check_finite(ctx, config, metrics, phase, index, k)
                 save(index, k, dataclasses.replace(carry, state=state))
             if stop.requested:
                 raise Preempted(

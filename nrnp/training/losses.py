@@ -3,6 +3,7 @@
 rec = reconstruction_loss(pred, target, mask)            # pooled RMSE
 kd = kd_loss(teacher_logits, student_logits, temperature=1.0, stable=True)
 fm = feature_map_loss(teacher_maps, student_maps)
+norm = safe_norm(rows)                                   # [B, D] -> [B, 1], NaN-free gradient
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def feature_map_loss(teacher_maps, student_maps):
     """NeRN's normalised feature-map loss.
 
     Each map `[B, H, W, C]` is L2-normalised per sample over H*W*C (A / (|A| + 1e-3));
-    the squared distances are summed over maps and elements, averaged over the batch.
+    the squared distances are summed over maps and elements, averaged over the batch. A map
+    that is exactly zero (a fresh network's BatchNorm on a blank image) gives a finite loss
+    and a zero gradient through its norm (`safe_norm`).
     """
     if len(teacher_maps) != len(student_maps):
         raise ValueError(f'{len(teacher_maps)} teacher maps vs {len(student_maps)} student maps')
@@ -65,9 +68,20 @@ def feature_map_loss(teacher_maps, student_maps):
     for a, b in zip(teacher_maps, student_maps):
         if a.shape != b.shape:
             raise ValueError(f'feature map shapes differ: teacher {a.shape}, student {b.shape}')
-        a = a.reshape(a.shape[0], -1)
+        a = a.reshape(a.shape[0], -1)  # [B, H*W*C]
         b = b.reshape(b.shape[0], -1)
-        a = a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + 1e-3)
-        b = b / (jnp.linalg.norm(b, axis=-1, keepdims=True) + 1e-3)
+        a = a / (safe_norm(a) + 1e-3)
+        b = b / (safe_norm(b) + 1e-3)
         total = total + jnp.sum(jnp.square(a - b)) / a.shape[0]
     return total
+
+
+def safe_norm(x):
+    """Per-row L2 norm `[B, D] -> [B, 1]` whose gradient is 0, not NaN, at a zero row.
+
+    `jnp.linalg.norm`'s gradient x / |x| is 0/0 at x = 0; the inner `where` keeps the
+    sqrt away from 0 so that no NaN enters the backward pass, the outer one gives 0 there.
+    """
+    squared = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+    positive = squared > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)

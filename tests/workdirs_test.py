@@ -1,0 +1,103 @@
+"""Workdir ownership: one lock holder at a time (dropped when its process dies however it
+ends), stale temporary files removed under the lock, places that cannot hold a workdir."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from nrnp import errors
+from nrnp.pipeline import locks, workdirs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FP = {'nrnp': 'x', 'config': {'seed': 0}, 'inputs': {}}
+
+
+def test_a_held_workdir_is_refused_naming_the_owner(tmp_path):
+    first = workdirs.claim(str(tmp_path), FP)
+    assert first.status == 'new' and first.lock.held
+    with pytest.raises(
+        errors.WorkdirError, match=rf'in use by another nrnp run \(pid {os.getpid()}'
+    ):
+        workdirs.claim(str(tmp_path), FP)  # another descriptor: refused, even in-process
+    with pytest.raises(errors.WorkdirError, match='pass another workdir='):
+        workdirs.claim(str(tmp_path), FP, style='library')
+    first.release()
+    again = workdirs.claim(str(tmp_path), FP)  # free again; no result yet: a new start
+    assert again.status == 'new' and again.lock.held
+    again.release()
+
+
+def test_the_lock_dies_with_its_process(tmp_path):
+    code = (
+        'import sys, time\n'
+        'from nrnp.pipeline import locks\n'
+        'lock = locks.WorkdirLock(sys.argv[1])\n'
+        "print('locked', flush=True)\n"
+        'time.sleep(60)\n'
+    )
+    env = {**os.environ, 'PYTHONPATH': REPO}
+    proc = subprocess.Popen(
+        [sys.executable, '-c', code, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == 'locked'
+    with pytest.raises(errors.WorkdirError, match=rf'pid {proc.pid} on .* started .* s ago'):
+        locks.WorkdirLock(str(tmp_path))
+    proc.send_signal(signal.SIGKILL)  # no clean-up at all
+    proc.wait(timeout=30)
+    locks.WorkdirLock(str(tmp_path)).release()  # free again: no stale lock
+
+
+def test_stale_temporary_files_are_removed_under_the_lock(tmp_path):
+    stale = [
+        'cache/tmpab12.npz.tmp',
+        'checkpoints/10.orbax-checkpoint-tmp-1733400000',
+        'teacher_checkpoints/3.orbax-checkpoint-tmp',
+        '.report.json.tmp-4242',
+    ]
+    kept = ['cache/imagefolder-x-test-0123.npz', 'teacher_checkpoints/2/x', 'notes.txt']
+    for name in stale + kept:
+        os.makedirs(tmp_path / os.path.dirname(name), exist_ok=True)
+        if 'orbax-checkpoint-tmp' in name:
+            os.makedirs(tmp_path / name)
+        else:
+            (tmp_path / name).write_text('x')
+    claim = workdirs.claim(str(tmp_path), FP)
+    claim.release()
+    assert sorted(claim.removed) == sorted(stale)
+    assert not any((tmp_path / name).exists() for name in stale)
+    assert all((tmp_path / name).exists() for name in kept)
+    (tmp_path / 'cache/tmpcd34.npz.tmp').write_text('x')  # --overwrite cleans them too
+    claim = workdirs.claim(str(tmp_path), FP, overwrite=True)
+    claim.release()
+    assert claim.removed == ['cache/tmpcd34.npz.tmp']
+    assert (tmp_path / 'cache/imagefolder-x-test-0123.npz').exists()  # the cache stays
+    assert (tmp_path / 'notes.txt').exists()  # not nrnp's
+
+
+def test_an_empty_checkpoints_dir_is_not_a_result(tmp_path):
+    """A run that failed before its first checkpoint (NaN at step 1) leaves run.json and an
+    empty checkpoints/: the corrected command must start, not be refused."""
+    workdirs.claim(str(tmp_path), FP).release()
+    os.makedirs(tmp_path / 'checkpoints' / '7.orbax-checkpoint-tmp')
+    corrected = {**FP, 'config': {'seed': 0, 'lr': 1e-3}}
+    claim = workdirs.claim(str(tmp_path), corrected)
+    claim.release()
+    assert claim.status == 'new'
+    os.makedirs(tmp_path / 'checkpoints' / '5')  # a real step: now it is a result
+    with pytest.raises(errors.WorkdirError, match='holds another run'):
+        workdirs.claim(str(tmp_path), FP)
+
+
+def test_places_that_cannot_hold_a_workdir_are_named(tmp_path):
+    parent = tmp_path / 'afile'
+    parent.write_text('x')
+    fix = locks.location_fix('cli')
+    with pytest.raises(errors.StorageError, match=rf'{parent} is a file, not a directory'):
+        locks.check_location(str(parent / 'w'), fix)
+    with pytest.raises(errors.StorageError, match='a virtual file system such as /proc'):
+        locks.check_location('/proc/nrnp/w', fix)
+    locks.check_location(str(tmp_path / 'a' / 'b'), fix)
+    assert sorted(os.listdir(tmp_path)) == ['afile']  # the probe leaves nothing behind
