@@ -144,6 +144,12 @@ def test_batch_plan_rounds_to_whole_batches():
     assert calibration.batch_plan(256, 100, 150, None) == (1, 100)  # only 150 available
     assert calibration.batch_plan(10, 256, None, None) == (1, 10)
 
+    class Mesh:  # 'data' axis of 8 devices
+        shape = {'data': 8}
+
+    assert calibration.batch_plan(256, 100, None, Mesh()) == (2, 96)  # rounded down to 8s
+    assert calibration.batch_plan(5, 256, None, Mesh()) == (1, 8)  # one multiple at least
+
 
 FAST = dict(
     reconstruct__steps=5,

@@ -37,11 +37,13 @@ def needs_train_split(config, variables: dict) -> bool:
 
 def batch_plan(images: int, batch_size: int, available: int | None, mesh) -> tuple[int, int]:
     """(batches, batch size): at most `images` (and `available`) images in equal batches
-    that divide over the mesh's 'data' axis and the processes."""
+    that divide over the mesh's 'data' axis and the processes (rounded down where the
+    images allow, up to one multiple when there are fewer)."""
     images = min(images, available) if available is not None else images
     size = max(min(batch_size, images), 1)
     if mesh is not None:
-        size = evaluation.round_batch(size, mesh)
+        multiple = evaluation.round_batch(1, mesh)
+        size = max(size // multiple, 1) * multiple
     return max(images // size, 1), size
 
 
@@ -152,6 +154,12 @@ def make(config, model, variables, *, input_shape, train_images, mesh, log) -> R
     source = resolve_source(config, train_images is not None)
     available = train_images.available if source == 'train' else None
     count, size = batch_plan(r.images, r.batch_size, available, mesh)
+    if available is not None and count * size > available:
+        raise ConfigError(
+            f'BatchNorm re-estimation needs batches of {size} images (a multiple of the '
+            f'devices and processes) but the training images number {available}: give more '
+            'images, or set recalibrate.source=noise (or recalibrate.images=0: off)'
+        )
     shape = (count * size, *input_shape[1:])
 
     def batches() -> list:
