@@ -126,6 +126,8 @@ def variant_config(args, shared: str, variant: dict):
         if 'quantize' not in c.predictor:
             return None  # this nrnp stores float32 predictors only
         c.predictor.quantize = variant['quantize']
+    if 'recalibrate' in c and args.recal_when:
+        c.recalibrate.when = args.recal_when
     if variant.get('recal', 'on') == 'off':
         if 'recalibrate' not in c:
             return None
@@ -300,6 +302,9 @@ def main(argv=None):
     )
     parser.add_argument(
         '--recalibrate', default='on', help="BatchNorm re-estimation: 'on', 'off' or 'on,off'"
+    )
+    parser.add_argument(
+        '--recal_when', default='', help="recalibrate.when ('': the config's default)"
     )
     parser.add_argument('--steps', type=int, default=8000, help='reconstruction steps')
     parser.add_argument('--distill_steps', type=int, default=60)

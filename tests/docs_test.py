@@ -108,7 +108,7 @@ def test_the_library_page_runs_at_a_tiny_size(tmp_path, shared, monkeypatch):
     exec(compile(second, 'library.md block 2', 'exec'), namespace)  # noqa: S102
     assert (tmp_path / 'r20.nrnp').exists()
     kinds = [r['kind'] for r in namespace['compressed'].history]
-    assert kinds == ['init', 'reconstruct', 'recalibrate', 'distill', 'recalibrate']
+    assert kinds == ['init', 'reconstruct', 'recalibrate', 'distill']
 
 
 @pytest.mark.parametrize('page', [p.name for p in PAGES])

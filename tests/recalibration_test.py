@@ -120,6 +120,8 @@ def test_schedule_places_recalibration_phases():
     c.reconstruct.round_hidden = (16, 8)
     c.reconstruct.steps, c.distill.steps = 10, 5
     kinds = lambda: [(p.kind, p.round) for p in schedule.build_schedule(c)]
+    assert kinds()[-2:] == [('recalibrate', 2), ('distill', 1)]  # default: after the rounds
+    c.recalibrate.when = 'both'
     assert kinds() == [
         ('reconstruct', 1),
         ('recalibrate', 1),
