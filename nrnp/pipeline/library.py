@@ -164,6 +164,7 @@ def compress(
                 f'{images.shape} and {labels.shape}'
             )
         inputs.check_model(model, full, images)
+        input_shape = input_shape or (1, *images.shape[1:])
         log(f'test data: {len(labels)} images')
 
     temporary = workdir is None

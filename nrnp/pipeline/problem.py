@@ -71,9 +71,13 @@ def selection(k) -> kernels.Predicate:
     return kernels.select_kernels(tuple(k.sizes), k.exclude, k.large, dense=k.dense)
 
 
-def prepare(params, config, log=print) -> Prepared:
-    """Builds the kernel table, orderings, encodings and predictor module of `params`."""
-    layout = kernels.kernel_layout(params, selection(config.kernels))
+def prepare(params, config, log=print, depthwise=()) -> Prepared:
+    """Builds the kernel table, orderings, encodings and predictor module of `params`.
+
+    `depthwise`: paths of depthwise kernels (`nets.layers.depthwise_kernels`), for their kind.
+    """
+    k = config.kernels
+    layout = kernels.kernel_layout(params, selection(k), k.pointwise, depthwise)
     table = np.asarray(kernels.gather(layout, params))  # [N, 9]
     mask = layout.mask()  # [N, 9]
     start = time.time()
@@ -81,10 +85,12 @@ def prepare(params, config, log=print) -> Prepared:
     ordering_seconds = time.time() - start
     encode, input_dim = make_encoder(config.encoding, config.seed)
     encoded = jnp.asarray(encode(coords), jnp.float32)  # [N, input_dim]
+    kinds = kernels.params_by_kind(layout, params)
+    shown = ', '.join(f'{kind} {n}' for kind, n in kinds.items() if n and kind != 'copied')
     log(
-        f'kernel table: {layout.num_kernels} kernels in {len(layout.layers)} layers, '
-        f'{layout.num_params} represented params; {config.kernels.ordering} ordering '
-        f'{ordering_seconds:.1f}s'
+        f'kernel table: {layout.num_kernels} rows in {len(layout.layers)} layers, '
+        f'{layout.num_params} represented params ({shown}; 1x1 rows {k.pointwise}); '
+        f'{config.kernels.ordering} ordering {ordering_seconds:.1f}s'
     )
     hidden = schedule.final_hidden(config)
     pmodel = predictor_module(config.predictor, hidden)
