@@ -3,6 +3,8 @@ quantisation and magnitude pruning of the convs nrnp represents.
 
   python benchmarks/baselines.py --targets=resnet20,resnet56 --test_limit=0 \
       --out=benchmarks/results
+  python benchmarks/baselines.py --recipe=c10_mobilenetv2 --checkpoint=W/teacher \
+      --methods=original,ptq8,ptq4 --out=benchmarks/results --name=architectures_ptq --merge
 
 For each pretrained akamaster CIFAR-10 net in ../shared it rewrites the same conv
 kernels nrnp's predictor would represent (`kernels.sizes=(1, 3)`, every 3x3 and 1x1
@@ -14,6 +16,9 @@ conv) and evaluates the result on the same JPEG CIFAR-10 test images as the CLI
   prune50/70/90  magnitude pruning, per layer: the smallest |w| of each conv set to zero
   gprune50/70/90 magnitude pruning, global: one |w| threshold over all those convs
 No baseline is fine-tuned or calibrated on data (nrnp's distillation trains on images).
+With `--recipe` and `--checkpoint` the target is instead a network trained by nrnp (an
+orbax `W/teacher` dir or a state-dict file): the recipe's teacher.model at teacher.width,
+evaluated with the recipe's normalisation; its row is named `<model>@<width>`.
 
 Bytes are what must be stored to rebuild the network, counted like nrnp's artefact
 payload (`Compressed.size_report`: predictor + orderings + copied leaves, no header):
@@ -153,11 +158,11 @@ def apply_method(variables: dict, represented: set, method: str) -> tuple[dict, 
     return trees.unflatten(out), sizes
 
 
-def _test_images(shared: str, test_limit: int, cache: str):
+def _test_images(shared: str, test_limit: int, cache: str, config=None):
     from nrnp.data import batching, sources
     from nrnp.data.dataset import balanced_subset
 
-    config = c10_r20.get_config()
+    config = config or c10_r20.get_config()
     test = sources.load_dataset(
         name='cifar10',
         split='test',
@@ -174,16 +179,18 @@ def _test_images(shared: str, test_limit: int, cache: str):
     return batching.normalise(np.stack(images), mean, std), np.asarray(labels)
 
 
-def measure(target: str, shared: str, images, labels, methods) -> list[dict]:
-    """One row per method: top-1 on `images` and the stored bytes."""
+def measure(target: str, shared: str, images, labels, methods, recipe=None) -> list[dict]:
+    """One row per method: top-1 on `images` and the stored bytes.
+
+    `recipe`: (config, checkpoint path) of a net trained by nrnp; `target` is then its name.
+    """
     from nrnp.nets import loading, models
     from nrnp.training import evaluation
 
-    config = c10_r20.get_config()
-    model = models.build_model(target, 10, shortcut='A')
-    variables = loading.load_target(
-        os.path.join(shared, CHECKPOINTS[target]), model, (1, 32, 32, 3), log=lambda m: None
-    )
+    config, path = recipe or (c10_r20.get_config(), os.path.join(shared, CHECKPOINTS[target]))
+    t = config.teacher
+    model = models.build_model(t.model, 10, shortcut=t.shortcut, width_mult=t.width)
+    variables = loading.load_target(path, model, (1, 32, 32, 3), log=lambda m: None)
     variables = {k: variables[k] for k in ('params', 'batch_stats')}
     represented = represented_paths(variables['params'], config.kernels)
     rows = []
@@ -246,6 +253,8 @@ def main(argv=None):
     parser.add_argument('--out', default=os.path.join(REPO, 'benchmarks/results'))
     parser.add_argument('--name', default='baselines', help='file stem of the outputs')
     parser.add_argument('--merge', action='store_true', help='add to the rows already in --out')
+    parser.add_argument('--recipe', default='', help='a recipe whose teacher --checkpoint is')
+    parser.add_argument('--checkpoint', default='', help='with --recipe: orbax dir or file')
     args = parser.parse_args(argv)
     shared = os.environ.get('NRNP_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
     if not os.path.isdir(shared):
@@ -255,10 +264,19 @@ def main(argv=None):
     for method in methods:
         if method not in METHODS:
             raise SystemExit(f'unknown method {method!r}; valid: {",".join(METHODS)}')
-    images, labels = _test_images(shared, args.test_limit, args.cache)
-    rows = []
-    for target in args.targets.split(','):
-        rows += measure(target, shared, images, labels, methods)
+    if args.recipe:
+        from nrnp.configs import catalog
+
+        config = catalog.load(catalog.resolve_config_flag([f'--config={args.recipe}'])[1])
+        images, labels = _test_images(shared, args.test_limit, args.cache, config)
+        name = f'{config.teacher.model}@{config.teacher.width}'
+        recipe = (config, args.checkpoint)
+        rows = measure(name, shared, images, labels, methods, recipe)
+    else:
+        images, labels = _test_images(shared, args.test_limit, args.cache)
+        rows = []
+        for target in args.targets.split(','):
+            rows += measure(target, shared, images, labels, methods)
     path = os.path.join(args.out, f'{args.name}.json')
     if args.merge and os.path.exists(path):  # keep earlier rows of other (target, method)
         with open(path) as f:
