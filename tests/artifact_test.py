@@ -335,17 +335,23 @@ def _pointwise_params():
     }
 
 
+def _untrained(pointwise):
+    """An artefact of `_pointwise_params` with an untrained predictor (no training compiled)."""
+    from nrnp.configs import default
+    from nrnp.pipeline import assemble, problem
+
+    config = default.get_config()
+    config.kernels.pointwise, config.predictor.hidden, config.encoding.levels = pointwise, 8, 4
+    params = _pointwise_params()
+    prep = problem.prepare(params, config, log=lambda m: None, depthwise=[('dw', 'kernel')])
+    pparams = predictor.init_predictor(prep.pmodel, prep.input_dim, prep.predictor_seed)
+    record = {'kind': 'init', 'steps': 0, 'seconds': 0.0, 'top1': None, 'rmse': None}
+    return assemble.make_artifact({'params': params}, prep, config, pparams, [record])
+
+
 @pytest.mark.parametrize('pointwise', ['grouped', 'centre'])
 def test_pointwise_layouts_save_and_load(tmp_path, pointwise):
-    comp = nrnp.compress(
-        _pointwise_params(),
-        kernels__pointwise=pointwise,
-        reconstruct__steps=2,
-        reconstruct__batch_size=16,
-        predictor__hidden=8,
-        encoding__levels=4,
-        log=None,
-    )
+    comp = _untrained(pointwise)
     path = comp.save(tmp_path / f'{pointwise}.nrnp')
     with np.load(path, allow_pickle=False) as f:
         header = storage.decode_header(f['header'])
@@ -355,21 +361,14 @@ def test_pointwise_layouts_save_and_load(tmp_path, pointwise):
     assert header['version'] == (3 if pointwise == 'grouped' else 2)
     loaded = nrnp.load(path)
     assert loaded.layout == comp.layout
+    assert [layer.kind for layer in loaded.layout.layers] == ['3x3', 'depthwise', 'pointwise']
     assert loaded.layout.num_kernels == 18 + 6 + (10 if pointwise == 'grouped' else 65)
     np.testing.assert_array_equal(loaded.coordinates(), comp.coordinates())
     jax.tree.map(np.testing.assert_array_equal, loaded.reconstruct(), comp.reconstruct())
 
 
 def test_version_2_layout_without_new_fields_loads_and_bad_groups_are_refused(tmp_path):
-    comp = nrnp.compress(
-        _pointwise_params(),
-        kernels__pointwise='centre',
-        reconstruct__steps=2,
-        reconstruct__batch_size=16,
-        predictor__hidden=8,
-        encoding__levels=4,
-        log=None,
-    )
+    comp = _untrained('centre')
     saved = comp.save(tmp_path / 'centre.nrnp')
 
     def as_old_version_2(members, header):  # what nrnp wrote before the grouped rows
