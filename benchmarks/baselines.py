@@ -3,6 +3,8 @@ quantisation and magnitude pruning of the convs nrnp represents.
 
   python benchmarks/baselines.py --targets=resnet20,resnet56 --test_limit=0 \
       --out=benchmarks/results
+  python benchmarks/baselines.py --recipe=c10_mobilenetv2 --checkpoint=W/teacher \
+      --methods=original,ptq8,ptq4 --out=benchmarks/results --name=architectures_ptq --merge
 
 For each pretrained akamaster CIFAR-10 net in ../shared it rewrites the same conv
 kernels nrnp's predictor would represent (`kernels.sizes=(1, 3)`, every 3x3 and 1x1
@@ -18,6 +20,10 @@ gives `top1_recalibrated`: the same rewritten net with its BatchNorm statistics
 re-estimated as nrnp does (`--recalibrate_source=train`: the relative estimate from the
 CLI's seeded 256 unlabeled training images; `noise`: from 256 seeded noise images;
 `none`: not measured), at zero bytes.
+With `--recipe` and `--checkpoint` the target is instead a network trained by nrnp (an
+orbax `W/teacher` dir or a state-dict file): the recipe's teacher.model at teacher.width,
+evaluated (and re-estimated) with the recipe's normalisation; its row is named
+`<model>@<width>`.
 
 Bytes are what must be stored to rebuild the network, counted like nrnp's artefact
 payload (`Compressed.size_report`: predictor + orderings + copied leaves, no header):
@@ -158,11 +164,11 @@ def apply_method(variables: dict, represented: set, method: str) -> tuple[dict, 
     return trees.unflatten(out), sizes
 
 
-def _test_images(shared: str, test_limit: int, cache: str):
+def _test_images(shared: str, test_limit: int, cache: str, config=None):
     from nrnp.data import batching, sources
     from nrnp.data.dataset import balanced_subset
 
-    config = c10_r20.get_config()
+    config = config or c10_r20.get_config()
     test = sources.load_dataset(
         name='cifar10',
         split='test',
@@ -179,13 +185,15 @@ def _test_images(shared: str, test_limit: int, cache: str):
     return batching.normalise(np.stack(images), mean, std), np.asarray(labels)
 
 
-def calibration_batches(shared: str, source: str, cache: str, images: int = 256) -> list:
-    """The CLI's calibration images (`pipeline.calibration`, c10_r20's defaults)."""
+def calibration_batches(
+    shared: str, source: str, cache: str, images: int = 256, config=None
+) -> list:
+    """The CLI's calibration images (`pipeline.calibration`, c10_r20's or `config`'s)."""
     from nrnp.data import sources
     from nrnp.pipeline import calibration
     from nrnp.training import recalibration
 
-    config = c10_r20.get_config()
+    config = config or c10_r20.get_config()
     if source == 'noise':
         return [recalibration.noise_images((images, 32, 32, 3), config.seed)]
     train = sources.load_dataset(
@@ -200,17 +208,21 @@ def calibration_batches(shared: str, source: str, cache: str, images: int = 256)
     return calibration.split_images(config, train)(1, images)
 
 
-def measure(target: str, shared: str, images, labels, methods, calibration=None) -> list[dict]:
+def measure(
+    target: str, shared: str, images, labels, methods, calibration=None, recipe=None
+) -> list[dict]:
     """One row per method: top-1 on `images` (and with re-estimated BatchNorm statistics,
-    from the `calibration` batches) and the stored bytes."""
+    from the `calibration` batches) and the stored bytes.
+
+    `recipe`: (config, checkpoint path) of a net trained by nrnp; `target` is then its name.
+    """
     from nrnp.nets import loading, models
     from nrnp.training import evaluation, recalibration
 
-    config = c10_r20.get_config()
-    model = models.build_model(target, 10, shortcut='A')
-    variables = loading.load_target(
-        os.path.join(shared, CHECKPOINTS[target]), model, (1, 32, 32, 3), log=lambda m: None
-    )
+    config, path = recipe or (c10_r20.get_config(), os.path.join(shared, CHECKPOINTS[target]))
+    t = config.teacher
+    model = models.build_model(t.model, 10, shortcut=t.shortcut, width_mult=t.width)
+    variables = loading.load_target(path, model, (1, 32, 32, 3), log=lambda m: None)
     variables = {k: variables[k] for k in ('params', 'batch_stats')}
     represented = represented_paths(variables['params'], config.kernels)
     rows = []
@@ -291,6 +303,8 @@ def main(argv=None):
         choices=('train', 'noise', 'none'),
         help='BatchNorm re-estimation images for the top1_recalibrated column',
     )
+    parser.add_argument('--recipe', default='', help='a recipe whose teacher --checkpoint is')
+    parser.add_argument('--checkpoint', default='', help='with --recipe: orbax dir or file')
     args = parser.parse_args(argv)
     shared = os.environ.get('NRNP_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
     if not os.path.isdir(shared):
@@ -300,13 +314,24 @@ def main(argv=None):
     for method in methods:
         if method not in METHODS:
             raise SystemExit(f'unknown method {method!r}; valid: {",".join(METHODS)}')
-    images, labels = _test_images(shared, args.test_limit, args.cache)
+    config = recipe = None
+    if args.recipe:
+        from nrnp.configs import catalog
+
+        config = catalog.load(catalog.resolve_config_flag([f'--config={args.recipe}'])[1])
+        recipe = (config, args.checkpoint)
+    images, labels = _test_images(shared, args.test_limit, args.cache, config)
     calibration = None
     if args.recalibrate_source != 'none':
-        calibration = calibration_batches(shared, args.recalibrate_source, args.cache)
-    rows = []
-    for target in args.targets.split(','):
-        rows += measure(target, shared, images, labels, methods, calibration)
+        source = args.recalibrate_source
+        calibration = calibration_batches(shared, source, args.cache, config=config)
+    if recipe:
+        name = f'{config.teacher.model}@{config.teacher.width}'
+        rows = measure(name, shared, images, labels, methods, calibration, recipe)
+    else:
+        rows = []
+        for target in args.targets.split(','):
+            rows += measure(target, shared, images, labels, methods, calibration)
     path = os.path.join(args.out, f'{args.name}.json')
     if args.merge and os.path.exists(path):  # keep earlier rows of other (target, method)
         with open(path) as f:

@@ -2,6 +2,7 @@
 
   python benchmarks/steps.py --target=resnet20 --hidden=180 --json=/tmp/steps.json
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/steps.py --devices=8
+  python benchmarks/steps.py --target=cifar_resnet50 --width=0.25 --hidden=128 --pointwise=both
 
 Prints, per step: median time after compilation, kernels/s, images/s, the
 step's FLOPs counted analytically (predictor rows x multiply-adds, the target's
@@ -11,6 +12,12 @@ chain with the predictor's shapes over the same rows. The ratio uses the
 analytic count: XLA's cost analysis undercounts large fused steps (6.5 GFLOP
 for a ResNet18 reconstruction step of ~2 TFLOP). Random target weights of the
 right shapes are used (speed does not depend on their values).
+
+`--pointwise=both` runs the same predictor over both 1x1 row layouts (`kernels.pointwise`:
+'centre', one row per 1x1 weight, and 'grouped', 9 input channels per row) and prints the
+table's rows, the step times, a pass over every row (ceil(rows / batch) steps: what fitting
+the whole table costs) and the full rebuild (every row predicted: what each distillation
+step and evaluation does), with the ratios between the layouts.
 """
 
 from __future__ import annotations
@@ -31,7 +38,16 @@ from nrnp.core import encodings, kernels, predictor
 from nrnp.nets import models
 from nrnp.training import distillation, optim, reconstruction, sharding
 
-SIZES = {'resnet20': 180, 'resnet56': 320, 'resnet18': 1256}
+SIZES = {
+    'resnet20': 180,
+    'resnet56': 320,
+    'resnet18': 1256,
+    'cifar_resnet50': 128,
+    'cifar_mobilenet_v2': 64,
+    'resnet50': 1256,
+    'mobilenet_v2': 320,
+}
+IMAGENET = ('resnet18', 'resnet50', 'mobilenet_v2')
 
 
 def _median_time(fn, args, repeats: int):
@@ -124,9 +140,10 @@ def _peak_memory_mb() -> float:
 def run(args) -> dict:
     mesh = sharding.make_mesh(args.devices)
     hidden = args.hidden or SIZES[args.target]
-    num_classes = 1000 if args.target == 'resnet18' else 10
-    size = 224 if args.target == 'resnet18' else 32
-    model = models.build_model(args.target, num_classes)
+    num_classes = 1000 if args.target in IMAGENET else 10
+    size = 224 if args.target in IMAGENET else 32
+    width = {'width_mult': args.width} if args.width != 1.0 else {}
+    model = models.build_model(args.target, num_classes, **width)
     shapes = jax.eval_shape(lambda: models.init_variables(model, (1, size, size, 3)))
     rng = np.random.default_rng(0)
     variables = jax.tree.map(
@@ -134,7 +151,8 @@ def run(args) -> dict:
     )
     variables['batch_stats'] = jax.tree.map(jnp.abs, variables['batch_stats'])
     sizes = (3,) if args.target == 'resnet18' else (1, 3)
-    layout = kernels.kernel_layout(variables['params'], kernels.select_kernels(sizes))
+    select = kernels.select_kernels(sizes)
+    layout = kernels.kernel_layout(variables['params'], select, args.pointwise)
     table = kernels.gather(layout, variables['params'])
     mask = jnp.asarray(layout.mask())
     coords = np.stack(
@@ -161,6 +179,8 @@ def run(args) -> dict:
         'device': str(jax.devices()[0].device_kind),
         'devices': mesh.shape[sharding.DATA],
         'target': args.target,
+        'width': args.width,
+        'pointwise': args.pointwise,
         'hidden': hidden,
         'predictor_params': sum(x.size for x in jax.tree.leaves(pparams)),
         'num_kernels': layout.num_kernels,
@@ -192,7 +212,17 @@ def run(args) -> dict:
         'gflops': flops / seconds / 1e9,
         'roofline_ratio': flops / seconds / 1e9 / rf['gflops'],
     }
+    result['recon']['pass_s'] = -(-layout.num_kernels // batch) * seconds  # every row once
     print_row('reconstruction', result['recon'], result)
+    rebuild = jax.jit(lambda p, e: predictor.predict(pmodel, p, e))
+    jax.block_until_ready(rebuild(state.pparams, problem.encoded))
+    times = []
+    for _ in range(max(args.repeats // 4, 3)):
+        t = time.perf_counter()
+        jax.block_until_ready(rebuild(state.pparams, problem.encoded))
+        times.append(time.perf_counter() - t)
+    result['rebuild'] = {'all_rows_ms': 1000 * statistics.median(times)}
+    print_row('rebuild', result['rebuild'], result)
 
     if not args.skip_distill:
         setup = distillation.DistillSetup(
@@ -264,14 +294,40 @@ def run(args) -> dict:
 
 
 def print_row(name, r, meta):
-    parts = [f'{name}: {meta["target"]} h={meta["hidden"]} on {meta["devices"]} x {meta["device"]}']
+    parts = [
+        f'{name}: {meta["target"]} (width {meta["width"]}, 1x1 rows {meta["pointwise"]}, '
+        f'{meta["num_kernels"]} rows) h={meta["hidden"]} on {meta["devices"]} x {meta["device"]}'
+    ]
     parts += [f'{k}={v:.4g}' for k, v in r.items()]
     print('  '.join(parts), flush=True)
+
+
+LAYOUTS = ('centre', 'grouped')
+
+
+def print_comparison(result: dict) -> None:
+    """Centre vs grouped 1x1 rows, same predictor: rows, step, pass and rebuild times."""
+    c, g = result['centre'], result['grouped']
+    lines = [
+        ('table rows', c['num_kernels'], g['num_kernels']),
+        ('reconstruction step ms', c['recon']['step_ms'], g['recon']['step_ms']),
+        ('pass over all rows s', c['recon']['pass_s'], g['recon']['pass_s']),
+        ('rebuild (all rows) ms', c['rebuild']['all_rows_ms'], g['rebuild']['all_rows_ms']),
+    ]
+    if 'distill' in c:
+        lines.append(('distillation step ms', c['distill']['step_ms'], g['distill']['step_ms']))
+    print(f'{"same predictor, h=" + str(c["hidden"]):<28} {"centre":>12} {"grouped":>12} ratio')
+    for name, a, b in lines:
+        print(f'{name:<28} {a:>12.4g} {b:>12.4g} {a / b:5.2f}x')
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--target', default='resnet20', choices=sorted(SIZES))
+    parser.add_argument('--width', type=float, default=1.0, help='width_mult (ResNet50/MNv2)')
+    parser.add_argument(
+        '--pointwise', default='grouped', choices=('grouped', 'centre', 'both'), help='1x1 rows'
+    )
     parser.add_argument('--hidden', type=int, default=0, help='0: the paper size for the target')
     parser.add_argument('--kernel_batch', type=int, default=4096)
     parser.add_argument('--image_batch', type=int, default=256)
@@ -280,7 +336,11 @@ def main(argv=None):
     parser.add_argument('--skip_distill', action='store_true')
     parser.add_argument('--json', default='', help='also write the figures here')
     args = parser.parse_args(argv)
-    result = run(args)
+    if args.pointwise == 'both':
+        result = {p: run(argparse.Namespace(**{**vars(args), 'pointwise': p})) for p in LAYOUTS}
+        print_comparison(result)
+    else:
+        result = run(args)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=2)

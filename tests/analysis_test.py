@@ -10,12 +10,13 @@ from nrnp.reporting import analysis
 
 
 def _layout():
-    """A 3x3 layer with 2 filters x 1 channel, then a 1x1 layer with 1 filter x 2 channels."""
+    """A 3x3 layer with 2 filters x 1 channel, then a 1x1 layer with 1 filter x 2 channels
+    (NeRN's centre layout: one 1x1 weight per row)."""
     params = {
         'a': {'kernel': np.zeros((3, 3, 1, 2), np.float32)},
         'b': {'kernel': np.zeros((1, 1, 2, 1), np.float32)},
     }
-    return kernels.kernel_layout(params, kernels.select_kernels())
+    return kernels.kernel_layout(params, kernels.select_kernels(), pointwise='centre')
 
 
 def test_per_layer_rmse_hand_computed():
@@ -46,7 +47,7 @@ def test_kernel_pairs_orientation_and_mask():
     rng = np.random.default_rng(0)
     kernel = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)  # HWIO, I=2, O=4
     params = {'c': {'kernel': kernel}, 'd': {'kernel': np.ones((1, 1, 1, 1), np.float32)}}
-    layout = kernels.kernel_layout(params, kernels.select_kernels())
+    layout = kernels.kernel_layout(params, kernels.select_kernels(), pointwise='centre')
     table = np.asarray(kernels.gather(layout, params))
     rebuilt = table + 1.0
     original, after = analysis.kernel_pairs(layout, table, rebuilt, 0, 5)

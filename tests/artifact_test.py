@@ -237,13 +237,19 @@ def test_positions_rebuild_coordinates_exactly(ordering):
     params = {
         'a': {'kernel': rng.standard_normal((5, 5, 3, 4)).astype(np.float32)},  # 4 tiles each
         'b': {'kernel': rng.standard_normal((3, 3, 20, 20)).astype(np.float32)},  # 400 > 256
-        'c': {'kernel': rng.standard_normal((1, 1, 20, 6)).astype(np.float32)},
+        'c': {'kernel': rng.standard_normal((1, 1, 20, 6)).astype(np.float32)},  # 3 groups each
+        'd': {'kernel': rng.standard_normal((3, 3, 1, 300)).astype(np.float32)},  # depthwise
+        'e': {'kernel': rng.standard_normal((1, 1, 300, 1)).astype(np.float32)},  # 34 groups
     }
-    layout = kernels.kernel_layout(params, kernels.select_kernels(large='tile'))
+    select = kernels.select_kernels(large='tile')
+    layout = kernels.kernel_layout(params, select, depthwise=[('d', 'kernel')])
+    assert [layer.kernel_slots for layer in layout.layers] == [12, 400, 18, 300, 34]
     table = kernels.gather(layout, params)
     coords = coordinates.kernel_coordinates(layout, table, ordering)
     positions = coordinates.layer_positions(layout, coords)
-    assert [p.dtype for p in positions] == [np.uint8, np.uint16, np.uint8]
+    assert [p.dtype for p in positions] == [np.uint8, np.uint16, np.uint8, np.uint16, np.uint8]
+    for layer, p in zip(layout.layers, positions):  # each a permutation of its kernel slots
+        np.testing.assert_array_equal(np.sort(p), np.arange(layer.kernel_slots))
     np.testing.assert_array_equal(coordinates.positions_to_coordinates(layout, positions), coords)
     stored = storage.pack_orderings(positions)  # what the artefact keeps (not for 'none')
     assert stored.size == sum(permutation_codec.encoded_nbytes(p.size) for p in positions)
@@ -318,3 +324,66 @@ def test_export_torch_and_flax(compressed, tmp_path):
     comp.export_flax(tmp_path / 'orbax')
     restored = loading.load_variables(tmp_path / 'orbax', template)
     jax.tree.map(np.testing.assert_array_equal, restored, rebuilt)
+
+
+def _pointwise_params():
+    rng = np.random.default_rng(2)
+    return {
+        'conv': {'kernel': rng.standard_normal((3, 3, 3, 6)).astype(np.float32)},
+        'dw': {'kernel': rng.standard_normal((3, 3, 1, 6)).astype(np.float32)},
+        'pw': {'kernel': rng.standard_normal((1, 1, 13, 5)).astype(np.float32)},  # 9 + 4
+    }
+
+
+def _untrained(pointwise):
+    """An artefact of `_pointwise_params` with an untrained predictor (no training compiled)."""
+    from nrnp.configs import default
+    from nrnp.pipeline import problem, stored
+
+    config = default.get_config()
+    config.kernels.pointwise, config.predictor.hidden, config.encoding.levels = pointwise, 8, 4
+    params = _pointwise_params()
+    prep = problem.prepare(params, config, log=lambda m: None, depthwise=[('dw', 'kernel')])
+    pparams = predictor.init_predictor(prep.pmodel, prep.input_dim, prep.predictor_seed)
+    record = {'kind': 'init', 'steps': 0, 'seconds': 0.0, 'top1': None, 'rmse': None}
+    return stored.make_artifact({'params': params}, prep, config, pparams, [record])
+
+
+@pytest.mark.parametrize('pointwise', ['grouped', 'centre'])
+def test_pointwise_layouts_save_and_load(tmp_path, pointwise):
+    comp = _untrained(pointwise)
+    path = comp.save(tmp_path / f'{pointwise}.nrnp')
+    with np.load(path, allow_pickle=False) as f:
+        header = storage.decode_header(f['header'])
+    groups = [layer['group'] for layer in header['layout']]
+    assert groups == ([1, 1, 9] if pointwise == 'grouped' else [1, 1, 1])
+    # Version 3 only where an nrnp reading versions 1-2 would misread the rows.
+    assert header['version'] == (3 if pointwise == 'grouped' else 2)
+    loaded = nrnp.load(path)
+    assert loaded.layout == comp.layout
+    assert [layer.kind for layer in loaded.layout.layers] == ['3x3', 'depthwise', 'pointwise']
+    assert loaded.layout.num_kernels == 18 + 6 + (10 if pointwise == 'grouped' else 65)
+    np.testing.assert_array_equal(loaded.coordinates(), comp.coordinates())
+    jax.tree.map(np.testing.assert_array_equal, loaded.reconstruct(), comp.reconstruct())
+
+
+def test_version_2_layout_without_new_fields_loads_and_bad_groups_are_refused(tmp_path):
+    comp = _untrained('centre')
+    saved = comp.save(tmp_path / 'centre.nrnp')
+
+    def as_old_version_2(members, header):  # what nrnp wrote before the grouped rows
+        header['layout'] = [
+            {k: v for k, v in x.items() if k not in ('group', 'depthwise')}
+            for x in header['layout']
+        ]
+        header['version'] = 2
+
+    old = nrnp.load(_rewrite(saved, tmp_path / 'old.nrnp', as_old_version_2))
+    assert [layer.group for layer in old.layout.layers] == [1, 1, 1]
+    jax.tree.map(np.testing.assert_array_equal, old.reconstruct(), comp.reconstruct())
+
+    def odd_group(members, header):
+        header['layout'][0]['group'] = 9  # a 3x3 layer cannot have grouped rows
+
+    with pytest.raises(errors.ArtifactError, match='conv/kernel has rows of 9 channels'):
+        nrnp.load(_rewrite(saved, tmp_path / 'odd.nrnp', odd_group))

@@ -56,6 +56,16 @@ def test_report_fields_and_phases(reference):
         assert key in saved
     assert saved['test_images'] == 360
     assert saved['represented_params'] == 9 * (1 * 32 + 32 * 64 + 64 * 64)
+    assert saved['kernel_rows'] == saved['num_kernels'] == 32 + 32 * 64 + 64 * 64
+    # conv1 [3, 3, 1, 32] sees a grey image: a plain 3x3 conv, not a depthwise one.
+    assert saved['represented_by_kind'] == {
+        '3x3': saved['represented_params'],
+        'depthwise': 0,
+        'pointwise': 0,
+        'large': 0,
+        'dense': 0,
+        'copied': 2 * (32 + 64 + 64) + 64 * 10 + 10,  # BatchNorm scales/biases, the head
+    }
     assert saved['ratio'] == pytest.approx(saved['predictor_params'] / saved['represented_params'])
     for p in saved['phases'][1:]:
         assert p['seconds'] > 0 and 0 <= p['top1'] <= 100

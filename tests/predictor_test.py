@@ -43,9 +43,8 @@ def test_reconstruct_matches_predict_and_keeps_structure():
     np.testing.assert_allclose(
         rebuilt['a']['kernel'][:, :, 1, 2], rows[2 * 2 + 1].reshape(3, 3), rtol=1e-6
     )
-    np.testing.assert_allclose(
-        rebuilt['b']['kernel'][0, 0, 2, 1], rows[6 + 1 * 3 + 2, 4], rtol=1e-6
-    )
+    # The 1x1 kernel's rows are grouped: filter 1's channels 0..2 are row 6 + 1, entries 0..2.
+    np.testing.assert_allclose(rebuilt['b']['kernel'][0, 0, 2, 1], rows[6 + 1, 2], rtol=1e-6)
     np.testing.assert_array_equal(rebuilt['b']['bias'], params['b']['bias'])
 
 

@@ -43,14 +43,14 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_entries_are_consistent_and_give_valid_config_overrides():
-    assert len(registry.names()) == 13
+    assert len(registry.names()) == 17
     for entry in registry.ENTRIES.values():
-        assert entry.url.endswith(f'{entry.arch}-{entry.sha256_prefix}.pt') or entry.url.endswith(
-            f'{entry.arch}-{entry.sha256_prefix}.th'
-        )
+        stem = f'{entry.arch}-{entry.sha256_prefix}'
+        assert any(entry.url.endswith(f'{stem}{suffix}') for suffix in ('.pt', '.th', '.pth'))
         assert checkpoint_files._hash_in_name(os.path.basename(entry.url)) == entry.sha256_prefix
-        models.build_model(entry.arch, entry.num_classes, shortcut=entry.shortcut)
-        assert entry.layout in layouts.LAYOUTS and entry.dataset in ('cifar10', 'cifar100')
+        models.build_model(entry.arch, entry.num_classes, shortcut=entry.shortcut or None)
+        assert entry.layout in layouts.LAYOUTS
+        assert entry.dataset in ('cifar10', 'cifar100', 'imagenet2012')
     entry = registry.get('cifar100_resnet56')
     assert entry.url == (
         'https://github.com/chenyaofo/pytorch-cifar-models/releases/download/resnet/'
@@ -70,6 +70,22 @@ def test_entries_are_consistent_and_give_valid_config_overrides():
     assert (c.teacher.model, c.data.name, c.data.mean) == ('resnet56', 'cifar100', entry.mean)
     with pytest.raises(errors.CheckpointError, match='known: akamaster_resnet110'):
         registry.get('resnet57')
+    # torchvision's ImageNet weights (torchvision.models ResNet50_Weights, MobileNet_V2_Weights).
+    urls = {n: registry.get(n).url.rsplit('/', 1)[1] for n in registry.names() if 'imagenet' in n}
+    assert urls == {
+        'resnet50_imagenet1k_v1': 'resnet50-0676ba61.pth',
+        'resnet50_imagenet1k_v2': 'resnet50-11ad3fa6.pth',
+        'mobilenet_v2_imagenet1k_v1': 'mobilenet_v2-b0353104.pth',
+        'mobilenet_v2_imagenet1k_v2': 'mobilenet_v2-7ebf99e0.pth',
+    }
+    r50 = registry.get('resnet50_imagenet1k_v2')
+    assert r50.url.startswith('https://download.pytorch.org/models/') and r50.top1 == 80.858
+    assert registry.get('mobilenet_v2_imagenet1k_v1').crop_fraction == 0.875
+    assert r50.describe() == (
+        'resnet50_imagenet1k_v2 (pytorch/vision: resnet50, 1000 classes, published top-1 80.86 %)'
+    )
+    overrides = registry.config_overrides('resnet50_imagenet1k_v2')
+    assert 'teacher.shortcut' not in overrides and overrides['data.crop_fraction'] == 224 / 232
 
 
 def test_chenyaofo_layout_round_trip_is_bit_identical(tmp_path, resnet56_b100):
@@ -185,6 +201,17 @@ def test_recipes_use_their_registry_entries_as_trained():
             section, field = dotted.split('.')
             assert config[section][field] == pytest.approx(value), (recipe.__name__, dotted)
     assert c10_r56.get_config().teacher.checkpoint == 'akamaster_resnet56'
+    from nrnp.configs import imagenet_mobilenetv2, imagenet_r50
+
+    for recipe, name in (
+        (imagenet_r50, 'resnet50_imagenet1k_v2'),
+        (imagenet_mobilenetv2, 'mobilenet_v2_imagenet1k_v2'),
+    ):
+        config = recipe.get_config()
+        for dotted, value in registry.config_overrides(name).items():
+            section, field = dotted.split('.')
+            assert config[section][field] == pytest.approx(value), (recipe.__name__, dotted)
+        assert tuple(config.kernels.sizes) == (1, 3) and config.kernels.pointwise == 'grouped'
 
 
 def test_larger_teacher_recipe_uses_the_resnet56_entry_as_trained():

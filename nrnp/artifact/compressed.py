@@ -4,24 +4,25 @@
   variables = nrnp.load('r20.nrnp').reconstruct()     # reader.load
   compressed.size_report()                    # bytes per part, NeRN and on-disk ratios
 
-File format (`FORMAT`, version `VERSION`): an uncompressed `.npz` (a zip of `.npy`
+File format (`FORMAT`, versions 2 and 3): an uncompressed `.npz` (a zip of `.npy`
 members, read with `np.load(allow_pickle=False)`, so nothing is ever unpickled) of four
 uint8 members (`storage` has the byte layout):
 
   header     zlib-compressed UTF-8 JSON: format, version, leaves (path, shape, dtype,
-             represented), layout (KernelLayout fields), ordering and its codec, encoding,
-             predictor settings (with 'quantize') and leaves (path, shape, dtype, storage),
-             config, history, metrics
+             represented), layout (LayerSpec fields; 'group' and 'depthwise' may be absent:
+             1, false), ordering and its codec, encoding, predictor settings (with
+             'quantize') and leaves (path, shape, dtype, storage), config, history, metrics
   predictor  per predictor leaf, its stored values (float32, bfloat16, int8, or int4 two
              per byte), then for int8/int4 kernels one float32 scale per output column
-  ordering   per represented layer l, its permutation (kernel slot f * I + c gets coordinate
-             (p // I, p % I), p = positions[l][f * I + c]) as `permutation_codec` bytes
+  ordering   per represented layer l, its permutation (kernel slot f * S + c gets coordinate
+             (p // S, p % S), p = positions[l][f * S + c], S = the layer's channel slots:
+             I, or ceil(I / 9) for grouped 1x1 rows) as `permutation_codec` bytes
              (about log2(n!) / n bits per kernel; absent for ordering 'none')
   copied     every leaf of header['leaves'] that is not represented (BatchNorm, dense, ...),
              raw little-endian bytes in header order
 
-Version 1 files (plain JSON header, one member per array: `predictor/<i>`, `ordering/<l>`
-as uint8/16/32 positions, `copied/<i>`) are still read (`reader`).
+Version 3 (grouped 1x1 rows) is written only where an older nrnp would misread the file,
+else 2; version 1 files (plain JSON header, one member per array) are still read.
 """
 
 from __future__ import annotations
@@ -43,21 +44,11 @@ from nrnp.nets import loading, state_dicts
 from nrnp.nets.trees import flatten_variables, unflatten
 
 FORMAT = 'nrnp.compressed'
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
-_HEADER_KEYS = (
-    'format',
-    'version',
-    'bare',
-    'leaves',
-    'layout',
-    'ordering',
-    'encoding',
-    'predictor',
-    'predictor_leaves',
-    'config',
-    'history',
-    'metrics',
+VERSION = 3  # the newest written; `minimum_version` is what a file needs
+READABLE_VERSIONS = (1, 2, 3)
+_HEADER_KEYS = tuple(
+    'format version bare leaves layout ordering encoding predictor predictor_leaves config '
+    'history metrics'.split()
 )
 
 
@@ -201,10 +192,14 @@ class Compressed:
 
     # ------------------------------------------------------------ serialisation
 
+    def minimum_version(self) -> int:
+        """3 with grouped 1x1 rows (an older reader would misread them), else 2."""
+        return 3 if any(layer.group > 1 for layer in self.layout.layers) else 2
+
     def _header(self) -> dict:
         return {
             'format': FORMAT,
-            'version': VERSION,
+            'version': self.minimum_version(),
             'bare': self.bare,
             'frozen': self.frozen,
             'leaves': [dataclasses.asdict(leaf) for leaf in self.leaves],

@@ -3,10 +3,10 @@
   compressed = load('r20.nrnp')      # nrnp.load
   variables = compressed.reconstruct()
 
-Reads format versions 1 (one member per array) and 2 (compressed header, one blob per
-part, `storage`). Nothing is unpickled (`np.load(allow_pickle=False)`); a missing,
-truncated, foreign or wrong-version file raises `ArtifactError` naming the file and the
-problem.
+Reads format versions 1 (one member per array), 2 (compressed header, one blob per
+part, `storage`) and 3 (version 2 with grouped 1x1 rows in the layout). Nothing is
+unpickled (`np.load(allow_pickle=False)`); a missing, truncated, foreign or wrong-version
+file raises `ArtifactError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -113,12 +113,22 @@ def _from_members(path: str, header: dict, members: dict) -> Compressed:
         ]
         layers = tuple(
             kernels.LayerSpec(
-                tuple(x['path']), tuple(x['shape']), x['dtype'], x['offset'], x['tiles'], x['rank']
+                tuple(x['path']),
+                tuple(x['shape']),
+                x['dtype'],
+                x['offset'],
+                x['tiles'],
+                x['rank'],
+                int(x.get('group', 1)),  # absent before the grouped 1x1 rows (version <= 2)
+                bool(x.get('depthwise', False)),
             )
             for x in header['layout']
         )
     except (KeyError, TypeError) as e:
         raise ArtifactError(f'{path}: malformed leaves/layout in the header ({e!r})') from e
+    for layer in layers:
+        if layer.group not in (1, kernels.GROUP) or (layer.group > 1 and layer.kernel_size != 1):
+            raise ArtifactError(f'{path}: layer {layer.name} has rows of {layer.group} channels')
     layout = kernels.KernelLayout(layers)
     represented = {leaf.path[1:] for leaf in leaves if leaf.represented}
     if represented != {layer.path for layer in layers} or not layers:
@@ -159,7 +169,7 @@ def _parts_v1(path, header, members, leaves, layers):
     positions = []
     if header['ordering'] != 'none':
         for i, layer in enumerate(layers):
-            n = layer.filters * layer.channels
+            n = layer.kernel_slots
             value = _member(path, members, f'ordering/{i}', (n,), None)
             if not np.array_equal(np.sort(value), np.arange(n)):
                 raise ArtifactError(f'{path}: ordering/{i} is not a permutation of 0..{n - 1}')
@@ -168,7 +178,7 @@ def _parts_v1(path, header, members, leaves, layers):
 
 
 def _parts_v2(path, header, members, leaves, layers):
-    """Version 2: the `predictor`, `ordering` and `copied` blobs (`storage`)."""
+    """Versions 2 and 3: the `predictor`, `ordering` and `copied` blobs (`storage`)."""
     wanted = ['predictor', 'copied'] + (['ordering'] if header['ordering'] != 'none' else [])
     for key in wanted:
         if key not in members:
@@ -186,7 +196,7 @@ def _parts_v2(path, header, members, leaves, layers):
         stored = storage.unpack_predictor(members['predictor'], header['predictor_leaves'])
         positions = []
         if header['ordering'] != 'none':
-            sizes = [layer.filters * layer.channels for layer in layers]
+            sizes = [layer.kernel_slots for layer in layers]
             perms = storage.unpack_orderings(members['ordering'], sizes)
             positions = [p.astype(coordinates.position_dtype(n)) for p, n in zip(perms, sizes)]
     except (ValueError, KeyError, TypeError) as e:

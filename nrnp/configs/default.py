@@ -36,7 +36,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.seed = 0  # root PRNG seed: predictor init, kernel batches, data order
 
     c.teacher = ml_collections.ConfigDict()
-    c.teacher.model = 'smallcnn'  # resnet20/32/44/56/110 (CIFAR), resnet18/34 (ImageNet), smallcnn
+    # resnet20/32/44/56/110 (CIFAR), resnet18/34/50, mobilenet_v2 (ImageNet, torchvision names),
+    # cifar_resnet50, cifar_mobilenet_v2 (their 32x32 variants), smallcnn
+    c.teacher.model = 'smallcnn'
+    c.teacher.width = 1.0  # channel multiplier (width_mult) of the resnet50/mobilenet_v2 models
     c.teacher.shortcut = 'A'  # CIFAR ResNets: 'A' zero-pad (akamaster) or 'B' 1x1 conv + BN
     c.teacher.checkpoint = ''  # file, orbax dir, https URL or registry name ('' = train one)
     c.teacher.checkpoint_sha256 = ''  # expected sha256 of a checkpoint URL ('' = none/from URL)
@@ -85,6 +88,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.kernels.exclude = ''  # regex over 'a/b/kernel' paths of convs to copy instead
     c.kernels.large = 'copy'  # kernels bigger than 3x3: 'copy' or 'tile' (3x3 tiles)
     c.kernels.dense = False  # also represent Dense kernels, weights as 1x1 kernels
+    # 1x1 (and Dense) kernels: 'grouped' (9 consecutive input channels of a filter per row)
+    # or 'centre' (one weight per row in the centre of a 3x3 slot, 8 masked: NeRN's layout)
+    c.kernels.pointwise = 'grouped'
     c.kernels.ordering = 'crossfilter'  # 'none' | 'infilter' | 'crossfilter'
 
     c.encoding = ml_collections.ConfigDict()

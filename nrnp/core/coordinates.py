@@ -32,7 +32,9 @@ def kernel_coordinates(
 
     Returns:
       `[N, 3]` int32: (layer, filter position, channel position); a tiled large
-      kernel's tile t of kernel (f, c) gets channel `c_pos * tiles + t`.
+      kernel's tile t of kernel (f, c) gets channel `c_pos * tiles + t`; a grouped 1x1
+      row (f, j) is one item of its layer (channel slot j counts the groups of 9), a
+      depthwise kernel (f, 0) too.
     """
     per_layer = kernels.kernels_by_layer(layout, table)
     out = []
@@ -62,15 +64,14 @@ def ordering_bytes(layout: kernels.KernelLayout, ordering: str) -> int:
     """Bytes the artefact stores for the orderings: each layer's `permutation_codec` bytes."""
     if ordering == 'none':
         return 0
-    return sum(
-        permutation_codec.encoded_nbytes(layer.filters * layer.channels) for layer in layout.layers
-    )
+    return sum(permutation_codec.encoded_nbytes(layer.kernel_slots) for layer in layout.layers)
 
 
 def layer_positions(layout: kernels.KernelLayout, coords: np.ndarray) -> list[np.ndarray]:
-    """Per layer, the flat position `filter_pos * I + channel_pos` of every kernel slot.
+    """Per layer, the flat position `filter_pos * S + channel_pos` of every kernel slot.
 
-    The compact form of an ordering: a permutation of 0..O*I-1 per layer (the artefact
+    S is the layer's `channel_slots` (I, or ceil(I / 9) for grouped 1x1 rows). The
+    compact form of an ordering: a permutation of 0..O*S-1 per layer (the artefact
     stores it with `permutation_codec`).
 
     Args:
@@ -78,14 +79,14 @@ def layer_positions(layout: kernels.KernelLayout, coords: np.ndarray) -> list[np
       coords: `[N, 3]` int32 from `kernel_coordinates`.
 
     Returns:
-      One `[O * I]` array per layer, in the smallest unsigned int type.
+      One `[O * S]` array per layer, in the smallest unsigned int type.
     """
     out = []
     for layer in layout.layers:
         rows = coords[layer.offset : layer.offset + layer.num_rows]
-        rows = rows.reshape(layer.filters * layer.channels, layer.tiles, 3)[:, 0]  # [O * I, 3]
-        flat = rows[:, 1].astype(np.int64) * layer.channels + rows[:, 2] // layer.tiles
-        out.append(flat.astype(position_dtype(layer.filters * layer.channels)))
+        rows = rows.reshape(layer.kernel_slots, layer.tiles, 3)[:, 0]  # [O * S, 3]
+        flat = rows[:, 1].astype(np.int64) * layer.channel_slots + rows[:, 2] // layer.tiles
+        out.append(flat.astype(position_dtype(layer.kernel_slots)))
     return out
 
 
@@ -96,10 +97,10 @@ def positions_to_coordinates(layout: kernels.KernelLayout, positions) -> np.ndar
     """
     out = []
     for index, layer in enumerate(layout.layers):
-        n = layer.filters * layer.channels
+        n, slots = layer.kernel_slots, layer.channel_slots
         flat = np.arange(n) if positions is None else np.asarray(positions[index], np.int64)
-        fpos = (flat // layer.channels).astype(np.int32).reshape(layer.filters, layer.channels)
-        cpos = (flat % layer.channels).astype(np.int32).reshape(layer.filters, layer.channels)
+        fpos = (flat // slots).astype(np.int32).reshape(layer.filters, slots)
+        cpos = (flat % slots).astype(np.int32).reshape(layer.filters, slots)
         fpos = np.repeat(fpos[..., None], layer.tiles, axis=-1)
         cpos = cpos[..., None] * layer.tiles + np.arange(layer.tiles, dtype=np.int32)
         lpos = np.full_like(fpos, index)

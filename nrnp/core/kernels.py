@@ -10,100 +10,45 @@ in `sizes`. Represented layers are ordered by the natural sort of their pytree
 path (so `layer1_10` follows `layer1_9`), which for nrnp's ResNets is METHOD.md's
 order: stem, then per block conv1, conv2 and the projection shortcut.
 
-Every row holds one 3x3 slot. A 1x1 kernel lives in the centre entry (index 4)
-of its row and the other 8 entries are masked out; a 2x2 kernel in the top-left
-2x2. A kernel larger than 3x3 (e.g. a 7x7 stem) is either left out (the default
-predicate copies it) or, with `large='tile'`, zero-padded to a multiple of 3 and
-cut into ceil(k/3)^2 tiles of 3x3, one row per tile, tile t of kernel (f, c)
-getting channel coordinate `c * tiles + t`.
+Every row holds 9 entries. A 3x3 kernel (plain or depthwise, `[3, 3, 1, C]`) is one
+row; a 2x2 kernel sits in the top-left 2x2. 1x1 kernels (and Dense kernels viewed as
+1x1 convs) have two layouts (`pointwise`): 'grouped' (the default) packs 9 consecutive
+input channels of one filter into a row, row (f, j) holding channels 9j..9j+8 and the
+channel coordinate counting those groups (the last group's missing channels masked when
+I is not a multiple of 9); 'centre' (NeRN's) puts each weight in the centre entry
+(index 4) of its own row, the other 8 masked, so the predictor runs once per weight.
+A kernel larger than 3x3 (e.g. a 7x7 stem) is either left out (the default predicate
+copies it) or, with `large='tile'`, zero-padded to a multiple of 3 and cut into
+ceil(k/3)^2 tiles of 3x3, one row per tile, tile t of kernel (f, c) getting channel
+coordinate `c * tiles + t`. `LayerSpec.kind` names each layer's kind: '3x3',
+'depthwise', 'pointwise', 'large' or 'dense' (`params_by_kind` counts them).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROW = 9  # entries per table row: one 3x3 kernel
+from nrnp.core.kernel_rows import (  # noqa: F401  (re-exported: kernels.ROW, kernels.LayerSpec, ...)
+    GROUP,
+    KINDS,
+    POINTWISE_LAYOUTS,
+    ROW,
+    KernelLayout,
+    LayerSpec,
+    layer_mask,
+    layer_rows,
+    rows_to_kernel,
+)
+
 Path = tuple[str, ...]
 Predicate = Callable[[Path, Any], bool]
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerSpec:
-    """One represented conv leaf.
-
-    Attributes:
-      path: pytree path of the kernel leaf, e.g. ('layer1_0', 'conv1', 'kernel').
-      shape: the leaf's HWIO shape (k, k, in, out).
-      dtype: the leaf's dtype name.
-      offset: first table row of this layer.
-      tiles: rows per (filter, channel) kernel: 1, or ceil(k/3)^2 when tiled.
-      rank: 4 for conv kernels, 2 for Dense kernels viewed as 1x1 convs.
-    """
-
-    path: Path
-    shape: tuple[int, int, int, int]
-    dtype: str
-    offset: int
-    tiles: int
-    rank: int = 4
-
-    @property
-    def kernel_size(self) -> int:
-        return self.shape[0]
-
-    @property
-    def filters(self) -> int:
-        return self.shape[3]
-
-    @property
-    def channels(self) -> int:
-        return self.shape[2]
-
-    @property
-    def num_rows(self) -> int:
-        return self.filters * self.channels * self.tiles
-
-    @property
-    def num_params(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def name(self) -> str:
-        return '/'.join(self.path)
-
-
-@dataclasses.dataclass(frozen=True)
-class KernelLayout:
-    """The static description of a kernel table (hashable: usable as a jit static)."""
-
-    layers: tuple[LayerSpec, ...]
-
-    @property
-    def num_kernels(self) -> int:
-        return sum(layer.num_rows for layer in self.layers)
-
-    @property
-    def num_params(self) -> int:
-        """Represented parameters (the denominator of the compression ratio)."""
-        return sum(layer.num_params for layer in self.layers)
-
-    def mask(self) -> np.ndarray:
-        """Which table entries are real weights: `[num_kernels, 9]` float32 of 0/1."""
-        return np.concatenate([_layer_mask(layer) for layer in self.layers], axis=0)
-
-    def layer_index(self) -> np.ndarray:
-        """The layer number of every row: `[num_kernels]` int32."""
-        return np.concatenate(
-            [np.full(layer.num_rows, i, np.int32) for i, layer in enumerate(self.layers)]
-        )
 
 
 def natural_key(path: Path) -> tuple:
@@ -162,12 +107,24 @@ def select_kernels(
     return predicate
 
 
-def kernel_layout(params, predicate: Predicate) -> KernelLayout:
+def kernel_layout(
+    params, predicate: Predicate, pointwise: str = 'grouped', depthwise: Collection[Path] = ()
+) -> KernelLayout:
     """Lists the represented leaves of `params` (arrays or ShapeDtypeStructs).
 
+    Args:
+      params: the target's params pytree.
+      predicate: which leaves are represented (`select_kernels`).
+      pointwise: the row layout of 1x1 and Dense kernels, 'grouped' or 'centre'.
+      depthwise: paths of depthwise kernels (`nets.layers.depthwise_kernels`), named
+        'depthwise' instead of '3x3' (their rows are the same).
+
     Raises:
-      ValueError: if nothing is selected.
+      ValueError: if nothing is selected, or for an unknown `pointwise` layout.
     """
+    if pointwise not in POINTWISE_LAYOUTS:
+        raise ValueError(f'pointwise must be one of {POINTWISE_LAYOUTS}, got {pointwise!r}')
+    depthwise = {tuple(p) for p in depthwise}
     leaves = jax.tree.leaves_with_path(params)
     chosen = []
     for path, leaf in leaves:
@@ -187,65 +144,12 @@ def kernel_layout(params, predicate: Predicate) -> KernelLayout:
         if rank == 2:
             shape = (1, 1) + shape  # a Dense [in, out] as a 1x1 conv
         tiles = math.ceil(shape[0] / 3) ** 2 if shape[0] > 3 else 1
-        layer = LayerSpec(names, shape, str(jnp.dtype(leaf.dtype)), offset, tiles, rank)
+        group = GROUP if shape[0] == 1 and pointwise == 'grouped' else 1
+        dtype, deep = str(jnp.dtype(leaf.dtype)), names in depthwise and shape[2] == 1
+        layer = LayerSpec(names, shape, dtype, offset, tiles, rank, group, deep)
         layers.append(layer)
         offset += layer.num_rows
     return KernelLayout(tuple(layers))
-
-
-def _layer_mask(layer: LayerSpec) -> np.ndarray:
-    k = layer.kernel_size
-    padded = _padded_size(k)
-    square = np.zeros((padded, padded), np.float32)
-    lo = 1 if k == 1 else 0
-    square[lo : lo + k, lo : lo + k] = 1.0
-    tiles = _to_tiles(square[None, None])  # [1, 1, tiles, 9]
-    return np.broadcast_to(tiles, (layer.filters, layer.channels, layer.tiles, ROW)).reshape(
-        layer.num_rows, ROW
-    )
-
-
-def _padded_size(k: int) -> int:
-    return 3 if k <= 3 else 3 * math.ceil(k / 3)
-
-
-def _to_tiles(x):
-    """[O, I, P, P] with P a multiple of 3 -> [O, I, (P/3)^2, 9], tiles row-major."""
-    o, i, p, _ = x.shape
-    n = p // 3
-    x = x.reshape(o, i, n, 3, n, 3)
-    x = x.transpose(0, 1, 2, 4, 3, 5)  # [O, I, n, n, 3, 3]
-    return x.reshape(o, i, n * n, ROW)
-
-
-def _from_tiles(x, p: int):
-    """[O, I, (P/3)^2, 9] -> [O, I, P, P]."""
-    o, i = x.shape[:2]
-    n = p // 3
-    x = x.reshape(o, i, n, n, 3, 3).transpose(0, 1, 2, 4, 3, 5)  # [O, I, n, 3, n, 3]
-    return x.reshape(o, i, p, p)
-
-
-def layer_rows(layer: LayerSpec, kernel):
-    """One HWIO kernel leaf as its table rows: `[k, k, I, O] -> [O * I * tiles, 9]`."""
-    k = layer.kernel_size
-    kernel = jnp.asarray(kernel, jnp.float32).reshape(layer.shape)  # a Dense gets [1, 1, I, O]
-    x = jnp.transpose(kernel, (3, 2, 0, 1))  # [O, I, k, k]
-    padded = _padded_size(k)
-    lo = 1 if k == 1 else 0
-    x = jnp.pad(x, ((0, 0), (0, 0), (lo, padded - k - lo), (lo, padded - k - lo)))
-    return _to_tiles(x).reshape(layer.num_rows, ROW)
-
-
-def rows_to_kernel(layer: LayerSpec, rows):
-    """Inverse of `layer_rows`: `[O * I * tiles, 9] -> [k, k, I, O]` in the leaf's dtype."""
-    k = layer.kernel_size
-    padded = _padded_size(k)
-    lo = 1 if k == 1 else 0
-    x = rows.reshape(layer.filters, layer.channels, layer.tiles, ROW)
-    x = _from_tiles(x, padded)[:, :, lo : lo + k, lo : lo + k]  # [O, I, k, k]
-    x = jnp.transpose(x, (2, 3, 1, 0)).astype(layer.dtype)
-    return x.reshape(layer.shape[2:]) if layer.rank == 2 else x
 
 
 def _get(tree, path: Path):
@@ -291,11 +195,30 @@ def scatter(layout: KernelLayout, table, params):
 
 
 def kernels_by_layer(layout: KernelLayout, table) -> list[np.ndarray]:
-    """Per layer, the kernels as `[O, I, tiles * 9]` (what orderings compare)."""
+    """Per layer, the kernels as `[O, channel_slots, tiles * 9]` (what orderings compare)."""
     table = np.asarray(table)
     return [
         table[layer.offset : layer.offset + layer.num_rows].reshape(
-            layer.filters, layer.channels, layer.tiles * ROW
+            layer.filters, layer.channel_slots, layer.tiles * ROW
         )
         for layer in layout.layers
     ]
+
+
+def params_by_kind(layout: KernelLayout, params) -> dict[str, int]:
+    """Parameters of `params` per kind (`KINDS`) and 'copied' (every unrepresented leaf).
+
+    Args:
+      layout: the table's layout.
+      params: the target's params pytree (arrays or ShapeDtypeStructs; shapes are used).
+
+    Returns:
+      `{'3x3': n, 'depthwise': n, 'pointwise': n, 'large': n, 'dense': n, 'copied': n}`,
+      summing to the params' total.
+    """
+    out = dict.fromkeys((*KINDS, 'copied'), 0)
+    for layer in layout.layers:
+        out[layer.kind] += layer.num_params
+    total = sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(params))
+    out['copied'] = int(total - layout.num_params)
+    return out

@@ -110,6 +110,10 @@ def describe(shapes: Mapping[str, tuple[int, ...]]) -> Architecture | None:
         shortcut = 'B' if projection else 'A'
     elif not bottleneck:
         model = {(2, 2, 2, 2): 'resnet18', (3, 4, 6, 3): 'resnet34'}.get(blocks)
+    elif blocks == (3, 4, 6, 3):  # torchvision's 7x7 stem, or the 32x32 variant's 3x3
+        model = (
+            'resnet50' if tuple(shapes.get('conv1.weight', ()))[-1:] == (7,) else 'cifar_resnet50'
+        )
     return Architecture(model, shortcut, num_classes, blocks)
 
 

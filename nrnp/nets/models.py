@@ -1,4 +1,4 @@
-"""Target networks (CIFAR/ImageNet ResNets, a small digits CNN) with PyTorch-mirroring names.
+"""Target networks by name (CIFAR/ImageNet ResNets, ResNet50, MobileNetV2, a digits CNN).
 
   model = build_model('resnet20', num_classes=10)
   variables = init_variables(model, (1, 32, 32, 3))
@@ -21,28 +21,11 @@ import jax
 import jax.numpy as jnp
 
 from nrnp.core import kernels
+from nrnp.nets import bottleneck, layers, mobilenet
 
 _PAD3 = ((1, 1), (1, 1))  # torch padding=1: stride-2 convs pad every side, unlike 'SAME'
-_PAD1 = ((0, 0), (0, 0))
-
-
-def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
-    """BatchNorm matching torch.nn.BatchNorm2d defaults (torch momentum 0.1 = flax 0.9)."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
-
-
-def _conv(features: int, kernel: int, stride: int, name: str, padding=None) -> nn.Conv:
-    """Bias-free conv with torch-style explicit padding (kernel // 2 on every side)."""
-    if padding is None:
-        padding = _PAD3 if kernel == 3 else _PAD1
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=padding,
-        use_bias=False,
-        name=name,
-    )
+_conv = layers.conv
+_batch_norm = layers.batch_norm
 
 
 class CifarBasicBlock(nn.Module):
@@ -215,11 +198,18 @@ class SmallCNN(nn.Module):
 
 
 _CIFAR_DEPTHS = {'resnet20': 20, 'resnet32': 32, 'resnet44': 44, 'resnet56': 56, 'resnet110': 110}
-MODEL_NAMES = (*_CIFAR_DEPTHS, 'resnet18', 'resnet34', 'smallcnn')
+# torchvision's ResNet50 and MobileNetV2, and their 32x32 variants (`cifar_` prefix).
+_SCALABLE = ('resnet50', 'mobilenet_v2', 'cifar_resnet50', 'cifar_mobilenet_v2')
+MODEL_NAMES = (*_CIFAR_DEPTHS, 'resnet18', 'resnet34', *_SCALABLE, 'smallcnn')
 
 
 def build_model(
-    name: str, num_classes: int, *, shortcut: str | None = None, **kwargs: Any
+    name: str,
+    num_classes: int,
+    *,
+    shortcut: str | None = None,
+    width_mult: float | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
     """Builds a target network by name.
 
@@ -229,6 +219,9 @@ def build_model(
       shortcut: the CIFAR ResNets' 'A' or 'B' (None: the module default); ignored by
         the networks without that choice, so a config's `teacher.shortcut` can always
         be passed.
+      width_mult: channel multiplier of the ResNet50 and MobileNetV2 families
+        (torchvision's `width_mult`; None or 1.0: full width); other networks take only
+        None or 1.0.
       **kwargs: extra module attributes: ``width`` for the CIFAR ResNets, ``widths``
         for 'smallcnn'.
 
@@ -236,8 +229,16 @@ def build_model(
       The (unbound) Linen module.
 
     Raises:
-      ValueError: for an unknown name.
+      ValueError: for an unknown name, or a width multiplier for a net without one.
     """
+    if name in _SCALABLE:
+        mult = 1.0 if width_mult is None else float(width_mult)
+        cifar = name.startswith('cifar_')
+        if name.endswith('resnet50'):
+            return bottleneck.resnet50(num_classes, mult, cifar)
+        return mobilenet.MobileNetV2(num_classes, mult, cifar)
+    if width_mult not in (None, 1.0):
+        raise ValueError(f'{name} has no width multiplier (got {width_mult}); {_SCALABLE} do')
     if name in _CIFAR_DEPTHS:
         if shortcut is not None:
             kwargs['shortcut'] = shortcut

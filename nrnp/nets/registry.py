@@ -1,4 +1,4 @@
-"""Well-known public CIFAR checkpoints by name: where they are, what they are, how to feed them.
+"""Well-known public checkpoints by name: where they are, what they are, how to feed them.
 
   entry = registry.get('cifar100_resnet56')     # url, arch, shortcut, mean/std, published top-1
   registry.config_overrides('cifar100_resnet56')  # {'teacher.model': 'resnet56', ...}
@@ -12,6 +12,9 @@ akamaster/pytorch_resnet_cifar10 (CIFAR-10, option A, ImageNet mean/std,
 are torch hub's file-name convention; only akamaster resnet20/56 were checked against the
 bytes (their sha256 start with 12fca82f / 4bfd9763). Every download is checked against its
 prefix, so a wrong one fails naming the digest found. `top1` is the published figure.
+torchvision's ImageNet ResNet50 and MobileNetV2 (IMAGENET1K_V1 and _V2 weights, URLs,
+hashes and top-1 from torchvision's `ResNet50_Weights` / `MobileNet_V2_Weights`; V2 is
+evaluated on a 232-pixel resize, crop 224) use nrnp's own names (layout 'nrnp').
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ _AKAMASTER = 'https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pre
 _C10 = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 _C100 = ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761))
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_TORCHVISION = 'https://download.pytorch.org/models/'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,14 +39,17 @@ class Entry:
       name: the registry name (`teacher.checkpoint=<name>`).
       url: where the file is.
       sha256_prefix: the leading hex digits of its sha256 (from its file name).
-      arch: nrnp model name ('resnet20', ... 'resnet110').
-      shortcut: 'A' (zero-pad) or 'B' (1x1 conv + BN projection).
-      num_classes: 10 or 100.
-      dataset: 'cifar10' or 'cifar100' (the TFDS / archive name nrnp reads).
+      arch: nrnp model name ('resnet20', ... 'resnet110', 'resnet50', 'mobilenet_v2').
+      shortcut: 'A' (zero-pad) or 'B' (1x1 conv + BN projection); '' for nets without
+        that choice.
+      num_classes: 10, 100 or 1000.
+      dataset: 'cifar10', 'cifar100' or 'imagenet2012' (the TFDS / archive name nrnp reads).
       mean, std: the input normalisation it was trained with, per RGB channel.
       top1: published top-1 accuracy (percent) on the dataset's test split.
       layout: its key layout (`nets.layouts.LAYOUTS`).
       source: the repository it comes from.
+      crop_fraction: the evaluation crop side over the resized shorter side it was
+        published with (torchvision V1: 224 / 256, V2: 224 / 232); None for CIFAR.
     """
 
     name: str
@@ -57,11 +64,13 @@ class Entry:
     top1: float
     layout: str
     source: str
+    crop_fraction: float | None = None
 
     def describe(self) -> str:
         """One line for logs and reports: name, source, architecture, published top-1."""
+        option = f' option {self.shortcut}' if self.shortcut else ''
         return (
-            f'{self.name} ({self.source}: {self.arch} option {self.shortcut}, '
+            f'{self.name} ({self.source}: {self.arch}{option}, '
             f'{self.num_classes} classes, published top-1 {self.top1:.2f} %)'
         )
 
@@ -101,6 +110,23 @@ def _akamaster(depth: int, sha256_prefix: str, top1: float) -> Entry:
     )
 
 
+def _torchvision(arch: str, file: str, weights: str, sha256_prefix: str, top1: float) -> Entry:
+    return Entry(
+        f'{arch}_imagenet1k_{weights}',
+        f'{_TORCHVISION}{file}-{sha256_prefix}.pth',
+        sha256_prefix,
+        arch,
+        '',
+        1000,
+        'imagenet2012',
+        *_IMAGENET,
+        top1,
+        'nrnp',
+        'pytorch/vision',
+        224 / 256 if weights == 'v1' else 224 / 232,
+    )
+
+
 ENTRIES: dict[str, Entry] = {
     e.name: e
     for e in (
@@ -117,6 +143,10 @@ ENTRIES: dict[str, Entry] = {
         _akamaster(44, '014dd654', 93.10),
         _akamaster(56, '4bfd9763', 93.39),
         _akamaster(110, '1d1ed7c2', 93.68),
+        _torchvision('resnet50', 'resnet50', 'v1', '0676ba61', 76.130),
+        _torchvision('resnet50', 'resnet50', 'v2', '11ad3fa6', 80.858),
+        _torchvision('mobilenet_v2', 'mobilenet_v2', 'v1', 'b0353104', 71.878),
+        _torchvision('mobilenet_v2', 'mobilenet_v2', 'v2', '7ebf99e0', 72.154),
     )
 }
 
@@ -141,12 +171,13 @@ def config_overrides(name: str) -> dict:
     """The config fields that make a run use entry `name` as it was trained.
 
     Returns:
-      {'teacher.checkpoint', 'teacher.model', 'teacher.shortcut', 'data.name',
-      'data.num_classes', 'data.mean', 'data.std'} -> values, e.g. for a recipe
+      {'teacher.checkpoint', 'teacher.model', 'teacher.shortcut' (when the net has the
+      choice), 'data.name', 'data.num_classes', 'data.mean', 'data.std',
+      'data.crop_fraction' (ImageNet)} -> values, e.g. for a recipe
       (`c[section][field] = value`) or as `--config.<key>=<value>` flags.
     """
     entry = get(name)
-    return {
+    out = {
         'teacher.checkpoint': entry.name,
         'teacher.model': entry.arch,
         'teacher.shortcut': entry.shortcut,
@@ -154,4 +185,6 @@ def config_overrides(name: str) -> dict:
         'data.num_classes': entry.num_classes,
         'data.mean': entry.mean,
         'data.std': entry.std,
+        'data.crop_fraction': entry.crop_fraction,
     }
+    return {k: v for k, v in out.items() if v not in ('', None)}

@@ -5,9 +5,11 @@
   export_state_dict(variables, 'r20.npz')      # nrnp names, or generic ones for any CNN
 
 The rename between Flax and PyTorch is mechanical: module path ``layer1_0/conv1``
-is torch ``layer1.0.conv1``, ``shortcut_conv``/``shortcut_bn`` are ``shortcut.0``/
+is torch ``layer1.0.conv1`` (MobileNetV2's ``features_2/conv_1_0`` is
+``features.2.conv.1.0``), ``shortcut_conv``/``shortcut_bn`` are ``shortcut.0``/
 ``shortcut.1`` (likewise ``downsample``); conv kernels are HWIO here and OIHW in
-torch, Dense kernels are transposed. PyTorch files are read with
+torch (a depthwise ``[3, 3, 1, C]`` is torch's ``[C, 1, 3, 3]``), Dense kernels are
+transposed. PyTorch files are read with
 ``torch.load(weights_only=True)`` when torch is installed, and otherwise with a
 restricted unpickler that only admits tensors, storages and ordered dicts
 (``nrnp.torch_pickle``).
@@ -38,6 +40,10 @@ _RENAMES = {
     'downsample_conv': 'downsample.0',
     'downsample_bn': 'downsample.1',
 }
+# torch Sequential indices written with '_' in Flax names: layer1_0 -> layer1.0 (ResNets),
+# features_2 / conv_1_0 / classifier_1 -> features.2 / conv.1.0 / classifier.1 (MobileNetV2).
+_INDEXED = re.compile(r'^(layer\d+|features|conv|classifier)((?:_\d+)+)$')
+_dotted = lambda m: m.group(1) + m.group(2).replace('_', '.')
 _LEAF_TO_TORCH = {
     ('params', 'kernel'): 'weight',
     ('params', 'scale'): 'weight',
@@ -140,7 +146,7 @@ def _torch_key(path: tuple) -> str:
     if torch_leaf is None:
         name = '/'.join([collection, *modules, leaf])
         raise CheckpointError(f'no PyTorch name for variable {name}')
-    parts = [_RENAMES.get(m, re.sub(r'^(layer\d+)_(\d+)$', r'\1.\2', m)) for m in modules]
+    parts = [_RENAMES.get(m) or _INDEXED.sub(_dotted, m) for m in modules]
     return '.'.join([*parts, torch_leaf])
 
 

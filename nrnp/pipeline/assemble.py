@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from nrnp.artifact import compressed
 from nrnp.core import predictor
 from nrnp.errors import ConfigError
-from nrnp.nets import layouts, loading, models
+from nrnp.nets import layers, layouts, loading, models
 from nrnp.pipeline import calibration, inputs, problem, stored
 from nrnp.reporting import metrics
 from nrnp.training import distillation, loop, reconstruction, run_state, schedule
@@ -94,7 +94,9 @@ def compress_target(
     """
     inputs.check_finite(variables)
     params = variables['params']
-    prep = problem.prepare(params, config, log)
+    known = model is not None and input_shape is not None
+    depthwise = layers.depthwise_kernels(model, variables, input_shape) if known else ()
+    prep = problem.prepare(params, config, log, depthwise)
     writer = metrics.MetricWriter(workdir, enabled=write_metrics and jax.process_index() == 0)
 
     top1_original = None

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from nrnp import errors, files
+from nrnp.core import kernels
 from nrnp.data.dataset import balanced_subset, check_same_classes
 from nrnp.errors import ConfigError, DataError
 from nrnp.nets import models
@@ -54,7 +55,10 @@ class Logger:
 
 def build_target(config):
     return models.build_model(
-        config.teacher.model, config.data.num_classes, shortcut=config.teacher.shortcut
+        config.teacher.model,
+        config.data.num_classes,
+        shortcut=config.teacher.shortcut,
+        width_mult=config.teacher.width,
     )
 
 
@@ -199,6 +203,9 @@ def _run(config, workdir: str, echo, claim, start: float) -> dict:
         'represented_params': int(layout.num_params),
         'represented_layers': len(layout.layers),
         'num_kernels': int(layout.num_kernels),
+        'kernel_rows': int(layout.num_kernels),
+        'represented_by_kind': kernels.params_by_kind(layout, variables['params']),
+        'pointwise_layout': config.kernels.pointwise,
         'predictor_params': int(n_pred),
         'ratio': n_pred / layout.num_params,
         'ordering': config.kernels.ordering,

@@ -67,8 +67,10 @@ def _option(name: str, value, style: str) -> str:
     )
 
 
-def layout_of(params, k, style: str = 'cli') -> kernels.KernelLayout:
+def layout_of(params, k, style: str = 'cli', depthwise=()) -> kernels.KernelLayout:
     """The kernel layout the `kernels` section `k` selects from `params`.
+
+    `depthwise`: paths of depthwise kernels (`nets.layers.depthwise_kernels`), for their kind.
 
     Raises:
       errors.ConfigError: nothing is selected; the message names the options that would
@@ -76,7 +78,7 @@ def layout_of(params, k, style: str = 'cli') -> kernels.KernelLayout:
         `sizes`, no `exclude`), in the caller's `style` ('cli' or 'library').
     """
     try:
-        return kernels.kernel_layout(params, selection(k))
+        return kernels.kernel_layout(params, selection(k), k.pointwise, depthwise)
     except ValueError:
         pass
     leaves = [(kernels.path_names(p), np.shape(x)) for p, x in jax.tree.leaves_with_path(params)]
@@ -97,7 +99,7 @@ def layout_of(params, k, style: str = 'cli') -> kernels.KernelLayout:
             tuple(fields['sizes']), fields['exclude'], fields['large'], dense=fields['dense']
         )
         try:
-            layout = kernels.kernel_layout(params, predicate)
+            layout = kernels.kernel_layout(params, predicate, k.pointwise, depthwise)
         except ValueError:
             continue
         shown = ', '.join(layer.name for layer in layout.layers[:4])
@@ -113,9 +115,13 @@ def layout_of(params, k, style: str = 'cli') -> kernels.KernelLayout:
     )
 
 
-def prepare(params, config, log=print) -> Prepared:
-    """Builds the kernel table, orderings, encodings and predictor module of `params`."""
-    layout = layout_of(params, config.kernels)
+def prepare(params, config, log=print, depthwise=()) -> Prepared:
+    """Builds the kernel table, orderings, encodings and predictor module of `params`.
+
+    `depthwise`: paths of depthwise kernels (`nets.layers.depthwise_kernels`), for their kind.
+    """
+    k = config.kernels
+    layout = layout_of(params, k, depthwise=depthwise)
     table = np.asarray(kernels.gather(layout, params))  # [N, 9]
     mask = layout.mask()  # [N, 9]
     start = time.time()
@@ -126,10 +132,12 @@ def prepare(params, config, log=print) -> Prepared:
         e.kind, levels=e.levels, base=e.base, features=e.features, scale=e.scale, seed=config.seed
     )
     encoded = jnp.asarray(encode(coords), jnp.float32)  # [N, input_dim]
+    kinds = kernels.params_by_kind(layout, params)
+    shown = ', '.join(f'{kind} {n}' for kind, n in kinds.items() if n and kind != 'copied')
     log(
-        f'kernel table: {layout.num_kernels} kernels in {len(layout.layers)} layers, '
-        f'{layout.num_params} represented params; {config.kernels.ordering} ordering '
-        f'{ordering_seconds:.1f}s'
+        f'kernel table: {layout.num_kernels} rows in {len(layout.layers)} layers, '
+        f'{layout.num_params} represented params ({shown}; 1x1 rows {k.pointwise}); '
+        f'{config.kernels.ordering} ordering {ordering_seconds:.1f}s'
     )
     hidden = schedule.final_hidden(config)
     pmodel = predictor_module(config.predictor, hidden)

@@ -55,6 +55,8 @@ def training_config(config, input_shape, recipe: classifier.Recipe) -> dict:
     fingerprint = {
         'model': config.teacher.model,
         'shortcut': config.teacher.shortcut,
+        # Only when set, so caches written before the field existed still match.
+        **({'width': config.teacher.width} if config.teacher.width != 1.0 else {}),
         'num_classes': config.data.num_classes,
         'input_shape': list(input_shape),
         'data': {

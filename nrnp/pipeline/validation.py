@@ -26,8 +26,14 @@ MODEL_NAMES = (
     'resnet110',
     'resnet18',
     'resnet34',
+    'resnet50',
+    'mobilenet_v2',
+    'cifar_resnet50',
+    'cifar_mobilenet_v2',
     'smallcnn',
 )
+# The models `teacher.width` (a channel multiplier) applies to (`models.build_model`).
+WIDTH_MODELS = ('resnet50', 'mobilenet_v2', 'cifar_resnet50', 'cifar_mobilenet_v2')
 CHOICES = {
     'teacher.model': MODEL_NAMES,
     'teacher.shortcut': ('A', 'B'),
@@ -37,6 +43,7 @@ CHOICES = {
     'data.loader': ('grain', 'threads'),
     'data.channels': (1, 3),
     'kernels.large': ('copy', 'tile'),
+    'kernels.pointwise': ('grouped', 'centre'),
     'kernels.ordering': ('none', 'infilter', 'crossfilter'),
     'encoding.kind': ('nern', 'gaussian'),
     'predictor.init': ('torch', 'lecun'),
@@ -103,6 +110,7 @@ AT_LEAST = {  # field: smallest allowed value
     'predictor.layers': 2,
 }
 POSITIVE = (
+    'teacher.width',
     'reconstruct.learning_rate',
     'distill.learning_rate',
     'teacher.train_learning_rate',
@@ -189,6 +197,9 @@ def problems(config, style: str = 'cli') -> list[str]:
     except re.error as e:
         bad('kernels.exclude', config.kernels.exclude, f'is not a regular expression ({e})')
     _round_problems(config, bad)
+    if config.teacher.width != 1.0 and config.teacher.model not in WIDTH_MODELS:
+        allowed = f'only {", ".join(WIDTH_MODELS)} have a width multiplier; 1.0 for the others'
+        bad('teacher.width', config.teacher.width, allowed)
     d = config.distill
     if d.teacher_model and not d.teacher_checkpoint:
         bad('distill.teacher_model', d.teacher_model, 'needs distill.teacher_checkpoint too')

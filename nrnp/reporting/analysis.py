@@ -67,8 +67,9 @@ def kernel_pairs(
     """The first `count` kernels of one layer, original and rebuilt, as 3x3 squares.
 
     Kernel j of the layer is (filter j // I, channel j % I) in storage order (a tile
-    for tiled large kernels). Entries outside the layer's mask (the 8 outer entries
-    of a 1x1 kernel) are zeroed in both, so what is shown is what the network uses.
+    for tiled large kernels; 9 input channels of a filter for grouped 1x1 rows).
+    Entries outside the layer's mask (the 8 outer entries of a centre-layout 1x1
+    kernel) are zeroed in both, so what is shown is what the network uses.
 
     Args:
       layout: the kernel table layout.

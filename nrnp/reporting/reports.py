@@ -52,6 +52,12 @@ def markdown(report: dict) -> str:
     lines += [
         f'| test images | {r.get("test_images")} |',
         f'| represented conv params | {r.get("represented_params"):,} |',
+    ]
+    if r.get('represented_by_kind'):
+        kinds = ', '.join(f'{k} {v:,}' for k, v in r['represented_by_kind'].items() if v)
+        rows = f'{r.get("kernel_rows"):,} (1x1 rows {r.get("pointwise_layout", "?")})'
+        lines += [f'| params by kind | {kinds} |', f'| kernel table rows | {rows} |']
+    lines += [
         f'| predictor params | {r.get("predictor_params"):,} |',
         f'| ratio (predictor / represented) | {_fmt(r.get("ratio"), 4)} |',
     ]
