@@ -47,17 +47,15 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, 'benchmarks')]  # nrnp, cifar_targets
 
-from nrnp.configs import c10_r20  # noqa: E402
+import cifar_targets  # noqa: E402
+
 from nrnp.core import kernels  # noqa: E402
 from nrnp.nets import trees  # noqa: E402
 from nrnp.pipeline import problem  # noqa: E402
 
-CHECKPOINTS = {
-    'resnet20': 'weights/akamaster-cifar10/resnet20-12fca82f.th',
-    'resnet56': 'weights/akamaster-cifar10/resnet56-4bfd9763.th',
-}
+CHECKPOINTS = cifar_targets.CHECKPOINTS
 METHODS = (
     'original',
     'ptq8',
@@ -164,66 +162,26 @@ def apply_method(variables: dict, represented: set, method: str) -> tuple[dict, 
     return trees.unflatten(out), sizes
 
 
-def _test_images(shared: str, test_limit: int, cache: str, config=None):
-    from nrnp.data import batching, sources
-    from nrnp.data.dataset import balanced_subset
-
-    config = config or c10_r20.get_config()
-    test = sources.load_dataset(
-        name='cifar10',
-        split='test',
-        image_folder=os.path.join(shared, 'data/cifar10-jpeg'),
-        cache_dir=cache,
-        image_size=32,
-        channels=3,
-        log=lambda message: None,
-    )
-    if test_limit:
-        test = balanced_subset(test, test_limit, config.seed)  # the CLI's subset
-    images, labels = test.read(np.arange(len(test)))
-    mean, std = tuple(config.data.mean), tuple(config.data.std)
-    return batching.normalise(np.stack(images), mean, std), np.asarray(labels)
-
-
-def calibration_batches(
-    shared: str, source: str, cache: str, images: int = 256, config=None
-) -> list:
-    """The CLI's calibration images (`pipeline.calibration`, c10_r20's or `config`'s)."""
-    from nrnp.data import sources
+def calibration_batches(shared: str, source: str, cache: str, config, images: int = 256):
+    """The CLI's calibration images for `config` (`pipeline.calibration`)."""
     from nrnp.pipeline import calibration
     from nrnp.training import recalibration
 
-    config = config or c10_r20.get_config()
     if source == 'noise':
         return [recalibration.noise_images((images, 32, 32, 3), config.seed)]
-    train = sources.load_dataset(
-        name='cifar10',
-        split='train',
-        image_folder=os.path.join(shared, 'data/cifar10-jpeg'),
-        cache_dir=cache,
-        image_size=32,
-        channels=3,
-        log=lambda message: None,
-    )
+    train = cifar_targets.split(shared, 'train', cache)
     return calibration.split_images(config, train)(1, images)
 
 
-def measure(
-    target: str, shared: str, images, labels, methods, calibration=None, recipe=None
-) -> list[dict]:
+def measure(name: str, net, images, labels, methods, calibration=None) -> list[dict]:
     """One row per method: top-1 on `images` (and with re-estimated BatchNorm statistics,
     from the `calibration` batches) and the stored bytes.
 
-    `recipe`: (config, checkpoint path) of a net trained by nrnp; `target` is then its name.
+    `net`: (config, model, variables), `cifar_targets.load_net`'s; `name` names its rows.
     """
-    from nrnp.nets import loading, models
     from nrnp.training import evaluation, recalibration
 
-    config, path = recipe or (c10_r20.get_config(), os.path.join(shared, CHECKPOINTS[target]))
-    t = config.teacher
-    model = models.build_model(t.model, 10, shortcut=t.shortcut, width_mult=t.width)
-    variables = loading.load_target(path, model, (1, 32, 32, 3), log=lambda m: None)
-    variables = {k: variables[k] for k in ('params', 'batch_stats')}
+    config, model, variables = net
     represented = represented_paths(variables['params'], config.kernels)
     rows = []
     for method in methods:
@@ -240,7 +198,7 @@ def measure(
             )
         rows.append(
             {
-                'target': target,
+                'target': name,
                 'method': method,
                 'test_images': len(labels),
                 'top1': top1,
@@ -314,24 +272,18 @@ def main(argv=None):
     for method in methods:
         if method not in METHODS:
             raise SystemExit(f'unknown method {method!r}; valid: {",".join(METHODS)}')
-    config = recipe = None
-    if args.recipe:
-        from nrnp.configs import catalog
-
-        config = catalog.load(catalog.resolve_config_flag([f'--config={args.recipe}'])[1])
-        recipe = (config, args.checkpoint)
-    images, labels = _test_images(shared, args.test_limit, args.cache, config)
-    calibration = None
-    if args.recalibrate_source != 'none':
-        source = args.recalibrate_source
-        calibration = calibration_batches(shared, source, args.cache, config=config)
-    if recipe:
-        name = f'{config.teacher.model}@{config.teacher.width}'
-        rows = measure(name, shared, images, labels, methods, calibration, recipe)
-    else:
-        rows = []
-        for target in args.targets.split(','):
-            rows += measure(target, shared, images, labels, methods, calibration)
+    targets = [args.recipe] if args.recipe else args.targets.split(',')
+    rows = []
+    for target in targets:
+        net = cifar_targets.load_net(shared, target, args.recipe, args.checkpoint)
+        config = net[0]
+        images, labels = cifar_targets.test_images(shared, args.cache, config, args.test_limit)
+        calibration = None
+        if args.recalibrate_source != 'none':
+            source = args.recalibrate_source
+            calibration = calibration_batches(shared, source, args.cache, config)
+        name = f'{config.teacher.model}@{config.teacher.width}' if args.recipe else target
+        rows += measure(name, net, images, labels, methods, calibration)
     path = os.path.join(args.out, f'{args.name}.json')
     if args.merge and os.path.exists(path):  # keep earlier rows of other (target, method)
         with open(path) as f:

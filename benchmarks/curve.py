@@ -40,17 +40,15 @@ import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, 'benchmarks')]  # nrnp, cifar_targets
 
+import cifar_targets  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from nrnp.configs import c10_r20  # noqa: E402
 
-CHECKPOINTS = {
-    'resnet20': 'weights/akamaster-cifar10/resnet20-12fca82f.th',
-    'resnet56': 'weights/akamaster-cifar10/resnet56-4bfd9763.th',
-}
+CHECKPOINTS = cifar_targets.CHECKPOINTS
 METHODS = ('recon', 'distill', 'joint')
 BASELINE_SERIES = {
     'ptq': 'per-channel PTQ (8, 4, 3 bits)',
@@ -126,7 +124,7 @@ def variant_config(args, shared: str, variant: dict):
         if 'quantize' not in c.predictor:
             return None  # this nrnp stores float32 predictors only
         c.predictor.quantize = variant['quantize']
-    if 'recalibrate' in c and args.recal_when:
+    if 'recalibrate' in c and getattr(args, 'recal_when', ''):
         c.recalibrate.when = args.recal_when
     if variant.get('recal', 'on') == 'off':
         if 'recalibrate' not in c:

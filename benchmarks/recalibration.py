@@ -3,6 +3,8 @@
   python benchmarks/recalibration.py --artifacts=runs/r20/compressed.nrnp \
       --target=resnet20 --json=benchmarks/results/recalibration_r20.json
   python benchmarks/recalibration.py --data_free --target=resnet20 --hidden=180 --steps=3000
+  python benchmarks/recalibration.py --recipe=c10_mobilenetv2 --checkpoint=W/teacher \
+      --artifacts=W2/compressed.nrnp --images=256 --sources=train
 
 For each artefact (a rebuilt network; its stored statistics are replaced) it measures
 top-1 on the JPEG CIFAR-10 test images of ../shared with the artefact's own statistics,
@@ -25,40 +27,20 @@ import os
 import sys
 import time
 
-import numpy as np
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, 'benchmarks')]  # nrnp, cifar_targets
 
-CHECKPOINTS = {
-    'resnet20': 'weights/akamaster-cifar10/resnet20-12fca82f.th',
-    'resnet56': 'weights/akamaster-cifar10/resnet56-4bfd9763.th',
-}
+import cifar_targets  # noqa: E402
+
+CHECKPOINTS = cifar_targets.CHECKPOINTS
 
 
-def _setup(shared: str, target: str, cache: str):
-    from nrnp.configs import c10_r20
-    from nrnp.data import batching, sources
-    from nrnp.nets import loading, models
-
-    config = c10_r20.get_config()
-    model = models.build_model(target, 10, shortcut='A')
-    variables = loading.load_target(
-        os.path.join(shared, CHECKPOINTS[target]), model, (1, 32, 32, 3), log=lambda m: None
-    )
-    variables = {k: variables[k] for k in ('params', 'batch_stats')}
-    kw = dict(
-        name='cifar10',
-        image_folder=os.path.join(shared, 'data/cifar10-jpeg'),
-        cache_dir=cache,
-        image_size=32,
-        channels=3,
-        log=lambda m: None,
-    )
-    test = sources.load_dataset(split='test', **kw)
-    train = sources.load_dataset(split='train', **kw)
-    x = batching.normalise(test.images, tuple(config.data.mean), tuple(config.data.std))
-    return config, model, variables, (x, np.asarray(test.labels)), train
+def _setup(args, shared: str):
+    """(config, model, variables, (test images, labels), train split) of the target."""
+    net = cifar_targets.load_net(shared, args.target, args.recipe, args.checkpoint)
+    config = net[0]
+    test = cifar_targets.test_images(shared, args.cache, config)
+    return (*net, test, cifar_targets.split(shared, 'train', args.cache))
 
 
 def _calibration(config, model, variables, train, source: str, count: int, batch: int):
@@ -80,7 +62,7 @@ def measure(args, shared: str) -> list[dict]:
     import nrnp
     from nrnp.training import evaluation, recalibration
 
-    config, model, variables, (x, y), train = _setup(shared, args.target, args.cache)
+    config, model, variables, (x, y), train = _setup(args, shared)
     top1 = lambda v: evaluation.top1(model, v, x, y)
     nets = {'original': variables['params']}
     for path in args.artifacts.split(','):
@@ -109,7 +91,7 @@ def data_free(args, shared: str) -> list[dict]:
     import nrnp
     from nrnp.training import evaluation
 
-    _, model, variables, (x, y), _ = _setup(shared, args.target, args.cache)
+    _, model, variables, (x, y), _ = _setup(args, shared)
     rows = []
     for images in (0, 256):
         start = time.time()
@@ -140,6 +122,8 @@ def data_free(args, shared: str) -> list[dict]:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--target', default='resnet20', choices=sorted(CHECKPOINTS))
+    parser.add_argument('--recipe', default='', help='a recipe whose teacher --checkpoint is')
+    parser.add_argument('--checkpoint', default='', help='with --recipe: orbax dir or file')
     parser.add_argument('--artifacts', default='', help='comma-separated .nrnp files')
     parser.add_argument('--images', default='256,2048')
     parser.add_argument('--batch', type=int, default=256)

@@ -77,7 +77,12 @@ def test_c100_tiny_from_a_local_server(served, tmp_path):
     assert str(run) in output
     report = json.loads((run / 'report.json').read_text())
     assert report['test_images'] == 40 and report['target'] == 'resnet56'
-    assert [p['kind'] for p in report['phases']] == ['init', 'reconstruct', 'distill']
+    assert [p['kind'] for p in report['phases']] == [
+        'init',
+        'reconstruct',
+        'recalibrate',
+        'distill',
+    ]
     assert served['checkpoint_sha256'] in report['target_source']
     cache = tmp_path / 'cache'
     assert (cache / 'datasets' / 'downloads' / 'cifar-100-binary.tar.gz').is_file()
@@ -137,4 +142,9 @@ def test_c100_tiny_with_a_teacher_trained_here(served, tmp_path):
     assert report['target_source'].startswith('trained: sgd lr 0.1 momentum 0.9 wd 0.0005')
     assert '3 steps of 16' in report['target_source'] and 'on the 40' in report['target_source']
     assert (tmp_path / 'runs' / 'c100-tiny' / 'teacher.json').is_file()
-    assert [p['kind'] for p in report['phases']] == ['init', 'reconstruct', 'distill']
+    assert [p['kind'] for p in report['phases']] == [
+        'init',
+        'reconstruct',
+        'recalibrate',
+        'distill',
+    ]

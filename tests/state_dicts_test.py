@@ -167,7 +167,8 @@ def test_truncated_checkpoints(tmp_path):
         import torch  # noqa: F401
     except ImportError:
         return
-    with pytest.raises(errors.CheckpointError, match='torch.load failed'):
+    # torch's own error is replaced by the restricted reader's, which names the damage.
+    with pytest.raises(errors.CheckpointError, match=f'cut{cut}.th: truncated data'):
         state_dicts.read_state_dict(path, use_torch=True)
 
 
