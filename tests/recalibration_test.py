@@ -95,12 +95,30 @@ def test_relative_estimate_of_the_original_returns_its_stored_statistics():
 
 
 def test_relative_estimate_is_the_shift_between_rebuilt_and_original():
-    stored = {'bn': {'mean': np.array([1.0, -2.0]), 'var': np.array([4.0, 0.5])}}
-    original = {'bn': {'mean': np.array([0.5, 0.0]), 'var': np.array([2.0, 1.0])}}
-    rebuilt = {'bn': {'mean': np.array([0.7, 0.1]), 'var': np.array([3.0, 0.25])}}
+    stored = {
+        'bn': {'mean': np.array([1.0, -2.0], np.float32), 'var': np.array([4.0, 0.5], np.float32)}
+    }
+    original = {
+        'bn': {'mean': np.array([0.5, 0.0], np.float32), 'var': np.array([2.0, 1.0], np.float32)}
+    }
+    rebuilt = {
+        'bn': {'mean': np.array([0.7, 0.1], np.float32), 'var': np.array([3.0, 0.25], np.float32)}
+    }
     out = batchnorm.estimated_stats(stored, rebuilt, original, 'relative')
     np.testing.assert_allclose(out['bn']['mean'], [1.2, -1.9])
     np.testing.assert_allclose(out['bn']['var'], [4.0 * 1.5, 0.5 * 0.25], rtol=1e-4)
+
+
+def test_relative_estimate_falls_back_to_plain_where_the_variance_moves_far():
+    stored = {'bn': {'mean': np.full(3, 1.0, np.float32), 'var': np.full(3, 2.0, np.float32)}}
+    original = {'bn': {'mean': np.zeros(3, np.float32), 'var': np.full(3, 1.0, np.float32)}}
+    # variance ratios 3.9 (relative), 4.1 and 0.2 (beyond RELATIVE_RANGE 4: plain)
+    rebuilt = {
+        'bn': {'mean': np.full(3, 0.5, np.float32), 'var': np.array([3.9, 4.1, 0.2], np.float32)}
+    }
+    out = batchnorm.estimated_stats(stored, rebuilt, original, 'relative')
+    np.testing.assert_allclose(out['bn']['mean'], [1.5, 0.5, 0.5])
+    np.testing.assert_allclose(out['bn']['var'], [2.0 * 3.9, 4.1, 0.2], rtol=1e-4)
 
 
 def test_noise_and_synthetic_images_are_seeded():

@@ -165,7 +165,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.recalibrate.images = 256  # calibration images (0 = off; rounded down to whole batches)
     c.recalibrate.batch_size = 256  # images per forward pass (capped at images)
     # 'relative': stored statistics moved by the shift between the rebuilt and the original
-    # network on the same images (works on noise); 'plain': the rebuilt network's statistics.
+    # network on the same images (works on noise; a channel whose variance moved over 4x
+    # takes the plain estimate); 'plain': the rebuilt network's statistics.
     c.recalibrate.mode = 'relative'
     # 'auto': the training split (CLI) or the library's data, else noise; 'train'; 'noise'
     # (seeded standard-normal inputs, no data read); 'synthetic' (noise optimised so every

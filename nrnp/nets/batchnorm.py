@@ -180,6 +180,7 @@ def combine(pooled: Pooled, moments: dict) -> Pooled:
 
 
 MODES = ('relative', 'plain')
+RELATIVE_RANGE = 4.0  # variance ratios beyond which a channel takes the plain estimate
 
 
 def estimated_stats(stored: dict, rebuilt: dict, original: dict | None, mode: str) -> dict:
@@ -192,7 +193,11 @@ def estimated_stats(stored: dict, rebuilt: dict, original: dict | None, mode: st
       mode: 'plain': the rebuilt network's moments; 'relative': the stored statistics moved
         by the shift the rebuilt weights cause (mean: stored + rebuilt - original;
         variance: stored x (rebuilt + eps) / (original + eps), eps = 1e-5), so the
-        original network gets its stored statistics back exactly.
+        original network gets its stored statistics back exactly. A channel whose variance
+        ratio leaves [1 / RELATIVE_RANGE, RELATIVE_RANGE] takes the plain estimate: there
+        the additive mean and multiplicative variance disagree (magnitude-pruned ResNet20:
+        relative 27.17 %, plain 77.54 %, this rule 79.92 %; nrnp's rebuilt nets within
+        0.03 points of the relative estimate; docs/results.md).
 
     Returns:
       A tree like `stored`.
@@ -204,9 +209,12 @@ def estimated_stats(stored: dict, rebuilt: dict, original: dict | None, mode: st
     if original is None:
         raise ValueError("mode 'relative' needs the original network's moments")
 
-    def move(path, s, r, o):
-        if path[-1].key == 'mean':
-            return (s + (r - o)).astype(s.dtype)
-        return (s * ((r + 1e-5) / (o + 1e-5))).astype(s.dtype)
+    def move(s, r, o):  # one BatchNorm's {'mean', 'var'}
+        ratio = (r['var'] + 1e-5) / (o['var'] + 1e-5)
+        near = (ratio <= RELATIVE_RANGE) & (ratio >= 1 / RELATIVE_RANGE)
+        mean = jnp.where(near, s['mean'] + (r['mean'] - o['mean']), r['mean'])
+        var = jnp.where(near, s['var'] * ratio, r['var'])
+        return {'mean': mean.astype(s['mean'].dtype), 'var': var.astype(s['var'].dtype)}
 
-    return jax.tree_util.tree_map_with_path(move, stored, rebuilt, original)
+    one = lambda x: isinstance(x, dict) and set(x) == {'mean', 'var'}
+    return jax.tree.map(move, stored, rebuilt, original, is_leaf=one)
