@@ -264,9 +264,8 @@ def main(argv=None):
     parser.add_argument('--recipe', default='', help='a recipe whose teacher --checkpoint is')
     parser.add_argument('--checkpoint', default='', help='with --recipe: orbax dir or file')
     args = parser.parse_args(argv)
-    shared = os.environ.get('NRNP_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
-    if not os.path.isdir(shared):
-        print(f'skipped: {shared} (pretrained weights and CIFAR-10) is absent; set NRNP_SHARED')
+    shared = cifar_targets.shared_dir()
+    if shared is None:
         return 0
     methods = args.methods.split(',')
     for method in methods:

@@ -23,6 +23,17 @@ CHECKPOINTS = {
 }
 
 
+def shared_dir() -> str | None:
+    """../shared beside the checkout (or $NRNP_SHARED), or None after saying why a benchmark
+    that needs it skips."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shared = os.environ.get('NRNP_SHARED', os.path.join(os.path.dirname(repo), 'shared'))
+    if os.path.isdir(shared):
+        return shared
+    print(f'skipped: {shared} (pretrained weights and CIFAR-10) is absent; set NRNP_SHARED')
+    return None
+
+
 def load_net(shared: str, target: str = 'resnet20', recipe: str = '', checkpoint: str = ''):
     """(config, model, {'params', 'batch_stats'}) of a ../shared net or a recipe's teacher."""
     from nrnp.configs import c10_r20, catalog

@@ -310,9 +310,8 @@ def main(argv=None):
     parser.add_argument('--baselines', default='', help="benchmarks/baselines.py's JSON")
     parser.add_argument('--out', default='runs/curve')
     args = parser.parse_args(argv)
-    shared = os.environ.get('NRNP_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
-    if not os.path.isdir(shared):
-        print(f'skipped: {shared} (pretrained weights and CIFAR-10) is absent; set NRNP_SHARED')
+    shared = cifar_targets.shared_dir()
+    if shared is None:
         return 0
     os.makedirs(args.out, exist_ok=True)
     methods = args.methods.split(',')

@@ -134,9 +134,8 @@ def main(argv=None):
     parser.add_argument('--cache', default='runs/cache')
     parser.add_argument('--json', default='')
     args = parser.parse_args(argv)
-    shared = os.environ.get('NRNP_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
-    if not os.path.isdir(shared):
-        print(f'skipped: {shared} (pretrained weights and CIFAR-10) is absent; set NRNP_SHARED')
+    shared = cifar_targets.shared_dir()
+    if shared is None:
         return 0
     rows = data_free(args, shared) if args.data_free else measure(args, shared)
     if args.json:

@@ -13,16 +13,4 @@ from nrnp.configs import c10_r20
 
 
 def get_config(arg: str = ''):
-    c = c10_r20.get_config(arg)
-    c.teacher.model = 'cifar_mobilenet_v2'
-    c.teacher.width = 0.25
-    c.teacher.checkpoint = ''  # trained here (no published CIFAR-10 MobileNetV2)
-    c.teacher.train_steps = 2000
-    c.data.mean = (0.4914, 0.4822, 0.4465)  # CIFAR-10's own statistics (teacher trained here)
-    c.data.std = (0.2023, 0.1994, 0.2010)
-    c.predictor.hidden = 64
-    if arg == 'tiny':
-        c.teacher.train_steps = 20
-        c.teacher.train_batch_size = 32
-        c.predictor.hidden = 16
-    return c
+    return c10_r20.trained_here(arg, 'cifar_mobilenet_v2', width=0.25, hidden=128)

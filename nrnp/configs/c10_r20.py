@@ -85,3 +85,19 @@ def get_config(arg: str = ''):
     elif arg:
         raise ValueError(f"unknown config argument {arg!r}; valid: '' or 'tiny'")
     return c
+
+
+def trained_here(arg: str, model: str, width: float, hidden: int):
+    """c10_r20 for a CIFAR-10 `model` at `width` with no public checkpoint: its teacher is
+    trained first (`teacher.checkpoint=''`, 1,500 steps), on CIFAR-10's own statistics."""
+    c = get_config(arg)
+    c.teacher.model = model
+    c.teacher.width = width
+    c.teacher.checkpoint = ''
+    c.teacher.train_steps = 20 if arg == 'tiny' else 1500
+    c.data.mean = (0.4914, 0.4822, 0.4465)
+    c.data.std = (0.2023, 0.1994, 0.2010)
+    c.predictor.hidden = 16 if arg == 'tiny' else hidden
+    if arg == 'tiny':
+        c.teacher.train_batch_size = 32
+    return c
