@@ -1,5 +1,5 @@
 #!/bin/bash
-# The measurements of benchmarks/results/architectures_cpu.md: CIFAR-10 MobileNetV2 (width 0.25)
+# The measurements of docs/results.md ("Bottleneck ResNet50 and MobileNetV2"): CIFAR-10 MobileNetV2 (width 0.25)
 # and bottleneck ResNet50 (width 0.125) trained here, compressed at three predictor widths, and
 # 8-/4-bit PTQ of the same nets, on the JPEG CIFAR-10 in ../shared.
 #
