@@ -162,17 +162,6 @@ def apply_method(variables: dict, represented: set, method: str) -> tuple[dict, 
     return trees.unflatten(out), sizes
 
 
-def calibration_batches(shared: str, source: str, cache: str, config, images: int = 256):
-    """The CLI's calibration images for `config` (`pipeline.calibration`)."""
-    from nrnp.pipeline import calibration
-    from nrnp.training import recalibration
-
-    if source == 'noise':
-        return [recalibration.noise_images((images, 32, 32, 3), config.seed)]
-    train = cifar_targets.split(shared, 'train', cache)
-    return calibration.split_images(config, train)(1, images)
-
-
 def measure(name: str, net, images, labels, methods, calibration=None) -> list[dict]:
     """One row per method: top-1 on `images` (and with re-estimated BatchNorm statistics,
     from the `calibration` batches) and the stored bytes.
@@ -280,7 +269,7 @@ def main(argv=None):
         calibration = None
         if args.recalibrate_source != 'none':
             source = args.recalibrate_source
-            calibration = calibration_batches(shared, source, args.cache, config)
+            calibration = cifar_targets.calibration_batches(shared, args.cache, config, source)
         name = f'{config.teacher.model}@{config.teacher.width}' if args.recipe else target
         rows += measure(name, net, images, labels, methods, calibration)
     path = os.path.join(args.out, f'{args.name}.json')

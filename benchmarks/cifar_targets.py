@@ -5,6 +5,7 @@
                                                     checkpoint='W/teacher')
   x, y = cifar_targets.test_images(shared, cache, config)   # normalised as the config says
   train = cifar_targets.split(shared, 'train', cache)       # an nrnp Dataset, uint8
+  batches = cifar_targets.calibration_batches(shared, cache, config, 'train')  # re-estimation
 
 A pretrained akamaster net is measured with c10_r20's config (its normalisation, seed and
 kernels section) and its own model name; a recipe's teacher (`--recipe`, `--checkpoint`:
@@ -79,3 +80,24 @@ def test_images(shared: str, cache: str, config, test_limit: int = 0):
     images, labels = test.read(np.arange(len(test)))
     mean, std = tuple(config.data.mean), tuple(config.data.std)
     return batching.normalise(np.stack(images), mean, std), np.asarray(labels)
+
+
+def calibration_batches(
+    shared: str, cache: str, config, source: str, count=256, batch=256, net=None, train=None
+) -> list:
+    """The CLI's re-estimation images (`pipeline.calibration`): `count` of them from `source`
+    ('train': the seeded training subset; 'noise'; 'synthetic': needs `net`, the
+    (model, variables) they are matched to) in equal batches of at most `batch`."""
+    from nrnp.pipeline import calibration
+    from nrnp.training import recalibration
+
+    batches, size = calibration.batch_plan(count, batch, None, None)
+    if source == 'train':
+        train = train if train is not None else split(shared, 'train', cache)
+        return calibration.split_images(config, train)(batches, size)
+    shape = (batches * size, 32, 32, 3)
+    if source == 'noise':
+        images = recalibration.noise_images(shape, config.seed)
+    else:
+        images = recalibration.synthetic_images(*net, shape, config.seed)
+    return [images[i * size : (i + 1) * size] for i in range(batches)]

@@ -43,21 +43,6 @@ def _setup(args, shared: str):
     return (*net, test, cifar_targets.split(shared, 'train', args.cache))
 
 
-def _calibration(config, model, variables, train, source: str, count: int, batch: int):
-    from nrnp.pipeline import calibration
-    from nrnp.training import recalibration
-
-    batches, size = calibration.batch_plan(count, batch, None, None)
-    if source == 'train':
-        return calibration.split_images(config, train)(batches, size)
-    shape = (batches * size, 32, 32, 3)
-    if source == 'noise':
-        images = recalibration.noise_images(shape, config.seed)
-    else:
-        images = recalibration.synthetic_images(model, variables, shape, config.seed)
-    return [images[i * size : (i + 1) * size] for i in range(batches)]
-
-
 def measure(args, shared: str) -> list[dict]:
     import nrnp
     from nrnp.training import evaluation, recalibration
@@ -71,7 +56,9 @@ def measure(args, shared: str) -> list[dict]:
     for count in map(int, args.images.split(',')):
         for source in args.sources.split(','):
             start = time.time()
-            batches = _calibration(config, model, variables, train, source, count, args.batch)
+            batches = cifar_targets.calibration_batches(
+                shared, args.cache, config, source, count, args.batch, (model, variables), train
+            )
             made = time.time() - start
             for name, params in nets.items():
                 row = {'net': name, 'images': count, 'source': source, 'make_seconds': made}

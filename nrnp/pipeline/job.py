@@ -84,14 +84,7 @@ def run(
     start = time.time()
     workdir = os.path.abspath(workdir)
     fingerprint = workdirs.fingerprint(config, run_inputs.input_identities(config))
-    claim = workdirs.claim(
-        workdir,
-        fingerprint,
-        overwrite=overwrite,
-        style='cli',
-        lock=jax.process_index() == 0,
-        clean=jax.process_count() == 1,
-    )
+    claim = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='cli')
     try:
         return _run(config, workdir, echo, claim, start)
     finally:

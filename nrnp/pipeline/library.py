@@ -183,14 +183,7 @@ def compress(
     claim = None
     if not temporary:
         fingerprint = workdirs.fingerprint(config, inputs.inputs_identity(full, data, test_data))
-        claim = workdirs.claim(
-            workdir,
-            fingerprint,
-            overwrite=overwrite,
-            style='library',
-            lock=jax.process_index() == 0,
-            clean=jax.process_count() == 1,
-        )
+        claim = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='library')
     try:
         outcome = assemble.compress_target(
             full,

@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 
+import jax
 import ml_collections
 
 from nrnp import errors, files
@@ -201,8 +202,8 @@ def claim(
     *,
     overwrite: bool = False,
     style: str = 'cli',
-    lock: bool = True,
-    clean: bool = True,
+    lock: bool | None = None,
+    clean: bool | None = None,
 ) -> Claim:
     """Makes `workdir` this run's: locked, then 'new' (fingerprint written) or 'resume'.
 
@@ -211,11 +212,11 @@ def claim(
       fp: this run's `fingerprint`.
       overwrite: replace another run held there.
       style: 'cli' or 'library': how messages name the fixes.
-      lock: take the workdir lock (the command line: process 0 only, as the P processes of
-        one run share the workdir).
-      clean: delete the stale temporary files under the lock. Only where this process is
-        the run's only writer: with several processes, another one's temporary files (its
-        `run.json`, its cache) may be in flight.
+      lock: take the workdir lock; None: on process 0 only (the P processes of one run
+        share the workdir).
+      clean: delete the stale temporary files under the lock; None: only in a one-process
+        run (with several, another process's temporary files, its `run.json` or cache,
+        may be in flight).
 
     Raises:
       errors.WorkdirError: another run holds the lock; or the workdir holds another run,
@@ -229,6 +230,8 @@ def claim(
         else 'pass another workdir=, or overwrite=True to replace that run (calling '
         'again with the original arguments resumes it)'
     )
+    lock = jax.process_index() == 0 if lock is None else lock
+    clean = jax.process_count() == 1 if clean is None else clean
     fix = location_fix(style)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise errors.StorageError(f'the workdir {workdir} is a file, not a directory; {fix}')
