@@ -4,25 +4,32 @@
   variables = nrnp.load('r20.nrnp').reconstruct()     # reader.load
   compressed.size_report()                    # bytes per part, NeRN and on-disk ratios
 
-File format (`FORMAT`, versions 2 and 3): an uncompressed `.npz` (a zip of `.npy`
+File format (`FORMAT`, versions 2 to 4): an uncompressed `.npz` (a zip of `.npy`
 members, read with `np.load(allow_pickle=False)`, so nothing is ever unpickled) of four
 uint8 members (`storage` has the byte layout):
 
   header     zlib-compressed UTF-8 JSON: format, version, leaves (path, shape, dtype,
-             represented), layout (LayerSpec fields; 'group' and 'depthwise' may be absent:
-             1, false), ordering and its codec, encoding, predictor settings (with
-             'quantize') and leaves (path, shape, dtype, storage), config, history, metrics
-  predictor  per predictor leaf, its stored values (float32, bfloat16, int8, or int4 two
-             per byte), then for int8/int4 kernels one float32 scale per output column
+             represented, and 'stored': the dtype a copied leaf is stored at, version 4),
+             layout (LayerSpec fields; 'group' and 'depthwise' may be absent: 1, false),
+             ordering and its codec, encoding, predictor settings (with 'quantize' and
+             'quantize_group') and leaves (path, shape, dtype, storage, bits, group), the
+             predictor's coding, config, history, metrics
+  predictor  version 4: per predictor leaf its float values (float32, bfloat16 or
+             float16) or, for an int leaf (`core.quantize`), its float16 column scales;
+             then every int leaf's codes and scale multipliers, one rANS stream
+             (`coding`) or bit-packed, whichever is smaller ('predictor_coding').
+             Versions 2/3: per leaf its values (float32, bfloat16, int8, or int4 two per
+             byte), then for int8/int4 kernels one float32 scale per output column
   ordering   per represented layer l, its permutation (kernel slot f * S + c gets coordinate
              (p // S, p % S), p = positions[l][f * S + c], S = the layer's channel slots:
              I, or ceil(I / 9) for grouped 1x1 rows) as `permutation_codec` bytes
              (about log2(n!) / n bits per kernel; absent for ordering 'none')
   copied     every leaf of header['leaves'] that is not represented (BatchNorm, dense, ...),
-             raw little-endian bytes in header order
+             raw little-endian bytes at its stored dtype, in header order
 
-Version 3 (grouped 1x1 rows) is written only where an older nrnp would misread the file,
-else 2; version 1 files (plain JSON header, one member per array) are still read.
+Version 4 (int predictors, float16 leaves) and 3 (grouped 1x1 rows) are written only
+where an older nrnp would misread the file, else 2; version 1 files (plain JSON header,
+one member per array) are still read.
 """
 
 from __future__ import annotations
@@ -44,8 +51,8 @@ from nrnp.nets import loading, state_dicts
 from nrnp.nets.trees import flatten_variables, unflatten
 
 FORMAT = 'nrnp.compressed'
-VERSION = 3  # the newest written; `minimum_version` is what a file needs
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4  # the newest written; `minimum_version` is what a file needs
+READABLE_VERSIONS = (1, 2, 3, 4)
 _HEADER_KEYS = tuple(
     'format version bare leaves layout ordering encoding predictor predictor_leaves config '
     'history metrics'.split()
@@ -60,6 +67,7 @@ class LeafSpec:
     shape: tuple[int, ...]
     dtype: str
     represented: bool
+    stored: str = ''  # a copied leaf's dtype in the file ('': `dtype`)
 
 
 @dataclasses.dataclass
@@ -69,13 +77,15 @@ class Compressed:
     Attributes:
       leaves: every leaf of the input variables, paths starting with the collection
         ('params', 'batch_stats', ...); represented ones are rebuilt by the predictor.
-      copied: `{path: array}` of the leaves that are not represented, as given.
+      copied: `{path: array}` of the leaves that are not represented: as given, or (float32
+        leaves of a quantized artefact, `LeafSpec.stored` 'float16') rounded to float16 and
+        back on construction, the values the file holds.
       layout: the kernel table layout of the represented params.
       ordering: 'none' | 'infilter' | 'crossfilter'.
       positions: per represented layer `[O * I]` unsigned ints (empty for 'none').
       encoding: {'kind', 'levels', 'base', 'features', 'scale', 'seed'}.
-      predictor_settings: {'hidden', 'layers', 'init', 'residual', 'input_dim', 'quantize'}
-        ('quantize': 'none' | 'bf16' | 'int8' | 'int4', `core.quantize`; absent = 'none').
+      predictor_settings: {'hidden', 'layers', 'init', 'residual', 'input_dim', 'quantize',
+        'quantize_group'} (`core.quantize.Scheme`; absent: 'none', 16).
       predictor_params: the predictor's params pytree (numpy float32): the values the
         artefact rebuilds with, i.e. the stored predictor dequantized. Given float
         params and a 'quantize' mode (and no `predictor_storage`), they are quantized
@@ -108,19 +118,30 @@ class Compressed:
 
     def __post_init__(self):
         if self.predictor_storage is None:
-            mode = self.quantize
+            scheme = self.scheme
             self.predictor_storage = {
-                path: quantize.quantize_leaf(value, mode)
+                path: quantize.quantize_leaf(value, scheme)
                 for path, value in flatten_variables(self.predictor_params).items()
             }
             self.predictor_params = unflatten(
                 {p: quantize.dequantize_leaf(s) for p, s in self.predictor_storage.items()}
             )
+        for i, leaf in enumerate(self.leaves):
+            if leaf.stored and leaf.stored != leaf.dtype and leaf.path in self.copied:
+                value = np.asarray(self.copied[leaf.path]).astype(leaf.stored)
+                self.copied[leaf.path] = value.astype(leaf.dtype)
 
     @property
     def quantize(self) -> str:
-        """How the predictor is stored: 'none' (float32), 'bf16', 'int8' or 'int4'."""
+        """How the predictor is stored: 'none' (float32), 'bf16' or 'int2'..'int8'."""
         return self.predictor_settings.get('quantize', 'none')
+
+    @property
+    def scheme(self) -> quantize.Scheme:
+        """The predictor's storage (`core.quantize.Scheme`)."""
+        old = {'int8': 'int8', 'int4': 'int4'}  # nrnp 0.2's per-column modes read as such
+        group = self.predictor_settings.get('quantize_group', 0 if self.quantize in old else 16)
+        return quantize.Scheme(self.quantize, group)
 
     # ------------------------------------------------------------ rebuilding
 
@@ -193,25 +214,34 @@ class Compressed:
     # ------------------------------------------------------------ serialisation
 
     def minimum_version(self) -> int:
-        """3 with grouped 1x1 rows (an older reader would misread them), else 2."""
+        """4 with int or float16 leaves, 3 with grouped 1x1 rows, else 2 (an older reader
+        would misread such a file)."""
+        new = {'int', 'float16'} & {leaf.storage for leaf in self.predictor_storage.values()}
+        if new or any(leaf.stored for leaf in self.leaves):
+            return 4
         return 3 if any(layer.group > 1 for layer in self.layout.layers) else 2
 
-    def _header(self) -> dict:
+    def _leaf_header(self, leaf: LeafSpec) -> dict:
+        out = dataclasses.asdict(leaf)
+        if not leaf.stored:
+            del out['stored']
+        return out
+
+    def _header(self, version: int, coding: str) -> dict:
+        coded = {'predictor_coding': coding} if version >= 4 else {}
         return {
             'format': FORMAT,
-            'version': self.minimum_version(),
+            'version': version,
+            **coded,
             'bare': self.bare,
             'frozen': self.frozen,
-            'leaves': [dataclasses.asdict(leaf) for leaf in self.leaves],
+            'leaves': [self._leaf_header(leaf) for leaf in self.leaves],
             'layout': [dataclasses.asdict(layer) for layer in self.layout.layers],
             'ordering': self.ordering,
             'ordering_codec': storage.ORDERING_CODEC,
             'encoding': self.encoding,
             'predictor': {**self.predictor_settings, 'quantize': self.quantize},
-            'predictor_leaves': [
-                {'path': list(p), 'shape': list(s.shape), 'dtype': 'float32', 'storage': s.storage}
-                for p, s in self.predictor_storage.items()
-            ],
+            'predictor_leaves': storage.predictor_entries(self.predictor_storage),
             'config': self.config,
             'history': self.history,
             'metrics': self.metrics,
@@ -219,16 +249,27 @@ class Compressed:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every member of the `.nrnp` file, by key (see the module docstring)."""
+        return self._arrays()[0]
+
+    def _arrays(self) -> tuple[dict[str, np.ndarray], tuple[int, int], str]:
+        """(the members, (bytes of the predictor's integer codes as stored, bit-packed), and
+        the predictor's coding)."""
+        version = self.minimum_version()
+        predictor_blob, coding, packed = storage.pack_predictor(self.predictor_storage, version)
         out = {
-            'header': storage.encode_header(self._header()),
-            'predictor': storage.pack_predictor(self.predictor_storage),
+            'header': storage.encode_header(self._header(version, coding)),
+            'predictor': predictor_blob,
         }
         if self.ordering != 'none':
             out['ordering'] = storage.pack_orderings(self.positions)
         out['copied'] = storage.pack_leaves(
-            [self.copied[leaf.path] for leaf in self.leaves if not leaf.represented]
+            [
+                np.asarray(self.copied[leaf.path]).astype(leaf.stored or leaf.dtype)
+                for leaf in self.leaves
+                if not leaf.represented
+            ]
         )
-        return out
+        return out, packed, coding
 
     def to_bytes(self) -> bytes:
         """The `.nrnp` file's bytes."""
@@ -254,8 +295,11 @@ class Compressed:
         """Every byte of the file, by part, and the compression ratios.
 
         Returns:
-          predictor_bytes (stored values and scales), ordering_bytes, copied_bytes (of
-          which copied_params_bytes and batch_stats_bytes), header_bytes (as stored,
+          predictor_bytes (stored values, scales and codes; predictor_codes_bytes of them
+          the integer codes and multipliers as stored, predictor_codes_raw_bytes those
+          bit-packed, predictor_coding how: 'ans', 'packed', or 'none' before version 4),
+          ordering_bytes, copied_bytes (of which copied_params_bytes and
+          batch_stats_bytes, at their stored dtypes), header_bytes (as stored,
           compressed; header_json_bytes uncompressed); payload_bytes (the four parts);
           framing_bytes (zip and npy headers); artifact_bytes (the `.nrnp` file: payload
           + framing); original_bytes (all input leaves at their dtypes); quantize;
@@ -263,8 +307,12 @@ class Compressed:
           params, NeRN's measure); predictor_bits_per_param; ordering_bits_per_kernel;
           artifact_ratio = disk_ratio (artifact_bytes / original_bytes).
         """
-        arrays = self.arrays()
-        copied = {leaf.path: self.copied[leaf.path] for leaf in self.leaves if not leaf.represented}
+        arrays, (codes, codes_raw), coding = self._arrays()
+        copied = {
+            leaf.path: math.prod(leaf.shape) * jnp.dtype(leaf.stored or leaf.dtype).itemsize
+            for leaf in self.leaves
+            if not leaf.represented
+        }
         n_pred = sum(v.size for v in jax.tree.leaves(self.predictor_params))
         original = sum(
             math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize for leaf in self.leaves
@@ -274,8 +322,11 @@ class Compressed:
             'predictor_bytes': size('predictor'),
             'ordering_bytes': size('ordering'),
             'copied_bytes': size('copied'),
-            'copied_params_bytes': sum(v.nbytes for p, v in copied.items() if p[0] == 'params'),
-            'batch_stats_bytes': sum(v.nbytes for p, v in copied.items() if p[0] == 'batch_stats'),
+            'predictor_codes_bytes': codes,
+            'predictor_codes_raw_bytes': codes_raw,
+            'predictor_coding': coding,
+            'copied_params_bytes': sum(n for p, n in copied.items() if p[0] == 'params'),
+            'batch_stats_bytes': sum(n for p, n in copied.items() if p[0] == 'batch_stats'),
             'header_bytes': size('header'),
             'header_json_bytes': len(zlib.decompress(arrays['header'].tobytes())),
             'artifact_bytes': len(_npz(arrays)),

@@ -4,7 +4,8 @@
   variables = compressed.reconstruct()
 
 Reads format versions 1 (one member per array), 2 (compressed header, one blob per
-part, `storage`) and 3 (version 2 with grouped 1x1 rows in the layout). Nothing is
+part, `storage`), 3 (version 2 with grouped 1x1 rows in the layout) and 4 (int
+predictors with group scales, entropy-coded; float16 leaves). Nothing is
 unpickled (`np.load(allow_pickle=False)`); a missing, truncated, foreign or wrong-version
 file raises `ArtifactError` naming the file and the problem.
 """
@@ -108,7 +109,13 @@ def _member(path, members, key, shape, dtype):
 def _from_members(path: str, header: dict, members: dict) -> Compressed:
     try:
         leaves = [
-            LeafSpec(tuple(x['path']), tuple(x['shape']), x['dtype'], bool(x['represented']))
+            LeafSpec(
+                tuple(x['path']),
+                tuple(x['shape']),
+                x['dtype'],
+                bool(x['represented']),
+                x.get('stored', ''),  # version 4: the dtype a copied leaf is stored at
+            )
             for x in header['leaves']
         ]
         layers = tuple(
@@ -178,7 +185,7 @@ def _parts_v1(path, header, members, leaves, layers):
 
 
 def _parts_v2(path, header, members, leaves, layers):
-    """Versions 2 and 3: the `predictor`, `ordering` and `copied` blobs (`storage`)."""
+    """Versions 2 to 4: the `predictor`, `ordering` and `copied` blobs (`storage`)."""
     wanted = ['predictor', 'copied'] + (['ordering'] if header['ordering'] != 'none' else [])
     for key in wanted:
         if key not in members:
@@ -192,8 +199,13 @@ def _parts_v2(path, header, members, leaves, layers):
         )
     kept = [leaf for leaf in leaves if not leaf.represented]
     try:
-        values = storage.unpack_leaves(members['copied'], [(x.shape, x.dtype) for x in kept])
-        stored = storage.unpack_predictor(members['predictor'], header['predictor_leaves'])
+        specs = [(x.shape, x.stored or x.dtype) for x in kept]
+        values = storage.unpack_leaves(members['copied'], specs)
+        values = [v.astype(x.dtype) for v, x in zip(values, kept)]
+        coding_name = header.get('predictor_coding', 'none')
+        stored = storage.unpack_predictor(
+            members['predictor'], header['predictor_leaves'], coding_name
+        )
         positions = []
         if header['ordering'] != 'none':
             sizes = [layer.kernel_slots for layer in layers]

@@ -1,7 +1,8 @@
-"""The byte layout of `.nrnp` format version 2: a zlib header and three byte blobs.
+"""The byte layout of `.nrnp` format versions 2 to 4: a zlib header and three byte blobs.
 
   members = {'header': encode_header(h), 'predictor': pack_predictor(stored)[0], ...}
-  stored = unpack_predictor(blob, header['predictor_leaves'])   # the reader's direction
+  blob, coding_name, sizes = pack_predictor(stored, version=4)
+  stored = unpack_predictor(blob, header['predictor_leaves'], coding_name)   # the reader's
 
 Every part is one `uint8` member, its pieces concatenated in header order with no offsets
 stored: each piece's size follows from the header (shapes, dtypes, storage, layer sizes),
@@ -19,6 +20,7 @@ import zlib
 import jax.numpy as jnp
 import numpy as np
 
+from nrnp.artifact import coding
 from nrnp.core import permutation_codec, quantize
 
 ORDERING_CODEC = 'lehmer-mixed-radix-64'  # permutation_codec, named in the header
@@ -69,32 +71,146 @@ def _as(raw: np.ndarray, dtype, shape) -> np.ndarray:
 
 
 def leaf_nbytes(shape, storage: str) -> int:
-    """Bytes of one stored predictor leaf (values, then per-channel scales)."""
+    """Bytes of one version 2/3 predictor leaf (values, then per-channel scales)."""
     size = math.prod(shape)
     values = {'float32': 4 * size, 'bfloat16': 2 * size, 'int8': size, 'int4': (size + 1) // 2}
     scales = 4 * shape[-1] if storage in ('int8', 'int4') else 0
     return values[storage] + scales
 
 
-def pack_predictor(stored: dict) -> np.ndarray:
-    """`{path: QuantizedLeaf}` -> `[bytes]` uint8: per leaf its values, then its scales."""
+_FLOAT = {'float32': 4, 'bfloat16': 2, 'float16': 2}
+
+
+def _raw_nbytes(entry: dict) -> int:
+    """Bytes of a version 4 leaf's raw part: float values, or an int leaf's float16 scales."""
+    shape = entry['shape']
+    return 2 * shape[-1] if entry['storage'] == 'int' else _FLOAT[entry['storage']] * math.prod(shape)
+
+
+def _segments(entries: list[dict]) -> list[tuple[int, int]]:
+    """(count, alphabet) of every integer stream of version 4 leaves: codes, then multipliers."""
+    ints = [e for e in entries if e['storage'] == 'int']
+    codes = [(math.prod(e['shape']), 2 ** e['bits'] - 1) for e in ints]
+    groups = [
+        (quantize.num_groups(e['shape'][0], e['group']) * e['shape'][1], 2**quantize.SCALE_BITS - 1)
+        for e in ints
+    ]
+    return codes + groups
+
+
+def _symbols(stored: dict) -> list[np.ndarray]:
+    """The integer streams of `_segments`: codes shifted to 0..2 qmax, multipliers to 0..M-1."""
+    ints = [leaf for leaf in stored.values() if leaf.storage == 'int']
+    codes = [leaf.values.astype(np.int32) + (2 ** (leaf.bits - 1) - 1) for leaf in ints]
+    return codes + [leaf.multipliers.astype(np.int32) - 1 for leaf in ints]
+
+
+def _packed(symbols: list[np.ndarray], segments: list[tuple[int, int]]) -> bytes:
+    return b''.join(
+        quantize.pack_bits(s, max(a - 1, 1).bit_length()).tobytes() for s, (_, a) in zip(symbols, segments)
+    )
+
+
+def _unpacked(raw: np.ndarray, segments: list[tuple[int, int]]) -> list[np.ndarray]:
+    out, at = [], 0
+    for count, alphabet in segments:
+        bits = max(alphabet - 1, 1).bit_length()
+        nbytes = -(-count * bits // 8)
+        out.append(quantize.unpack_bits(_read(raw, at, nbytes, 'packed codes'), bits, count))
+        at += nbytes
+    if at != raw.size:
+        raise ValueError(f'the packed codes take {raw.size} bytes, their leaves {at}')
+    return [x.astype(np.int32) for x in out]
+
+
+def predictor_entries(stored: dict) -> list[dict]:
+    """The header's 'predictor_leaves': path, shape, dtype, storage (and bits, group)."""
     out = []
-    for leaf in stored.values():
-        out.append(_little(leaf.values))
-        if leaf.scale is not None:
-            out.append(_little(np.asarray(leaf.scale, np.float32)))
-    return np.frombuffer(b''.join(out), np.uint8)
+    for path, leaf in stored.items():
+        entry = {'path': list(path), 'shape': list(leaf.shape), 'dtype': 'float32'}
+        entry['storage'] = leaf.storage
+        if leaf.storage == 'int':
+            entry.update(bits=leaf.bits, group=leaf.group)
+        out.append(entry)
+    return out
 
 
-def unpack_predictor(blob: np.ndarray, entries: list[dict]) -> dict:
+def pack_predictor(stored: dict, version: int) -> tuple[np.ndarray, str, tuple[int, int]]:
+    """`{path: QuantizedLeaf}` -> (`[bytes]` uint8, coding, (bytes of the integer codes as
+    stored, as bit-packed)): see `storage` of the module docstring.
+
+    Version 2/3: per leaf its values, then its scales (coding 'none'). Version 4: per leaf
+    its raw part (float values, or an int leaf's float16 column scales), then every int
+    leaf's codes and multipliers as one stream, ANS-coded ('ans', `coding`) or bit-packed
+    ('packed'), whichever is smaller.
+    """
+    if version < 4:
+        out = []
+        for leaf in stored.values():
+            out.append(_little(leaf.values))
+            if leaf.scale is not None:
+                out.append(_little(np.asarray(leaf.scale, np.float32)))
+        return np.frombuffer(b''.join(out), np.uint8), 'none', (0, 0)
+    raw = b''.join(
+        _little(leaf.scale if leaf.storage == 'int' else leaf.values) for leaf in stored.values()
+    )
+    segments = _segments(predictor_entries(stored))
+    symbols = _symbols(stored)
+    packed = _packed(symbols, segments)
+    coded = coding.encode(list(zip(symbols, [a for _, a in segments]))).tobytes() if segments else b''
+    best, name = (coded, 'ans') if len(coded) < len(packed) else (packed, 'packed')
+    return np.frombuffer(raw + best, np.uint8), name, (len(best), len(packed))
+
+
+def unpack_predictor(blob: np.ndarray, entries: list[dict], coding_name: str = 'none') -> dict:
     """Inverse of `pack_predictor`; `entries` are the header's 'predictor_leaves'.
 
     Returns:
       `{path tuple: QuantizedLeaf}`.
 
     Raises:
-      ValueError: unknown storage, or a blob of the wrong length.
+      ValueError: unknown storage, or a blob of the wrong length or damaged.
     """
+    if coding_name == 'none':
+        return _unpack_v2(blob, entries)
+    out, at, raws = {}, 0, []
+    for entry in entries:
+        if entry['storage'] not in ('int', *_FLOAT):
+            raise ValueError(f'predictor leaf {entry["path"]}: unknown storage {entry["storage"]!r}')
+        nbytes = _raw_nbytes(entry)
+        raws.append(_read(blob, at, nbytes, f'predictor leaf {"/".join(entry["path"])}'))
+        at += nbytes
+    segments = _segments(entries)
+    if coding_name == 'ans':
+        symbols = coding.decode(blob[at:], segments) if segments else []
+    elif coding_name == 'packed':
+        symbols = _unpacked(blob[at:], segments)
+    else:
+        raise ValueError(f'unknown predictor coding {coding_name!r}')
+    ints = [e for e in entries if e['storage'] == 'int']
+    codes, multipliers = iter(symbols[: len(ints)]), iter(symbols[len(ints) :])
+    for entry, raw in zip(entries, raws):
+        shape, storage = tuple(entry['shape']), entry['storage']
+        if storage == 'int':
+            qmax = 2 ** (entry['bits'] - 1) - 1
+            groups = quantize.num_groups(shape[0], entry['group'])
+            leaf = quantize.QuantizedLeaf(
+                'int',
+                (next(codes) - qmax).astype(np.int8).reshape(shape),
+                _as(raw, np.float16, (shape[-1],)),
+                shape,
+                bits=entry['bits'],
+                group=entry['group'],
+                multipliers=(next(multipliers) + 1).astype(np.uint8).reshape(groups, shape[1]),
+            )
+        else:
+            leaf = quantize.QuantizedLeaf(storage, _as(raw, storage, shape), None, shape)
+        out[tuple(entry['path'])] = leaf
+    return out
+
+
+def _unpack_v2(blob: np.ndarray, entries: list[dict]) -> dict:
+    """Versions 2 and 3: per leaf its values, then for 'int8'/'int4' its float32 scales."""
     out, at = {}, 0
     for entry in entries:
         shape, storage = tuple(entry['shape']), entry['storage']

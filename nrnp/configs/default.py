@@ -105,11 +105,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.predictor.layers = 5  # Dense layers in total (NeRN: 5)
     c.predictor.init = 'torch'  # 'torch' (NeRN) or 'lecun'
     c.predictor.residual = False  # skip connections around hidden layers
-    c.predictor.quantize = 'none'  # stored weights: 'none' (f32), 'bf16', 'int8', 'int4' (scaled)
-    # Train through the stored rounding (fake quantization, straight-through gradient) when
-    # quantize != 'none': 'distill' (the distillation steps), 'all' (reconstruction too), 'none'.
-    # Measured (ResNet20 h=180, 4,000 + 30 steps, int4): 'distill' 24.98 %, 'all' 15.99 %.
-    c.predictor.quantize_aware = 'distill'
+    # Stored weights: 'none' (float32), 'bf16', 'int8'..'int2' (codes with per-group scales,
+    # entropy-coded; biases and copied leaves float16) or 'lowbit' (core.quantize.LOWBIT).
+    # With an int mode, a 'quantize' phase fine-tunes through the rounding after the
+    # reconstruction rounds, and distillation trains through it (docs/method.md, "Bytes").
+    c.predictor.quantize = 'none'
+    c.predictor.quantize_group = 16  # inputs per scale group of an int mode (0: per column)
+    c.predictor.quantize_steps = 1000  # the 'quantize' phase's steps (0: round after training)
+    c.predictor.quantize_learning_rate = 1e-3  # its peak (Adam, cosine to 1 %)
 
     c.reconstruct = ml_collections.ConfigDict()
     c.reconstruct.steps = 3000  # reconstruction steps in total, split evenly over the rounds
@@ -202,6 +205,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         c.distill.steps = 6
         c.distill.batch_size = 32
         c.distill.kernel_batch_size = 512
+        c.predictor.quantize_steps = 10
         c.recalibrate.images = 64
         c.recalibrate.batch_size = 32
         c.checkpoint_every = 5

@@ -9,7 +9,7 @@ and the data from the config) and the library (`library.compress`, which takes t
 from the caller). It prepares the kernel table, measures the original network,
 builds the distillation inputs, runs (or resumes) the schedule and makes the artefact.
 With `predictor.quantize` set, the artefact stores the rounded predictor and a last
-'quantize' record measures the network it rebuilds: the run's final numbers.
+'stored' record measures the network it rebuilds: the run's final numbers.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Outcome:
       prep: the prepared problem (layout, table, coordinates, encodings, predictor).
       state: the final `reconstruction.PredictorState`.
       records: the 'init' record, then one per phase (kind, steps, seconds, top1, rmse),
-        then with `predictor.quantize` a 'quantize' record (the stored predictor's numbers).
+        then with `predictor.quantize` a 'stored' record (the artefact's own numbers).
       top1_original: the original network's top-1 on the test batches (None without them).
     """
 
@@ -125,6 +125,7 @@ def compress_target(
         log=log,
     )
     phases = schedule.build_schedule(config, batch_norm=recal is not None)
+    scheme = stored.scheme_of(config)
     setup = frozen = None
     if any(p.kind == 'distill' for p in phases):
         if (train_batches is None and device_batches is None) or input_shape is None:
@@ -132,7 +133,7 @@ def compress_target(
         setup, frozen = distillation_setup(
             config, model, variables, prep.pmodel, prep.layout, input_shape, mesh, log
         )
-        setup = dataclasses.replace(setup, quantize=stored.aware_mode(config, 'distill'))
+        setup = dataclasses.replace(setup, quantize=scheme)
     first = prep.pmodel.clone(hidden=schedule.first_hidden(config, phases))
     pparams = predictor.init_predictor(first, prep.input_dim, prep.predictor_seed)
     init = {
@@ -162,7 +163,7 @@ def compress_target(
         workdir=workdir,
         mesh=mesh,
         metrics=writer,
-        reconstruct_quantize=stored.aware_mode(config, 'reconstruct'),
+        scheme=scheme,
         batch_stats=variables['batch_stats'] if recal is not None else None,
         recalibrate=None if recal is None else lambda pparams: recal(rebuild(pparams)),
         recalibration={} if recal is None else recal.info,
@@ -180,19 +181,12 @@ def compress_target(
             final, prep, config, state.pparams, records, top1_original, bare=bare
         )
         if artifact.quantize != 'none':
-            final_recal = phases and phases[-1].kind == 'recalibrate'
-            recal_stored = ctx.recalibrate if final_recal else None
-            record = stored.quantized_record(artifact, prep, evaluate, log, recal_stored)
-            if 'batch_stats' in record:
-                stored.store_batch_stats(artifact, record.pop('batch_stats'))
+            record = stored.stored_record(artifact, prep, top1, log)
             writer.write(int(state.step), {'eval/top1_stored': record['top1']})
             records.append(record)
             artifact.history = records
             artifact.metrics.update(
-                top1_reconstructed=record['top1'],
-                reconstruction_rmse=record['rmse'],
-                top1_reconstructed_fp32=records[-2]['top1'],
-                reconstruction_rmse_fp32=records[-2]['rmse'],
+                top1_reconstructed=record['top1'], reconstruction_rmse=record['rmse']
             )
     finally:
         writer.close()

@@ -205,11 +205,6 @@ def _run(config, workdir: str, echo, claim, start: float) -> dict:
         'ordering_seconds': prep.ordering_seconds,
         'reconstruction_rmse': final_rmse,
         'quantize': compressed.quantize,
-        **{
-            f'{k}_fp32': compressed.metrics[f'{k}_fp32']
-            for k in ('top1_reconstructed', 'reconstruction_rmse')
-            if f'{k}_fp32' in compressed.metrics
-        },
         'artifact': artifact_path,
         **{k: sizes[k] for k in SIZE_KEYS},
         'artifact_ratio': sizes['artifact_ratio'],

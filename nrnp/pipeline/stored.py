@@ -1,8 +1,12 @@
 """What a finished run stores: its `Compressed` artefact, and the record of the network
-that artefact rebuilds when the predictor is stored rounded (`predictor.quantize`).
+that artefact rebuilds when it is stored rounded (`predictor.quantize`).
 
   artifact = make_artifact(variables, prep, config, pparams, records, top1_original)
-  record = quantized_record(artifact, prep, evaluate, log, recalibrate)   # 'quantize'
+  record = stored_record(artifact, prep, top1, log)     # 'stored': the file's own numbers
+
+With a quantized predictor ('bf16' or an int mode) the copied float32 leaves (BatchNorm,
+the classifier) are stored as float16 too: at under a part in a thousand of relative
+error they cost nothing measurable (docs/results.md, "Per byte").
 """
 
 from __future__ import annotations
@@ -15,48 +19,42 @@ import jax.numpy as jnp
 import numpy as np
 
 from nrnp.artifact import compressed
-from nrnp.core import coordinates
+from nrnp.core import coordinates, quantize
 from nrnp.nets import trees
 from nrnp.training import reconstruction
 
 
-def aware_mode(config, phase: str) -> str:
-    """The rounding `phase` ('distill' or 'reconstruct') trains through ('none' = float)."""
-    aware = config.predictor.quantize_aware
-    on = aware == 'all' or (aware == 'distill' and phase == 'distill')
-    return config.predictor.quantize if on else 'none'
+def scheme_of(config) -> quantize.Scheme:
+    """How the run's artefact stores its predictor ('lowbit' resolved)."""
+    p = config.predictor
+    return quantize.Scheme(p.quantize, p.quantize_group)
 
 
-def quantized_record(artifact, prep, evaluate, log, recalibrate=None) -> dict:
-    """Top-1 and RMSE of the network the artefact rebuilds (its dequantized predictor).
+def stored_record(artifact: compressed.Compressed, prep, top1, log) -> dict:
+    """The 'stored' record: top-1 and RMSE of the network the artefact itself rebuilds.
 
-    With `recalibrate` (`pparams -> batch_stats`), its BatchNorm statistics are re-estimated
-    first: the record then holds them under 'batch_stats' (for the artefact) and the
-    top-1 with the run's statistics as 'top1_before'.
+    `artifact.reconstruct()` is what `nrnp.load(path).reconstruct()` returns (its predictor
+    dequantized, its copied leaves at their stored dtypes), so the run's final numbers
+    are those of the file.
+
+    Args:
+      artifact: the run's `Compressed`.
+      prep: the run's `problem.Prepared` (the original kernel rows, for the RMSE).
+      top1: `variables -> percent` on the test images, or None.
+      log: progress sink.
     """
     start = time.time()
+    rebuilt = artifact.reconstruct()
+    variables = {'params': rebuilt} if artifact.bare else dict(rebuilt)
     pparams = jax.tree.map(jnp.asarray, artifact.predictor_params)
-    stats = artifact.batch_stats
-    record = {'kind': 'quantize', 'mode': artifact.quantize, 'steps': 0}
-    if recalibrate is not None:
-        record['top1_before'] = evaluate(pparams, stats)
-        stats = record['batch_stats'] = jax.device_get(recalibrate(pparams))
-    record['top1'] = evaluate(pparams, stats)
-    record['rmse'] = reconstruction.full_rmse(prep.pmodel, pparams, prep.problem)
+    pmodel = reconstruction.predictor_for(prep.pmodel, pparams)
+    rmse = reconstruction.full_rmse(pmodel, pparams, prep.problem)
+    record = {'kind': 'stored', 'mode': artifact.quantize, 'steps': 0, 'rmse': rmse}
+    record['top1'] = None if top1 is None else top1(variables)
     record['seconds'] = time.time() - start
     shown = '-' if record['top1'] is None else f'{record["top1"]:.2f} %'
-    log(
-        f'stored predictor ({artifact.quantize}): eval/top1_reconstructed {shown}, '
-        f'recon/rmse {record["rmse"]:.6f}'
-    )
+    log(f'stored artefact ({artifact.quantize}): eval/top1_reconstructed {shown}, recon/rmse {rmse:.6f}')
     return record
-
-
-def store_batch_stats(artifact: compressed.Compressed, stats: dict) -> None:
-    """Replaces the artefact's BatchNorm statistics (same paths, shapes and dtypes)."""
-    for path, value in trees.flatten_variables(stats).items():
-        held = artifact.copied[('batch_stats', *path)]
-        artifact.copied[('batch_stats', *path)] = np.asarray(value, held.dtype).reshape(held.shape)
 
 
 def make_artifact(
@@ -79,11 +77,14 @@ def make_artifact(
     flat = trees.flatten_variables(variables)
     represented = {('params', *layer.path) for layer in prep.layout.layers}
     enc = config.encoding
+    half = config.predictor.quantize != 'none'
+
+    def spec(path, v):
+        stored = 'float16' if half and v.dtype == np.float32 and path not in represented else ''
+        return compressed.LeafSpec(path, tuple(v.shape), str(v.dtype), path in represented, stored)
+
     return compressed.Compressed(
-        leaves=[
-            compressed.LeafSpec(path, tuple(v.shape), str(v.dtype), path in represented)
-            for path, v in flat.items()
-        ],
+        leaves=[spec(path, np.asarray(v)) for path, v in flat.items()],
         copied={path: v for path, v in flat.items() if path not in represented},
         layout=prep.layout,
         ordering=config.kernels.ordering,
@@ -106,7 +107,8 @@ def make_artifact(
             'init': config.predictor.init,
             'residual': config.predictor.residual,
             'input_dim': prep.input_dim,
-            'quantize': config.predictor.quantize,
+            'quantize': scheme_of(config).mode,
+            'quantize_group': config.predictor.quantize_group,
         },
         predictor_params=jax.tree.map(np.asarray, jax.device_get(pparams)),
         bare=bare,

@@ -26,7 +26,7 @@ def phase_label(phase: Mapping, cycles: int = 1) -> str:
     if kind is None:
         raise ValueError(f'phase record {dict(phase)} has no "kind"')
     label = f'{kind} r{phase["round"]}' if kind == 'reconstruct' and 'round' in phase else kind
-    if kind == 'quantize' and 'mode' in phase:
+    if kind == 'stored' and 'mode' in phase:
         label = f'stored {phase["mode"]}'
     if cycles > 1 and 'cycle' in phase:
         label += f' c{phase["cycle"]}'

@@ -31,11 +31,6 @@ def markdown(report: dict) -> str:
         f'| top-1 original | {_fmt(r.get("top1_original"))} % |',
         f'| top-1 rebuilt (final) | {_fmt(r.get("top1_reconstructed"))} % |',
     ]
-    if r.get('top1_reconstructed_fp32') is not None:
-        lines.append(
-            f'| top-1 rebuilt from the float32 predictor (before {r.get("quantize")} storage) | '
-            f'{_fmt(r["top1_reconstructed_fp32"])} % |'
-        )
     recal = [p for p in r.get('phases', []) if p.get('kind') == 'recalibrate']
     if recal:
         last = recal[-1]

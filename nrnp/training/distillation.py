@@ -44,7 +44,7 @@ class DistillSetup:
       stable_kd: NeRN's log(p + 1e-4) form of the KL.
       use_features: compute the feature-map loss (teacher and student maps must match).
       mesh: optional mesh: kernel rows are split over its 'data' axis.
-      quantize: train through this storage rounding ('none', 'bf16', 'int8', 'int4').
+      quantize: train through this storage rounding (`core.quantize.Scheme`).
       batch_norm: what the student's BatchNorm normalises with: 'running' (the `Frozen`
         statistics) or 'batch' (each batch's own statistics, as in training).
     """
@@ -60,7 +60,7 @@ class DistillSetup:
     stable_kd: bool = True
     use_features: bool = True
     mesh: object = None
-    quantize: str = 'none'
+    quantize: quantize.Scheme = quantize.NONE
     batch_norm: str = 'running'
 
 

@@ -47,7 +47,7 @@ def _check_finite(ctx, config, metrics: dict, phase: Phase, index: int, step: in
     for name, value in metrics.items():
         value = float(value)
         if not np.isfinite(value):
-            section = 'reconstruct' if phase.kind == 'reconstruct' else 'distill'
+            section = {'quantize': 'predictor.quantize_'}.get(phase.kind, f'{phase.kind}.')
             lr = learning_rate(config, ctx.schedule, index, step)
             if ctx.temporary:
                 kept = 'no checkpoint is kept (a temporary workdir; pass a workdir to keep them)'
@@ -58,7 +58,7 @@ def _check_finite(ctx, config, metrics: dict, phase: Phase, index: int, step: in
                 kept = 'no checkpoint was written yet'
             raise NonFiniteError(
                 f'{phase.label}: non-finite {name} = {value} at step {step} of the phase '
-                f'(learning rate {lr:.3g}); {kept}. Lower {section}.learning_rate, or check '
+                f'(learning rate {lr:.3g}); {kept}. Lower {section}learning_rate, or check '
                 'the network and data for NaN or inf'
             )
 
@@ -142,7 +142,8 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
                 continue
             phase_ctx = _for_phase(ctx, phase)
             if phase.kind == 'recalibrate':
-                stats, record = recalibration.phase(phase_ctx, phase, carry.state, records)
+                seen = ctx.seen(phase.kind, carry.state.pparams)
+                stats, record = recalibration.phase(phase_ctx, phase, carry.state, seen, records)
                 carry = dataclasses.replace(carry, batch_stats=stats)
             else:
                 first = position['step'] if index == position['phase'] else 0
@@ -195,7 +196,7 @@ def _frozen(ctx, batch_stats):
 def _log_step(ctx, config, phase: Phase, index: int, k: int, state, metrics, clock, progress):
     _check_finite(ctx, config, metrics, phase, index, k)
     progress.update(k - clock.first, dict(metrics), force=True)
-    prefix = 'recon' if phase.kind == 'reconstruct' else 'distill'
+    prefix = {'reconstruct': 'recon'}.get(phase.kind, phase.kind)
     lr = learning_rate(config, ctx.schedule, index, k)
     ctx.metrics.write(
         int(state.step),
@@ -226,12 +227,13 @@ def _run_phase(ctx, config, phase, index, first, carry: Carry, tx, stop, save):
             _log_step(ctx, config, phase, index, k, state, clock.wait(metrics), clock, progress)
         if eval_every and k % eval_every == 0 and k < phase.steps:
             with clock.apart(evaluation=True):
-                evals.append({'step': k, 'top1': ctx.evaluate(state.pparams, carry.batch_stats)})
+                seen = ctx.seen(phase.kind, state.pparams)
+                evals.append({'step': k, 'top1': ctx.evaluate(seen, carry.batch_stats)})
             ctx.log(f'{phase.label} step {k}: eval/top1_reconstructed {_pct(evals[-1]["top1"])}')
             ctx.metrics.write(int(state.step), {'eval/top1_reconstructed': evals[-1]['top1']})
         if every and k % every == 0 and k < phase.steps:
             with clock.apart():
-                carry.batch_stats = ctx.recalibrate(state.pparams)
+                carry.batch_stats = ctx.recalibrate(ctx.seen(phase.kind, state.pparams))
             frozen = _frozen(ctx, carry.batch_stats)
         periodic = checkpoint_every and k % checkpoint_every == 0
         if k < phase.steps and (stop.requested or periodic):
@@ -246,8 +248,9 @@ def _run_phase(ctx, config, phase, index, first, carry: Carry, tx, stop, save):
     clock.wait(state)  # the steps still queued on the device are device time
     record = {'kind': phase.kind, 'round': phase.round, 'cycle': phase.cycle}
     record.update(steps=phase.steps, **clock.summary(phase.steps - first))
-    record['top1'] = ctx.evaluate(state.pparams, carry.batch_stats)
-    record['rmse'] = reconstruction.full_rmse(ctx.pmodel, state.pparams, ctx.problem)
+    seen = ctx.seen(phase.kind, state.pparams)
+    record['top1'] = ctx.evaluate(seen, carry.batch_stats)
+    record['rmse'] = reconstruction.full_rmse(ctx.pmodel, seen, ctx.problem)
     record['evals'] = evals
     if first:
         record['resumed_at'] = first

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nrnp.core import quantize
 from nrnp.data import threads
 from nrnp.training import distillation, reconstruction, sharding
 
@@ -47,7 +48,7 @@ def make_step(ctx, config, phase, first: int, problem, tx, state):
         shardings = jax.tree.map(lambda x: x.sharding, state)
         jit = functools.partial(jax.jit, donate_argnums=0, out_shardings=(shardings, None))
         keys = sharding.replicate(ctx.keys, ctx.mesh)
-    if phase.kind == 'reconstruct':
+    if phase.kind in ('reconstruct', 'quantize'):
         run = jit(
             functools.partial(
                 reconstruction.reconstruction_step,
@@ -56,7 +57,7 @@ def make_step(ctx, config, phase, first: int, problem, tx, state):
                 batch_size=min(config.reconstruct.batch_size, problem.target.shape[0]),
                 magnitude_fraction=config.reconstruct.magnitude_fraction,
                 mesh=ctx.mesh,
-                quantize_mode=ctx.reconstruct_quantize,
+                scheme=ctx.scheme if phase.kind == 'quantize' else quantize.NONE,
             )
         )
         return run, lambda k, frozen: (problem, keys['reconstruct'])

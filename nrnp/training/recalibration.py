@@ -155,22 +155,23 @@ def _pct(value) -> str:
     return '-' if value is None else f'{value:.2f} %'
 
 
-def phase(ctx, phase, state, records: list) -> tuple[dict, dict]:
+def phase(ctx, phase, state, pparams, records: list) -> tuple[dict, dict]:
     """A 'recalibrate' phase of the loop: (new batch_stats, its record).
 
     Args:
       ctx: the loop's `Context` (`recalibrate`, `evaluate`, `recalibration`, log, metrics).
       phase: the `schedule.Phase`.
-      state: the `PredictorState` whose rebuilt network is re-estimated.
+      state: the run's `PredictorState` (its step numbers the metrics).
+      pparams: the predictor whose rebuilt network is re-estimated (`Context.seen`).
       records: the run's records so far (the last one measured the statistics held so far).
 
     The record has the top-1 before (the last record's) and after, and the seconds the
     re-estimation took (evaluation excluded).
     """
     start = time.time()
-    stats = jax.block_until_ready(ctx.recalibrate(state.pparams))
+    stats = jax.block_until_ready(ctx.recalibrate(pparams))
     seconds = time.time() - start
-    top1 = ctx.evaluate(state.pparams, stats)
+    top1 = ctx.evaluate(pparams, stats)
     before = records[-1]['top1'] if records else None
     info = ctx.recalibration
     ctx.metrics.write(int(state.step), {'eval/top1_recalibrated': top1})

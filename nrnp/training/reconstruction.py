@@ -6,7 +6,8 @@
 
 Only the step's batch of kernels is predicted: the loss and its gradient need
 nothing else, so a reconstruction step costs one MLP pass over `batch_size` rows.
-`quantize_mode` fits the fake-quantized predictor (straight-through gradient, `core.quantize`).
+`scheme` fits the predictor as stored (fake-quantized, straight-through gradient,
+`core.quantize`): the 'quantize' phase's step.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def reconstruction_step(
     batch_size: int,
     magnitude_fraction: float = 0.2,
     mesh=None,
-    quantize_mode: str = 'none',
+    scheme: quantize.Scheme = quantize.NONE,
 ):
     """One reconstruction update on a magnitude-oriented batch of kernels.
 
@@ -123,7 +124,7 @@ def reconstruction_step(
       batch_size: kernels per gradient batch.
       magnitude_fraction: share of magnitude-sampled batches.
       mesh: optional mesh; the kernel batch is split over its 'data' axis.
-      quantize_mode: fit through this storage rounding ('none', 'bf16', 'int8', 'int4').
+      scheme: fit through this storage rounding (`core.quantize.Scheme`; NONE: float).
 
     Returns:
       (new state, {'recon/loss': batch RMSE}).
@@ -137,7 +138,7 @@ def reconstruction_step(
     x, y, m = problem.encoded[idx], problem.target[idx], problem.mask[idx]
 
     def loss_fn(pparams):
-        pparams = quantize.fake_quantize_tree(pparams, quantize_mode)  # identity for 'none'
+        pparams = quantize.fake_quantize_tree(pparams, scheme)  # identity for NONE
         return losses.reconstruction_loss(model.apply({'params': pparams}, x), y, m)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.pparams)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from nrnp.core import predictor
+import jax
+
+from nrnp.core import predictor, quantize
 from nrnp.training import distillation, reconstruction, sharding
 
 
@@ -36,7 +38,9 @@ class Context:
       device_batches: `device_data.DeviceBatches` when the distillation images are drawn
         on the device (then `batches` is unused).
       schedule: the run's phases (set by `run_schedule`).
-      reconstruct_quantize: reconstruction fits the predictor fake-quantized this way.
+      scheme: how the artefact stores the predictor (`core.quantize.Scheme`): the
+        'quantize' and distillation phases train through it, and every phase but
+        reconstruction evaluates and re-estimates the network it rebuilds (`stored_view`).
       batch_stats: the target's stored BatchNorm statistics (None: it has none).
       recalibrate: `pparams -> batch_stats` re-estimated for the rebuilt network
         ('recalibrate' phases, `recalibrate.every`), or None.
@@ -60,12 +64,19 @@ class Context:
     metrics: object = None
     device_batches: object = None
     schedule: list = dataclasses.field(default_factory=list)
-    reconstruct_quantize: str = 'none'
+    scheme: quantize.Scheme = quantize.NONE
     batch_stats: dict | None = None
     recalibrate: Callable | None = None
     recalibration: dict = dataclasses.field(default_factory=dict)
     temporary: bool = False
     saved: dict = dataclasses.field(default_factory=dict)
+
+    def seen(self, kind: str, pparams):
+        """The predictor a phase of `kind` is measured as: as trained for reconstruction,
+        else as the artefact stores it (`scheme`; the same params for float storage)."""
+        if kind == 'reconstruct' or self.scheme.mode == 'none':
+            return pparams
+        return _stored(pparams, self.scheme)
 
 
 @dataclasses.dataclass
@@ -101,3 +112,6 @@ class Carry:
             sharding.replicate(self.round_target, mesh),
             stats,
         )
+
+
+_stored = jax.jit(quantize.fake_quantize_tree, static_argnums=1)

@@ -2,6 +2,7 @@
 
 schedule = build_schedule(config)          # [Phase(kind, steps, round, cycle, hidden), ...]
 tx = optimizer(config, schedule, index)    # optim.phase_switch: one optimizer per phase kind
+                                           #   (reconstruct, quantize, distill)
 
 Each reconstruction round has its own steps and predictor width
 (`reconstruct.round_steps`, `reconstruct.round_hidden`); distillation trains the last
@@ -16,10 +17,14 @@ import dataclasses
 
 from nrnp.training import optim
 
+QUANTIZE_FINAL = 0.01  # the quantize phase's cosine ends at this fraction of its peak
+
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-    kind: str  # 'reconstruct' | 'distill' | 'recalibrate' (BatchNorm re-estimation, 0 steps)
+    # 'reconstruct' | 'quantize' (fine-tuning through the stored rounding) | 'distill' |
+    # 'recalibrate' (BatchNorm re-estimation, 0 steps)
+    kind: str
     steps: int
     round: int = 1  # reconstruction round within its cycle (1-based)
     cycle: int = 1
@@ -31,12 +36,12 @@ class Phase:
             return f'reconstruct c{self.cycle} round {self.round}'
         if self.kind == 'recalibrate':
             return f'recalibrate c{self.cycle} after {self.after}'
-        return f'distill c{self.cycle}'
+        return f'{self.kind} c{self.cycle}'
 
     @property
     def after(self) -> str:
-        """What a 'recalibrate' phase follows: 'round R' or 'distill'."""
-        return 'distill' if self.round == 0 else f'round {self.round}'
+        """What a 'recalibrate' phase follows: 'round R', 'quantize' or 'distill'."""
+        return {0: 'distill', -1: 'quantize'}.get(self.round, f'round {self.round}')
 
 
 def split_steps(total_steps: int, rounds: int) -> list[int]:
@@ -80,12 +85,19 @@ def final_hidden(config) -> int:
     return int(rounds_of(config)[-1][1])
 
 
-def build_schedule(config, batch_norm: bool = True) -> list[Phase]:
-    """`cycles` x (reconstruction rounds, then distillation), skipping empty phases, with
-    'recalibrate' phases where `recalibrate.when` puts them (`recalibrate.images` > 0 and
-    `batch_norm`: the target has BatchNorm statistics).
+def quantize_steps(config) -> int:
+    """Steps of a cycle's 'quantize' phase: `predictor.quantize_steps` for an int mode."""
+    p = config.predictor
+    return p.quantize_steps if p.quantize not in ('none', 'bf16') else 0
 
-    A 'recalibrate' phase has 0 steps and the round it follows (0: after distillation).
+
+def build_schedule(config, batch_norm: bool = True) -> list[Phase]:
+    """`cycles` x (reconstruction rounds, the 'quantize' phase, distillation), skipping empty
+    phases, with 'recalibrate' phases where `recalibrate.when` puts them
+    (`recalibrate.images` > 0 and `batch_norm`: the target has BatchNorm statistics).
+
+    A 'recalibrate' phase has 0 steps and the round it follows (0: after distillation,
+    -1: after the quantize phase, which takes the last round's place).
     """
     if config.cycles < 1:
         raise ValueError(f'cycles must be >= 1, got {config.cycles}')
@@ -96,18 +108,23 @@ def build_schedule(config, batch_norm: bool = True) -> list[Phase]:
             'give reconstruct.round_hidden one width, or cycles=1'
         )
     when = config.recalibrate.when if config.recalibrate.images and batch_norm else 'never'
-    phases = []
+    after_rounds = when in ('reconstruct', 'both')
+    fine_tune, phases = quantize_steps(config), []
     for cycle in range(1, config.cycles + 1):
         for r, (steps, hidden) in enumerate(rounds):
             if steps:
                 phases.append(Phase('reconstruct', steps, r + 1, cycle, hidden))
-                if when in ('reconstruct', 'both'):
+                if after_rounds and (r + 1 < len(rounds) or not fine_tune):
                     phases.append(Phase('recalibrate', 0, r + 1, cycle, hidden))
         hidden = final_hidden(config)
+        if fine_tune:
+            phases.append(Phase('quantize', fine_tune, 1, cycle, hidden))
+            if after_rounds:
+                phases.append(Phase('recalibrate', 0, -1, cycle, hidden))
         if config.distill.steps:
             phases.append(Phase('distill', config.distill.steps, 1, cycle, hidden))
         if when in ('distill', 'both') and phases and phases[-1].kind != 'recalibrate':
-            after = 0 if config.distill.steps else len(rounds)
+            after = 0 if config.distill.steps else (-1 if fine_tune else len(rounds))
             phases.append(Phase('recalibrate', 0, after, cycle, hidden))
     return phases
 
@@ -131,6 +148,10 @@ def _optimizer(section, steps: int):
     )
 
 
+def _kind_steps(schedule: list[Phase], kind: str) -> int:
+    return max(sum(p.steps for p in schedule if p.kind == kind), 1)
+
+
 def restarts(config, phase: Phase) -> bool:
     """Whether `phase` starts its kind's optimizer (and learning-rate schedule) afresh.
 
@@ -144,13 +165,13 @@ def restarts(config, phase: Phase) -> bool:
 def _span(config, schedule: list[Phase], index: int) -> int:
     """Length of the cosine that phase `index`'s optimizer follows.
 
-    Distillation: all distillation steps of the run. Reconstruction: the steps from the
-    round's last restart (`restarts`) to the next one (one round, unless round 1 of a
-    later cycle continues without restart_each_round).
+    Distillation and quantize phases: all steps of their kind in the run. Reconstruction:
+    the steps from the round's last restart (`restarts`) to the next one (one round,
+    unless round 1 of a later cycle continues without restart_each_round).
     """
     phase = schedule[index]
     if phase.kind != 'reconstruct':
-        return max(sum(p.steps for p in schedule if p.kind == 'distill'), 1)
+        return _kind_steps(schedule, phase.kind)
     recon = [i for i, p in enumerate(schedule) if p.kind == 'reconstruct']
     at = recon.index(index)
     start = at
@@ -173,6 +194,10 @@ def learning_rate(config, schedule: list[Phase], index: int, step: int) -> float
             count += earlier.steps
             if restarts(config, earlier):
                 break
+    if phase.kind == 'quantize':
+        lr = config.predictor.quantize_learning_rate
+        fn = optim.cosine_schedule(lr, _span(config, schedule, index), lr * QUANTIZE_FINAL)
+        return float(fn(count))
     section = config.reconstruct if phase.kind == 'reconstruct' else config.distill
     fn = optim.cosine_schedule(
         section.learning_rate,
@@ -193,10 +218,20 @@ def optimizer(config, schedule: list[Phase], index: int | None) -> optim.PhaseSw
     recon_span = 1
     if index is not None and schedule[index].kind == 'reconstruct':
         recon_span = _span(config, schedule, index)
-    distill_span = max(sum(p.steps for p in schedule if p.kind == 'distill'), 1)
+    lr = config.predictor.quantize_learning_rate
     return optim.phase_switch(
         {
             'reconstruct': _optimizer(config.reconstruct, recon_span),
-            'distill': _optimizer(config.distill, distill_span),
+            # Adam from the float predictor; the cosine ends at QUANTIZE_FINAL of the peak.
+            'quantize': optim.make_optimizer(
+                'adam',
+                steps=_kind_steps(schedule, 'quantize'),
+                learning_rate=lr,
+                b1=0.9,
+                b2=0.999,
+                eps=1e-8,
+                final_learning_rate=lr * QUANTIZE_FINAL,
+            ),
+            'distill': _optimizer(config.distill, _kind_steps(schedule, 'distill')),
         }
     )
