@@ -11,8 +11,16 @@ kernels nrnp's predictor would represent (`kernels.sizes=(1, 3)`, every 3x3 and 
 conv) and evaluates the result on the same JPEG CIFAR-10 test images as the CLI
 (`--test_limit=N`: the CLI's seeded, class-balanced subset of N images):
 
-  ptq8, ptq4, ptq3  symmetric per-output-channel quantisation to 8 / 4 / 3 bits (round
-               to nearest, scale max|w| / (2^(b-1) - 1), no calibration data)
+  fp16         every leaf of the network cast to float16 (stored bytes: half of fp32)
+  ptq8, ptq4, ptq3, ptq2  symmetric per-output-channel quantisation to 8 / 4 / 3 / 2 bits
+               (round to nearest, scale max|w| / (2^(b-1) - 1), no calibration data),
+               bytes as raw packed codes with float32 scales and float32 copied leaves
+  cq8..cq2     the same per output channel, stored the way nrnp stores its predictor
+               (`core.quantize`, group 0): a float16 column scale times the multiplier
+               of least squared error (MSE-optimal clipping), codes entropy-coded with
+               nrnp's rANS coder (`artifact.coding`), copied leaves float16
+  gq4, gq3, gq2  per group of 16 inputs (the HWIO kernel as [kh*kw*in, out]), otherwise
+               as cq: nrnp's int storage with `quantize_group=16`, coded, float16 copies
   prune50/70/90  magnitude pruning, per layer: the smallest |w| of each conv set to zero
   gprune50/70/90 magnitude pruning, global: one |w| threshold over all those convs
 No baseline is fine-tuned on data (nrnp's distillation trains on images). Every row also
@@ -58,9 +66,20 @@ from nrnp.pipeline import problem  # noqa: E402
 CHECKPOINTS = cifar_targets.CHECKPOINTS
 METHODS = (
     'original',
+    'fp16',
     'ptq8',
     'ptq4',
     'ptq3',
+    'ptq2',
+    'cq8',
+    'cq6',
+    'cq5',
+    'cq4',
+    'cq3',
+    'cq2',
+    'gq4',
+    'gq3',
+    'gq2',
     'prune50',
     'prune70',
     'prune90',
@@ -93,6 +112,38 @@ def quantize_per_channel(w: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     codes = np.clip(np.round(w / scale), -levels, levels)
     stored = math.ceil(w.size * bits / 8) + 4 * w.shape[-1]
     return (codes * scale).astype(w.dtype), stored
+
+
+def stored_like_nrnp(flat: dict, represented: set, method: str) -> tuple[dict, dict]:
+    """`fp16`, `cqB` and `gqB` (module docstring): the rewritten variables and byte counts.
+
+    cq/gq kernels become nrnp int leaves (`core.quantize.quantize_leaf` of the kernel as
+    `[kh*kw*in, out]`), counted as nrnp's version 4 predictor blob counts them (float16
+    column scales, then codes and multipliers coded, `artifact.storage.pack_predictor`);
+    every other leaf is stored as float16.
+    """
+    from nrnp.artifact import storage
+    from nrnp.core import quantize
+
+    half = lambda v: v.astype(np.float16).astype(v.dtype) if v.dtype == np.float32 else v
+    out = {path: half(v) for path, v in flat.items()}
+    sizes = {
+        'original_bytes': sum(v.nbytes for v in flat.values()),
+        'original_conv_bytes': sum(v.nbytes for p, v in flat.items() if p in represented),
+        'copied_bytes': sum(v.nbytes // 2 for p, v in flat.items() if p not in represented),
+    }
+    if method == 'fp16':
+        sizes['conv_bytes'] = sizes['original_conv_bytes'] // 2
+    else:
+        scheme = quantize.Scheme(f'int{method[2:]}', 16 if method[0] == 'g' else 0)
+        leaves = {}
+        for path in represented:
+            w = flat[path]
+            leaves[path] = quantize.quantize_leaf(w.reshape(-1, w.shape[-1]), scheme)
+            out[path] = quantize.dequantize_leaf(leaves[path]).reshape(w.shape)
+        sizes['conv_bytes'] = int(storage.pack_predictor(leaves, 4)[0].nbytes)
+    sizes['stored_bytes'] = sizes['conv_bytes'] + sizes['copied_bytes']
+    return trees.unflatten(out), sizes
 
 
 def sparse_bytes(size: int, nnz: int) -> int:
@@ -133,6 +184,8 @@ def apply_method(variables: dict, represented: set, method: str) -> tuple[dict, 
       original_conv_bytes for all leaves and the represented ones as they are.
     """
     flat = trees.flatten_variables(variables)
+    if method == 'fp16' or method[:2] in ('cq', 'gq'):
+        return stored_like_nrnp(flat, represented, method)
     if method.startswith('gprune'):
         threshold = global_threshold([flat[p] for p in represented], int(method[6:]) / 100)
     out, conv_bytes = {}, 0

@@ -150,20 +150,18 @@ def test_foreign_truncated_and_wrong_version_files_raise(saved, tmp_path, monkey
     assert not (tmp_path / 'evil').exists()  # nothing was unpickled
 
 
-@pytest.mark.parametrize('mode', ['bf16', 'int8', 'int4'])
-def test_quantized_predictor_round_trip(compressed, tmp_path, mode):
+@pytest.mark.parametrize('mode,group', [('bf16', 16), ('int8', 16), ('int5', 5), ('int4', 0)])
+def test_quantized_predictor_round_trip(compressed, tmp_path, mode, group):
     model, variables, comp = compressed
     fp32 = comp.predictor_params
-    quant = dataclasses.replace(
-        comp,
-        predictor_settings={**comp.predictor_settings, 'quantize': mode},
-        predictor_storage=None,
-    )
-    assert quant.quantize == mode
-    expected = quantize.dequantize_tree(quantize.quantize_tree(fp32, mode))
+    settings = {**comp.predictor_settings, 'quantize': mode, 'quantize_group': group}
+    quant = dataclasses.replace(comp, predictor_settings=settings, predictor_storage=None)
+    scheme = quantize.Scheme(mode, group)
+    assert quant.quantize == mode and quant.scheme == scheme
+    expected = quantize.dequantize_tree(quantize.quantize_tree(fp32, scheme))
     jax.tree.map(np.testing.assert_array_equal, quant.predictor_params, expected)
     loaded = nrnp.load(quant.save(tmp_path / f'{mode}.nrnp'))
-    assert loaded.quantize == mode and loaded.predictor_settings['quantize'] == mode
+    assert loaded.quantize == mode and loaded.scheme == scheme
     jax.tree.map(np.testing.assert_array_equal, loaded.predictor_params, expected)
     # the rebuild is the dequantized predictor's, exactly
     pparams = jax.tree.map(jnp.asarray, expected)
@@ -176,27 +174,92 @@ def test_quantized_predictor_round_trip(compressed, tmp_path, mode):
     # sizes: the predictor part shrinks as the storage says
     sizes, full = loaded.size_report(), comp.size_report()
     flat = flatten_variables(fp32)
-    kernel_params = sum(v.size for v in flat.values() if v.ndim == 2)
+    kernels_ = [v for v in flat.values() if v.ndim == 2]
     bias_params = sum(v.size for v in flat.values() if v.ndim == 1)
-    scales = sum(v.shape[-1] for v in flat.values() if v.ndim == 2)
-    want = {
-        'bf16': 2 * (kernel_params + bias_params),
-        'int8': kernel_params + 4 * scales + 4 * bias_params,
-        'int4': sum((v.size + 1) // 2 for v in flat.values() if v.ndim == 2)
-        + 4 * scales
-        + 4 * bias_params,
-    }[mode]
-    assert (
-        sizes['predictor_bytes'] == want < full['predictor_bytes'] == 4 * sizes['predictor_params']
-    )
+    if mode == 'bf16':
+        assert sizes['predictor_bytes'] == 2 * sum(v.size for v in flat.values())
+        assert sizes['predictor_coding'] == 'none'
+    else:
+        bits = int(mode[3:])
+        groups = sum(quantize.num_groups(v.shape[0], group) * v.shape[1] for v in kernels_)
+        packed = sum(-(-v.size * bits // 8) for v in kernels_) + -(-groups * 4 // 8)
+        floats = 2 * sum(v.shape[1] for v in kernels_) + 2 * bias_params  # float16
+        assert sizes['predictor_codes_raw_bytes'] == packed
+        assert sizes['predictor_codes_bytes'] <= packed
+        assert sizes['predictor_bytes'] == floats + sizes['predictor_codes_bytes']
+        assert sizes['predictor_coding'] in ('ans', 'packed')
+    assert sizes['predictor_bytes'] < full['predictor_bytes'] == 4 * sizes['predictor_params']
     assert sizes['artifact_bytes'] == (tmp_path / f'{mode}.nrnp').stat().st_size
     assert sizes['quantize'] == mode and sizes['artifact_ratio'] == sizes['disk_ratio']
+
+
+def test_float16_copied_leaves_are_what_the_file_holds(compressed, tmp_path):
+    model, variables, comp = compressed
+    leaves = [
+        dataclasses.replace(leaf, stored='' if leaf.represented else 'float16')
+        for leaf in comp.leaves
+    ]
+    half = dataclasses.replace(comp, leaves=leaves, copied=dict(comp.copied))
+    half.__post_init__()
+    for path, value in half.copied.items():
+        assert value.dtype == np.float32
+        np.testing.assert_array_equal(value, comp.copied[path].astype(np.float16))
+    loaded = nrnp.load(half.save(tmp_path / 'half.nrnp'))
+    assert loaded.minimum_version() == 4
+    jax.tree.map(np.testing.assert_array_equal, loaded.reconstruct(), half.reconstruct())
+    sizes = loaded.size_report()
+    assert sizes['copied_bytes'] == comp.size_report()['copied_bytes'] // 2
+
+
+def test_a_damaged_coded_stream_is_an_artifact_error(compressed, tmp_path):
+    model, variables, comp = compressed
+    settings = {**comp.predictor_settings, 'quantize': 'int4'}
+    rng = np.random.default_rng(0)  # a predictor large enough for coding to pay
+    pparams = {'dense0': {'kernel': rng.standard_normal((64, 96)).astype(np.float32)}}
+    good = dataclasses.replace(
+        comp, predictor_settings=settings, predictor_storage=None, predictor_params=pparams
+    )
+    path = good.save(tmp_path / 'good.nrnp')
+    assert good.size_report()['predictor_coding'] == 'ans'
+
+    def flip(members, header):
+        blob = members['predictor'].copy()
+        blob[-3] ^= 0x40  # inside the coded words (the zip CRC is rewritten by savez)
+        members['predictor'] = blob
+
+    bad = _rewrite(path, tmp_path / 'bad.nrnp', flip)
+    with pytest.raises(nrnp.ArtifactError, match='damaged') as info:
+        nrnp.load(bad)
+    assert str(bad) in str(info.value)
+
+
+@pytest.mark.parametrize('mode', ['int4', 'int8'])
+def test_files_of_nrnp_0_2_still_load(mode, tmp_path):
+    """tests/data/nrnp02_*: written by nrnp 0.2 (format 2, one float32 scale per column)
+    for the smallcnn of the `compressed` fixture; the sums were printed when they were made."""
+    path = os.path.join(os.path.dirname(__file__), 'data', f'nrnp02_smallcnn_{mode}.nrnp')
+    loaded = nrnp.load(path)
+    assert loaded.quantize == mode and loaded.scheme == quantize.Scheme(mode, 0)
+    assert {leaf.storage for leaf in loaded.predictor_storage.values()} == {mode, 'float32'}
+    total = sum(np.asarray(x, np.float64).sum() for x in jax.tree.leaves(loaded.predictor_params))
+    assert total == {'int4': -5.2935943538323045, 'int8': -5.5276375889079645}[mode]
+    model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
+    variables = random_variables(model, (1, 8, 8, 1))
+    rebuilt = loaded.reconstruct()
+    for path_, value in flatten_variables(variables).items():
+        assert rebuilt[path_[0]][path_[1]][path_[2]].shape == value.shape
+        if path_[0] == 'batch_stats' or 'bias' in path_[-1] or 'Dense' in path_[1]:
+            np.testing.assert_array_equal(
+                rebuilt[path_[0]][path_[1]][path_[2]], value, err_msg=str(path_)
+            )
+    again = nrnp.load(loaded.save(tmp_path / 'again.nrnp'))  # re-saved as version 2
+    jax.tree.map(np.testing.assert_array_equal, again.reconstruct(), rebuilt)
 
 
 def _write_version_1(comp, path):
     """`comp` in format version 1 (nrnp <= a75393a): a plain JSON header and one npz member
     per array: `copied/<leaf index>`, float32 `predictor/<i>`, index arrays `ordering/<l>`."""
-    header = {k: v for k, v in comp._header().items() if k != 'ordering_codec'}
+    header = {k: v for k, v in comp._header(2, 'none').items() if k != 'ordering_codec'}
     header['version'] = 1
     header['predictor'] = {k: v for k, v in header['predictor'].items() if k != 'quantize'}
     leaves = header['predictor_leaves'] = [

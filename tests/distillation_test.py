@@ -100,6 +100,7 @@ def test_distillation_step_reduces_kd_to_the_original_network():
 
 @pytest.mark.parametrize('mode', ['int8', 'int4'])
 def test_quantize_aware_steps_see_the_stored_predictor_and_pass_gradients_straight(mode):
+    scheme = quantize.Scheme(mode, 16)
     model = models.SmallCNN(num_classes=4, widths=(4, 8, 8))
     variables = models.init_variables(model, (1, 8, 8, 1), seed=0)
     layout = kernels.kernel_layout(variables['params'], kernels.select_kernels())
@@ -115,7 +116,7 @@ def test_quantize_aware_steps_see_the_stored_predictor_and_pass_gradients_straig
     pmodel = predictor.Predictor(hidden=16, layers=3)
     pparams = predictor.init_predictor(pmodel, 6, 0)
     stored = jax.tree.map(
-        jnp.asarray, quantize.dequantize_tree(quantize.quantize_tree(pparams, mode))
+        jnp.asarray, quantize.dequantize_tree(quantize.quantize_tree(pparams, scheme))
     )
     frozen = distillation.Frozen(variables['params'], variables['batch_stats'], variables)
     images = jnp.asarray(np.random.default_rng(1).normal(size=(8, 8, 8, 1)), jnp.float32)
@@ -129,8 +130,8 @@ def test_quantize_aware_steps_see_the_stored_predictor_and_pass_gradients_straig
             'distill/kd'
         ]
 
-    aware, grads = jax.jit(jax.value_and_grad(lambda p: kd(p, mode)))(pparams)
-    plain, plain_grads = jax.jit(jax.value_and_grad(lambda p: kd(p, 'none')))(stored)
+    aware, grads = jax.jit(jax.value_and_grad(lambda p: kd(p, scheme)))(pparams)
+    plain, plain_grads = jax.jit(jax.value_and_grad(lambda p: kd(p, quantize.NONE)))(stored)
     assert float(aware) == float(plain)  # the forward pass is the stored predictor's
     jax.tree.map(np.testing.assert_array_equal, grads, plain_grads)  # identity through rounding
 
@@ -141,11 +142,11 @@ def test_quantize_aware_steps_see_the_stored_predictor_and_pass_gradients_straig
             model=pmodel,
             tx=optax.sgd(1.0),
             batch_size=32,
-            quantize_mode=m,
+            scheme=m,
         )
         return step(state, problem, key)
 
-    (moved, loss), (plain_moved, plain_loss) = recon(pparams, mode), recon(stored, 'none')
+    (moved, loss), (plain_moved, plain_loss) = recon(pparams, scheme), recon(stored, quantize.NONE)
     assert float(loss['recon/loss']) == float(plain_loss['recon/loss'])
     update = jax.tree.map(lambda a, b: a - b, moved.pparams, pparams)  # SGD(1): -gradient
     plain_update = jax.tree.map(lambda a, b: a - b, plain_moved.pparams, stored)

@@ -172,7 +172,7 @@ def _parts_v1(path, header, members, leaves, layers):
     stored = {}
     for i, x in enumerate(header['predictor_leaves']):
         value = _member(path, members, f'predictor/{i}', x['shape'], x['dtype'])
-        stored[tuple(x['path'])] = quantize.quantize_leaf(value, 'none')
+        stored[tuple(x['path'])] = quantize.quantize_leaf(value, quantize.NONE)
     positions = []
     if header['ordering'] != 'none':
         for i, layer in enumerate(layers):
