@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from nrnp import errors, files
+from nrnp import errors, files, signals
 from nrnp.core import kernels
 from nrnp.data.dataset import balanced_subset, check_same_classes
 from nrnp.errors import ConfigError, DataError
@@ -85,6 +85,7 @@ def run(
     workdir = os.path.abspath(workdir)
     fingerprint = workdirs.fingerprint(config, run_inputs.input_identities(config))
     claim = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='cli')
+    signals.claimed()  # from here a signal inside an import waits for it: files to unwind
     try:
         return _run(config, workdir, echo, claim, start)
     finally:
