@@ -108,7 +108,7 @@ def _run(config, workdir: str, echo, claim, start: float) -> dict:
         log(f'removed what an interrupted run left: {", ".join(claim.removed[:5])}')
 
     test = run_inputs.load_split(
-        config, config.data.test_split, workdir, crops=config.data.eval_crop == 'center'
+        config, config.data.test_split, workdir, crops=config.data.eval_crop == 'center', log=log
     )
     if config.data.test_limit:
         test = balanced_subset(test, config.data.test_limit, config.seed)
@@ -130,7 +130,9 @@ def _run(config, workdir: str, echo, claim, start: float) -> dict:
     resized = config.data.augment == 'random_resized_crop'  # the only one for mixed sizes
 
     def train_split():
-        train = run_inputs.load_split(config, config.data.train_split, workdir, crops=resized)
+        train = run_inputs.load_split(
+            config, config.data.train_split, workdir, crops=resized, log=log
+        )
         check_same_classes(
             (config.data.train_split, train.class_names),
             (config.data.test_split, test.class_names),
