@@ -202,7 +202,7 @@ def state_dict_to_variables(
     if layout == 'auto':
         layout = layouts.detect_layout(state_dict, expected)
     state_dict = layouts.from_layout(state_dict, layout)
-    missing, mismatched, used, bad = [], [], set(), []
+    missing, mismatched, used, bad, pairs = [], [], set(), [], []
 
     def convert(path, leaf):
         key, flax_path = _torch_key(path), jax.tree_util.keystr(path, simple=True, separator='/')
@@ -212,6 +212,7 @@ def state_dict_to_variables(
         used.add(key)
         value = np.asarray(state_dict[key])
         if value.shape != expected[key]:
+            pairs.append((value.shape, expected[key]))
             mismatched.append(
                 f'shape mismatch: {flax_path} <- {key}: checkpoint {value.shape}, expected '
                 f'{expected[key]} (flax {tuple(leaf.shape)})'
@@ -224,16 +225,20 @@ def state_dict_to_variables(
     variables = jax.tree.map_with_path(convert, template)
     unexpected = [f'unexpected: {k} {np.shape(state_dict[k])}' for k in state_dict if k not in used]
     if missing or mismatched or unexpected:
+        total = len(missing) + len(mismatched) + len(unexpected)
         counts = (
-            f'{len(missing) + len(mismatched) + len(unexpected)} problems: {len(missing)} '
-            f'missing, {len(unexpected)} unexpected, {len(mismatched)} shape mismatches'
+            f'{total} problem{"s" if total != 1 else ""}: {len(missing)} missing, '
+            f'{len(unexpected)} unexpected, {len(mismatched)} shape '
+            f'mismatch{"es" if len(mismatched) != 1 else ""}'
         )
         renamed = layout not in ('nrnp', 'akamaster')
         read_as = f', keys read in the {layout} layout' if renamed else ''
         lines = _summary('missing', missing) + _summary('shape mismatches', mismatched)
         lines += _summary('unexpected', unexpected)
         found = layouts.describe({k: np.shape(v) for k, v in state_dict.items()})
-        lines += [h] if (h := layouts.hint(found, layouts.describe(expected), flags)) else []
+        arch = layouts.describe(expected)
+        hints = [layouts.hint(found, arch, flags), layouts.width_hint(pairs, arch, flags)]
+        lines += [h for h in hints if h]
         raise CheckpointError(
             f'state dict does not match the model ({counts}{read_as}):\n  ' + '\n  '.join(lines)
         )
