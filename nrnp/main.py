@@ -110,12 +110,12 @@ def main(argv: list[str]) -> int:
         _print_fields()
         return 0
     config, workdir, overwrite, default = _parse([argv[0], *(a for a in args if a != '--debug')])
+    signals.set_workdir(os.path.abspath(workdir))  # the exit line names its last checkpoint
     from nrnp.pipeline import environment, fetching, locks, validation
 
     validation.check(config, style='cli')
     environment.check_locale([*args, os.path.abspath(workdir)])
     locks.check_location(workdir, locks.location_fix('cli', default))  # leaves nothing
-    signals.set_workdir(os.path.abspath(workdir))
     if not environment.multi_process_launch():  # refused before paying for JAX's import
         locks.refuse_if_held(workdir)
     fetching.fetch_inputs(config, log=lambda message: print(message, flush=True))
