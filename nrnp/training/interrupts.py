@@ -48,8 +48,9 @@ class Stop:
             self.requested = _NAMES.get(signum, str(signum))
             signals.request(self.requested)
             self.log(
-                f'{self.requested}: writing a checkpoint at the next step, then exiting '
-                '(Ctrl-C again to exit at once)'
+                f'{self.requested}: writing a checkpoint at the next step, then exiting (work '
+                'between steps stops sooner, keeping the last checkpoint; Ctrl-C again to exit '
+                'at once)'
             )
 
 
