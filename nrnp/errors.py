@@ -8,9 +8,9 @@ Every expected failure is an `NrnpError`: bad input (config, checkpoint, data, w
 artefact, download, a disk that is read-only or full) exits with status 2, a run that
 fails on its own (non-finite values) with 1, and a run stopped by SIGTERM or SIGINT with
 75 (EX_TEMPFAIL: "run the same command again"). The bad-input errors also subclass
-`ValueError`, so code written against the older `ValueError`s keeps working. `Interrupted`
-is not an `NrnpError` but a `KeyboardInterrupt`: the command line raises it from its
-SIGTERM handler, so SIGTERM unwinds a run (cleaning up temporary files) like Ctrl-C.
+`ValueError`, so code written against the older `ValueError`s keeps working. A signal
+outside the training loop is not an `NrnpError` but a KeyboardInterrupt
+(`nrnp.signals.Interrupted` for SIGTERM), so it unwinds a run like Ctrl-C.
 """
 
 from __future__ import annotations
@@ -76,18 +76,6 @@ class Preempted(NrnpError):
     """SIGTERM or SIGINT stopped the run after its checkpoint was written."""
 
     exit_code = EXIT_PREEMPTED
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM outside the training loop: raised by the command line's signal handler.
-
-    Attributes:
-      signal_name: 'SIGTERM' (a plain KeyboardInterrupt is Ctrl-C, SIGINT).
-    """
-
-    def __init__(self, signal_name: str = 'SIGTERM'):
-        super().__init__(signal_name)
-        self.signal_name = signal_name
 
 
 # ---------------------------------------------------------------- disks and places

@@ -4,6 +4,8 @@ atomic_write('/w/report.json', text)   # readers see the old file or the new one
 digest = sha256_file(path)             # hex sha256, read in 1 MiB chunks
 root = cache_dir()                     # $NRNP_CACHE, $XDG_CACHE_HOME/nrnp or ~/.cache/nrnp
 remove_stale('/w/cache', '[.]tmp$')    # what an interrupted write left behind
+aside = set_aside('/w/teacher')         # a damaged file or directory, renamed, never deleted
+seal('/w/teacher'); problem = verify('/w/teacher')   # '' when its files match CHECKSUMS
 
 Text nrnp writes is UTF-8 whatever the locale (`ENCODING`; a path the locale cannot
 decode keeps its bytes through `surrogateescape`).
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
+import time
 
 ENCODING = {'encoding': 'utf-8', 'errors': 'surrogateescape'}  # for text-mode open()
 
@@ -82,3 +86,67 @@ def remove_stale(directory: str, pattern: str) -> list[str]:
             with contextlib.suppress(OSError):
                 os.remove(path)
     return names
+
+
+def set_aside(path: str) -> str:
+    """Renames a damaged file or directory to `<path>.corrupt-<time>`; the new path.
+
+    Kept for inspection, never deleted.
+
+    Raises:
+      OSError: it cannot be renamed (a read-only directory).
+    """
+    aside = base = f'{path}.corrupt-{time.strftime("%Y%m%d-%H%M%S")}'
+    count = 1
+    while os.path.lexists(aside):
+        count += 1
+        aside = f'{base}-{count}'
+    os.replace(path, aside)
+    return aside
+
+
+CHECKSUMS = 'nrnp_checksums.json'  # in a directory: the sha256 of its other files
+
+
+def checksums(directory: str) -> dict[str, str]:
+    """{path relative to `directory`: hex sha256} of every file under it but CHECKSUMS."""
+    out = {}
+    for root, dirs, names in os.walk(directory):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, directory)
+            if relative != CHECKSUMS:
+                out[relative] = sha256_file(path)
+    return out
+
+
+def seal(directory: str) -> None:
+    """Writes `directory/CHECKSUMS`: the sha256 of every file under it (atomically, last)."""
+    record = {'sha256': checksums(directory)}
+    atomic_write(os.path.join(directory, CHECKSUMS), json.dumps(record, indent=0))
+
+
+def verify(directory: str) -> str:
+    """What is wrong with the files of `directory` ('' = verified against its CHECKSUMS).
+
+    Returns:
+      '' when every file matches its recorded sha256, else a short description of the
+      first difference; a directory without CHECKSUMS (killed before it was sealed, the
+      file deleted, or an older nrnp's) cannot be verified and counts as damaged.
+    """
+    path = os.path.join(directory, CHECKSUMS)
+    if not os.path.exists(path):
+        return f'its {CHECKSUMS} is missing, so it cannot be verified'
+    try:
+        with open(path, **ENCODING) as f:
+            expected = json.load(f)['sha256']
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f'its {CHECKSUMS} is unreadable ({e})'
+    for relative, digest in sorted(expected.items()):
+        full = os.path.join(directory, relative)
+        if not os.path.isfile(full):
+            return f'{relative} is missing'
+        if sha256_file(full) != digest:
+            return f'{relative} does not match its checksum'
+    return ''

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nrnp import files
 from nrnp.training import checkpoints
 
 
@@ -21,7 +22,7 @@ def _saved(directory, steps=(1, 2)):
 
 def _biggest_file(step_dir):
     found = [p for p in glob.glob(f'{step_dir}/**/*', recursive=True) if os.path.isfile(p)]
-    found = [p for p in found if not p.endswith(checkpoints.CHECKSUMS)]
+    found = [p for p in found if not p.endswith(files.CHECKSUMS)]
     return max(found, key=os.path.getsize)
 
 
@@ -36,13 +37,18 @@ DAMAGE = {
     'truncated': lambda d: os.truncate(_biggest_file(d), 10),
     'deleted file': lambda d: os.remove(_biggest_file(d)),
     'empty _METADATA': lambda d: open(f'{d}/arrays/_METADATA', 'w').close(),
+    # Without its checksums a flipped byte would go unseen: such a step is never restored.
+    'no checksums, flipped byte': lambda d: (
+        os.remove(f'{d}/{files.CHECKSUMS}'),
+        _flip_byte(_biggest_file(d)),
+    ),
 }
 
 
 @pytest.mark.parametrize('damage', sorted(DAMAGE))
 def test_damaged_newest_checkpoint_falls_back_to_the_older_one(tmp_path, damage):
     _saved(tmp_path)
-    assert checkpoints.verify(str(tmp_path / '2')) == ''  # sealed with its checksums
+    assert files.verify(str(tmp_path / '2')) == ''  # sealed with its checksums
     DAMAGE[damage](tmp_path / '2')
     logs = []
     ckpt = checkpoints.RunCheckpointer(str(tmp_path), log=logs.append)
@@ -79,16 +85,16 @@ def test_no_good_checkpoint_left_starts_over_and_intact_mismatch_is_refused(tmp_
 
 def test_checksums_cover_every_file_and_restores_leave_them_valid(tmp_path):
     _saved(tmp_path, steps=(1,))
-    recorded = json.loads((tmp_path / '1' / checkpoints.CHECKSUMS).read_text())['sha256']
+    recorded = json.loads((tmp_path / '1' / files.CHECKSUMS).read_text())['sha256']
     on_disk = {
         os.path.relpath(p, tmp_path / '1')
         for p in glob.glob(str(tmp_path / '1' / '**' / '*'), recursive=True)
         if os.path.isfile(p)
     }
-    assert set(recorded) == on_disk - {checkpoints.CHECKSUMS}
+    assert set(recorded) == on_disk - {files.CHECKSUMS}
     ckpt = checkpoints.RunCheckpointer(str(tmp_path), log=lambda m: None)
     ckpt.restore_latest({'w': jnp.zeros(64)})
     ckpt.close()
-    assert checkpoints.verify(str(tmp_path / '1')) == ''
-    os.remove(tmp_path / '1' / checkpoints.CHECKSUMS)  # older nrnp: restored unverified
-    assert checkpoints.verify(str(tmp_path / '1')) is None
+    assert files.verify(str(tmp_path / '1')) == ''
+    os.remove(tmp_path / '1' / files.CHECKSUMS)  # never restored unverified
+    assert 'nrnp_checksums.json is missing' in files.verify(str(tmp_path / '1'))

@@ -271,6 +271,8 @@ def test_signals_checkpoint_then_resume_bit_exactly(uninterrupted, tmp_path, sig
     assert not (workdir / 'compressed.nrnp').exists()
     code, output, _ = nrnp_cli(TINY, f'--workdir={workdir}', *flags)
     assert code == 0 and 'resuming from checkpoint' in output, output
+    if 'reconstruct' in where:  # the progress counter goes on from the resume point
+        assert 'reconstruct c1 round 1 64/120' in output, output
     expected, got = _final_predictor(reference), _final_predictor(workdir)
     assert expected.keys() == got.keys()
     for key in expected:

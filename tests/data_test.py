@@ -1,7 +1,9 @@
 """Tests for nrnp.data: loaders (image folder, TFDS mock, digits), errors and batch iterators."""
 
+import glob
 import io
 import os
+import re
 import shutil
 import threading
 import time
@@ -158,6 +160,35 @@ def test_image_folder_cache(tmp_path):
     folders.load_image_folder(root, 'train', cache_dir=cache)
     folders.load_image_folder(root, 'train', cache_dir=cache, image_size=3)
     assert len(os.listdir(cache)) == 3
+
+
+def _flip_middle_byte(path):
+    data = bytearray(open(path, 'rb').read())
+    data[len(data) // 2] ^= 1
+    open(path, 'wb').write(bytes(data))
+
+
+@pytest.mark.parametrize('damage', ['flipped byte', 'no checksum'])
+def test_a_damaged_image_cache_is_set_aside_and_decoded_again(tmp_path, damage):
+    root, cache = str(tmp_path / 'imgs'), tmp_path / 'cache'
+    _write_folder(root)
+    first = folders.load_image_folder(root, 'train', cache_dir=str(cache))
+    (name,) = os.listdir(cache)
+    if damage == 'flipped byte':
+        _flip_middle_byte(cache / name)
+    else:  # as an older nrnp wrote it: arrays without their digest
+        np.savez(cache / name, images=first.images, labels=first.labels)
+    logs = []
+    again = folders.load_image_folder(root, 'train', cache_dir=str(cache), log=logs.append)
+    np.testing.assert_array_equal(again.images, first.images)
+    assert len(logs) == 1 and f'decoded-image cache {cache / name} is damaged' in logs[0], logs
+    expected = 'no checksum' if damage == 'no checksum' else 'do not match|unreadable'
+    assert re.search(expected, logs[0]), logs
+    assert sorted(os.listdir(cache))[0] == name  # rebuilt, verified from now on
+    assert len(glob.glob(f'{cache}/{name}.corrupt-*')) == 1  # the damaged one kept aside
+    logs.clear()
+    folders.load_image_folder(root, 'train', cache_dir=str(cache), log=logs.append)
+    assert logs == []
 
 
 def test_image_folder_cache_hit_skips_decoding(tmp_path, monkeypatch):

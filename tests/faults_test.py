@@ -8,6 +8,8 @@ as root (they skip otherwise)."""
 import glob
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,10 @@ import numpy as np
 import pytest
 from helpers import REPO, nrnp_cli
 from PIL import Image
+
+import nrnp
+from nrnp import errors, files
+from nrnp.data import folders
 
 TINY = '--config=default:tiny'
 # Four reconstruction steps, a checkpoint every two: checkpoints 2 and 4, no distillation.
@@ -224,6 +230,11 @@ CONFIG_FILES = {
         'import ml_collections\nimport nosuch_module_xyz\n',
         "imports.py:2: No module named 'nosuch_module_xyz'",
     ),
+    'sections.py': (
+        'import ml_collections as mc\ndef get_config():\n    return mc.ConfigDict({"seed": 0})\n',
+        'get_config() lacks the sections data, distill, encoding, kernels, predictor, '
+        'recalibrate, reconstruct, teacher and the fields checkpoint_every',
+    ),
 }
 
 
@@ -304,3 +315,98 @@ def test_a_sigterm_swallowed_in_a_gc_callback_is_delivered_again(tmp_path):
     assert code == 75 and 'survived the callback' in output, output
     _one_error_line(output, 'stopped by SIGTERM before the first checkpoint')
     assert seconds < 25
+
+
+@pytest.mark.slow
+def test_deleting_the_lock_file_by_hand_does_not_let_a_second_run_in(measured, tmp_path):
+    """Issue 27: with W/.lock deleted mid-run a second start got in, removed the first run's
+    in-flight checkpoint and the first died ('internal error ... NOT_FOUND'). The workdir
+    itself is locked too: the second start is refused, before importing JAX, and the first
+    run finishes with its artefact."""
+    workdir, go = tmp_path / 'w', tmp_path / 'go'
+    teacher = f'--config.teacher.checkpoint={measured[0] / "teacher"}'
+    flags = (TINY, f'--workdir={workdir}', *SHORT, teacher)
+    patch = (
+        'import os, time\n'
+        'from nrnp.pipeline import job\n'
+        'real = job._run\n'
+        'def held(*args, **kwargs):\n'
+        "    print('claimed', flush=True)\n"
+        f'    while not os.path.exists({str(go)!r}):\n'
+        '        time.sleep(0.1)\n'
+        '    return real(*args, **kwargs)\n'
+        'job._run = held\n'
+        'import sys\n'
+        'from nrnp import main\n'
+        'main.run(sys.argv)\n'
+    )
+    env = {**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'}
+    first = subprocess.Popen(
+        [sys.executable, '-c', patch, *flags],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    no_jax = tmp_path / 'no_jax'  # a jax that cannot be imported: the refusal must not need it
+    (no_jax / 'jax').mkdir(parents=True)
+    (no_jax / 'jax' / '__init__.py').write_text('raise RuntimeError("jax was imported")\n')
+    try:
+        for line in first.stdout:
+            if 'claimed' in line:
+                break
+        os.remove(workdir / '.lock')
+        code, output, _ = nrnp_cli(*flags, env={'PYTHONPATH': f'{no_jax}{os.pathsep}{REPO}'})
+        assert code == 2, output
+        line = _one_error_line(output, f'{workdir} is in use by another nrnp run')
+        assert '.lock was deleted' in line and 'jax was imported' not in output
+        go.write_text('')
+        rest = first.communicate(timeout=300)[0]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, rest
+    assert nrnp.load(str(workdir / 'compressed.nrnp')).reconstruct()  # intact
+    assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
+
+
+def test_a_flipped_byte_in_the_cached_teacher_is_detected_and_it_is_retrained(measured, tmp_path):
+    """W/teacher had no checksum: one flipped byte was compressed against silently."""
+    source, _ = measured
+    workdir = tmp_path / 'measure'
+    shutil.copytree(source, workdir)
+    before = json.loads((workdir / 'report.json').read_text())
+    biggest = max(glob.glob(f'{workdir}/teacher/**/*', recursive=True), key=_size)
+    data = bytearray(open(biggest, 'rb').read())
+    data[len(data) // 2] ^= 1
+    open(biggest, 'wb').write(bytes(data))
+    flags = ('--config.teacher.train_steps=2', '--config.reconstruct.steps=0')
+    code, output, _ = nrnp_cli(TINY, f'--workdir={workdir}', *flags, '--config.distill.steps=0')
+    assert code == 0, output
+    warnings = [x for x in output.splitlines() if 'warning:' in x]
+    assert len(warnings) == 1 and f'the cached teacher {workdir}/teacher is damaged' in warnings[0]
+    assert 'does not match its checksum' in warnings[0] and 'training it again' in warnings[0]
+    assert len(glob.glob(f'{workdir}/teacher.corrupt-*')) == 1
+    assert files.verify(str(workdir / 'teacher')) == ''  # sealed again
+    after = json.loads((workdir / 'report.json').read_text())
+    assert after['top1_original'] == before['top1_original']  # the same teacher, restored
+
+
+def test_a_full_disk_while_caching_images_reports_the_space_the_write_met(mount, tmp_path):
+    """The message gave the free space after the half-written cache file was removed."""
+    disk = tmp_path / 'disk'
+    disk.mkdir()
+    mount('-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(disk))
+    root = tmp_path / 'imgs'
+    rng = np.random.default_rng(0)
+    for i in range(40):  # 40 x 64 x 64 x 3 = 480 KiB decoded, over what is left after these
+        os.makedirs(root / 'train' / 'a', exist_ok=True)
+        image = rng.integers(0, 256, (64, 64, 3), np.uint8)
+        Image.fromarray(image).save(root / 'train' / 'a' / f'{i}.png')
+    (disk / 'filler').write_bytes(b'\0' * 700_000)
+    with pytest.raises(errors.StorageError) as info:
+        folders.load_image_folder(str(root), 'train', cache_dir=str(disk / 'cache'))
+    message = str(info.value)
+    free = float(re.search(r'\((\d+\.\d) MiB free there now', message).group(1))
+    assert free < 0.2, message  # what the write met, not the 0.3 MiB after the removal
+    assert os.listdir(disk / 'cache') == []

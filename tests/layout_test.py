@@ -14,6 +14,7 @@ LAYERS = {
     'nrnp.errors': 0,
     'nrnp.files': 0,
     'nrnp.version': 0,
+    'nrnp.signals': 0,
     'nrnp.configs': 1,
     'nrnp.core': 1,
     'nrnp.data': 1,

@@ -251,7 +251,7 @@ def _refused_before_work(call, error, message):
 def test_library_inputs_are_checked_before_any_training():
     model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
     variables = random_variables(model, (1, 8, 8, 1))
-    batch = np.zeros((4, 8, 8, 1), np.float32)
+    batch = np.random.default_rng(0).standard_normal((4, 8, 8, 1)).astype(np.float32)
     generator = (batch for _ in range(3))
     cases = [
         (lambda log: nrnp.compress(variables, model, data=generator, log=log), 'one-pass'),
@@ -362,7 +362,7 @@ class BigConvs(nn.Module):
 def test_more_refusals_before_any_work():
     model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
     variables = random_variables(model, (1, 8, 8, 1))
-    good = np.zeros((4, 8, 8, 1), np.float32)
+    good = np.random.default_rng(0).standard_normal((4, 8, 8, 1)).astype(np.float32)
     dense = random_variables(DenseOnly(), (1, 8, 8, 1))
     big = random_variables(BigConvs(), (1, 8, 8, 1))
     listed = {**variables, 'params': {**variables['params'], 'step': 3}}
@@ -377,7 +377,7 @@ def test_more_refusals_before_any_work():
             r'data batch 2 has shape \(4, 8, 8, 0\)',
         ),
         (
-            lambda log: nrnp.compress(variables, model, data=[np.zeros((4, 8, 8, 3))], log=log),
+            lambda log: nrnp.compress(variables, model, data=[np.ones((4, 8, 8, 3))], log=log),
             r'cannot be applied to data batch 0 of shape \(4, 8, 8, 3\)',
         ),
         (
@@ -393,6 +393,46 @@ def test_more_refusals_before_any_work():
     ]
     for call, message in cases:
         _refused_before_work(call, errors.BadInput, message)
+
+
+def test_images_are_checked_as_the_cli_checks_them_before_any_work():
+    """Issue 27: floats taken as normalised that are not, blank images, NaN pixels (named),
+    an input_shape the model cannot take, and data and test_data of different sizes."""
+    model = models.build_model('smallcnn', 10, widths=(4, 8, 8))  # global pooling: any size
+    variables = random_variables(model, (1, 8, 8, 1))
+    rng = np.random.default_rng(0)
+    good = rng.standard_normal((8, 8, 8, 1)).astype(np.float32)
+    labels = np.arange(8) % 10
+    pixels = rng.integers(0, 256, good.shape).astype(np.float64)  # 0-255 as float64
+    nan_batch, nan_test = good.copy(), good.copy()
+    nan_batch[2, 3, 4, 0] = np.nan
+    nan_test[5, 0, 0, 0] = np.inf
+    big = rng.standard_normal((8, 16, 16, 1)).astype(np.float32)
+
+    def run(**kwargs):
+        return lambda log: nrnp.compress(variables, model, log=log, **kwargs)
+
+    cases = [
+        (run(data=(pixels, labels)), r'data holds float images of whole numbers from 0 to 255'),
+        (run(data=(50 * good, labels)), r'data holds float images from -\d.*not normalised'),
+        (run(data=(np.zeros_like(good), labels)), 'data is blank: all its 8 images are zeros'),
+        (run(data=[good[:4], nan_batch[:4]]), 'data batch 1 image 2 holds NaN or infinite'),
+        (run(test_data=(nan_test, labels)), 'test_data image 5 holds NaN or infinite pixels'),
+        (run(input_shape=(8, 8, 3)), r'input_shape=\(8, 8, 3\) does not fit the model'),
+        (
+            run(data=(good, labels), test_data=(big, labels)),
+            r'differ in size \(H, W, C\): data \(8, 8, 1\), test_data \(16, 16, 1\)',
+        ),
+        (run(data=(good, labels), input_shape=(16, 16, 1)), r'data \(8, 8, 1\), input_shape'),
+    ]
+    for call, message in cases:
+        _refused_before_work(call, errors.BadInput, message)
+
+
+def test_a_config_lacking_sections_is_refused_naming_them():
+    config = ml_collections.ConfigDict({'seed': 0, 'predictor': default.get_config().predictor})
+    with pytest.raises(errors.ConfigError, match=r'config= lacks the sections data, distill'):
+        nrnp.compress({'w': np.zeros((3, 3, 1, 2), np.float32)}, config=config, log=None)
 
 
 def test_a_workdir_in_use_is_refused(tmp_path):

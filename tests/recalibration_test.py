@@ -211,6 +211,24 @@ def test_artefact_stores_the_reestimated_statistics_at_the_same_bytes():
     assert abs(on['header_bytes'] - off['header_bytes']) < 200  # one more phase record
 
 
+def test_more_images_than_the_split_holds_are_capped_with_a_note():
+    config = default.get_config()
+    config.recalibrate.images, config.recalibrate.batch_size = 256, 16
+    model, variables = Net(), _variables(Net())
+    lines = []
+    recal = calibration.make(
+        config,
+        model,
+        variables,
+        input_shape=(1, 8, 8, 3),
+        train_images=calibration.array_images([_images(40)]),
+        mesh=None,
+        log=lines.append,
+    )
+    assert recal.info['images'] == 32  # two whole batches of 16 of the 40
+    assert any('recalibrate.images=256 is more than the 40 training images' in x for x in lines)
+
+
 def test_data_free_compression_recalibrates_on_noise_and_no_batchnorm_is_a_note():
     model, variables = Net(), _variables(Net())
     lines, records = [], []

@@ -360,3 +360,40 @@ def test_state_dict_keys_must_be_strings(tmp_path):
     torch_pickle.save({1: np.ones(2, np.float32)}, path)
     with pytest.raises(errors.CheckpointError, match='key 1 is not a string'):
         state_dicts.read_state_dict(path, use_torch=False)
+
+
+def _state_dict_of(name, width=None, classes=10):
+    """A generated state dict (zeros) of a 32x32 `name` network and its template."""
+    model = models.build_model(name, classes, width_mult=width)
+    template = jax.eval_shape(lambda: models.init_variables(model, (1, 32, 32, 3)))
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
+    return state_dicts.variables_to_state_dict(zeros), template
+
+
+@pytest.mark.parametrize(
+    'checkpoint, target, hint',
+    [
+        (('resnet20',), ('cifar_mobilenet_v2',), 'looks like resnet20 (option A, 10 classes): set'),
+        (('resnet20',), ('cifar_resnet50',), '--config.teacher.model=resnet20'),
+        (('cifar_mobilenet_v2', 0.25), ('resnet20',), 'teacher.model=mobilenet_v2 (or cifar_'),
+        (('cifar_resnet50', 0.25), ('cifar_resnet50', 0.5), "channels are 0.5x the model's in 266"),
+        (('cifar_mobilenet_v2', 0.25), ('cifar_mobilenet_v2', 0.5), "0.5x the model's in 242"),
+    ],
+    ids=['r20-for-mnv2', 'r20-for-r50', 'mnv2-for-r20', 'r50-width', 'mnv2-width'],
+)
+def test_every_family_and_a_width_factor_get_a_hint(checkpoint, target, hint):
+    state_dict, _ = _state_dict_of(*checkpoint)
+    _, template = _state_dict_of(*target)
+    with pytest.raises(errors.CheckpointError) as info:
+        state_dicts.state_dict_to_variables(state_dict, template)
+    last = str(info.value).splitlines()[-1]
+    assert hint in last, last
+    if checkpoint[0] == target[0]:  # the same family at another width
+        assert last.endswith('set --config.teacher.width to 0.5 times its value here'), last
+
+
+def test_one_problem_is_one_problem():
+    state_dict, template = _state_dict_of('resnet20')
+    del state_dict['linear.bias']
+    with pytest.raises(errors.CheckpointError, match=r'\(1 problem: 1 missing, 0 unexpected, 0 '):
+        state_dicts.state_dict_to_variables(state_dict, template)

@@ -166,7 +166,51 @@ def load(spec: ConfigSpec) -> ml_collections.ConfigDict:
             'ml_collections.ConfigDict; build the config as configs/default.py does (or '
             'return ml_collections.ConfigDict(...) of it)'
         )
+    check_complete(config, f'{where}: get_config()')
     return config
+
+
+def _missing(declared: ml_collections.ConfigDict, config, prefix: str = '') -> list[str]:
+    """Dotted names of `declared`'s sections and fields absent from `config` (a missing
+    section is named once, not field by field)."""
+    out = []
+    for key, value in declared.items():
+        name = f'{prefix}{key}'
+        if not isinstance(config, ml_collections.ConfigDict) or key not in config:
+            out.append(name)
+        elif isinstance(value, ml_collections.ConfigDict):
+            out += _missing(value, config[key], name + '.')
+    return out
+
+
+def check_complete(config: ml_collections.ConfigDict, subject: str = 'the config') -> None:
+    """Checks that `config` has every section and field `default.py` declares.
+
+    Args:
+      config: the config to check.
+      subject: what the message calls it, e.g. "--config=C.py: get_config()".
+
+    Raises:
+      errors.ConfigError: naming the missing sections (and fields), suggesting a shipped
+        recipe to start from.
+    """
+    from nrnp.configs import default  # noqa: PLC0415 (a recipe module of this package)
+
+    declared = default.get_config()
+    missing = _missing(declared, config)
+    if not missing:
+        return
+    sections = [n for n in missing if isinstance(declared.get(n), ml_collections.ConfigDict)]
+    fields = [n for n in missing if n not in sections]
+    parts = [f'section{"s" if len(sections) > 1 else ""} {", ".join(sections)}'] if sections else []
+    if fields:
+        shown = ', '.join(fields[:6]) + (f' and {len(fields) - 6} more' if len(fields) > 6 else '')
+        parts.append(f'field{"s" if len(fields) > 1 else ""} {shown}')
+    raise errors.ConfigError(
+        f'{subject} lacks the {" and the ".join(parts)}; start from a shipped '
+        'recipe and change what differs: `from nrnp.configs import c10_r20` then '
+        '`c = c10_r20.get_config()` (or `default`; `nrnp --help` lists them)'
+    )
 
 
 def check_overrides(argv: list[str], spec: ConfigSpec) -> None:

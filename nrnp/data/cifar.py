@@ -9,8 +9,9 @@ with the same values as constants when it is absent. `cifar-10-binary.tar.gz` ho
 `cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin` (records: 1 label byte, 3072 bytes
 CHW) and `batches.meta.txt`; `cifar-100-binary.tar.gz` holds `cifar-100-binary/{train,test}.bin`
 (records: coarse label, fine label, 3072 bytes) and `fine_label_names.txt`. Decoded splits
-are cached beside the archive (`<stem>.<split>.npz`, written atomically), so a second read
-takes a fraction of a second instead of decompressing 170 MB again.
+are cached beside the archive (`<stem>.<split>.npz`, written atomically and verified on
+reading: `npz_cache`), so a second read takes a fraction of a second instead of
+decompressing 170 MB again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import zlib
 import numpy as np
 
 from nrnp import files
-from nrnp.data import downloads
+from nrnp.data import downloads, npz_cache
 from nrnp.data.dataset import Dataset
 from nrnp.errors import DataError
 
@@ -205,14 +206,12 @@ def _stamp(archive_path: str) -> np.ndarray:
     return np.array([_CACHE_VERSION, stat.st_size, stat.st_mtime_ns], np.int64)
 
 
-def _read_cache(path: str, stamp: np.ndarray):
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if not np.array_equal(data['stamp'], stamp):
-                return None
-            return {k: data[k] for k in ('images', 'labels', 'class_names')}
-    except (OSError, ValueError, KeyError, EOFError, zlib.error):
+def _read_cache(path: str, stamp: np.ndarray, log):
+    """The cached arrays when they verify (`npz_cache`) and are of this archive, else None."""
+    arrays = npz_cache.read(path, ('stamp', 'images', 'labels', 'class_names'), log)
+    if arrays is None or not np.array_equal(arrays.pop('stamp'), stamp):
         return None
+    return arrays
 
 
 def _remove_orphans(path: str) -> None:
@@ -242,7 +241,7 @@ def _write_cache(path: str, stamp: np.ndarray, arrays: dict) -> None:
     tmp = f'{path}.tmp-{os.getpid()}'
     try:
         with open(tmp, 'wb') as f:
-            np.savez(f, stamp=stamp, **arrays)
+            npz_cache.write(f, {'stamp': stamp, **arrays})
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only directory: decode again next time
@@ -300,13 +299,14 @@ def _decode(name: str, archive_path: str) -> dict[str, dict]:
     return out
 
 
-def load_cifar(name: str, split: str, archive_path: str) -> Dataset:
+def load_cifar(name: str, split: str, archive_path: str, log=print) -> Dataset:
     """Reads one split of a CIFAR binary archive into memory.
 
     Args:
       name: 'cifar10' or 'cifar100'.
       split: 'train' or 'test', optionally sliced TFDS-style: 'train[:45000]', 'test[:10%]'.
       archive_path: the `.tar.gz` (e.g. from `locate_archive`).
+      log: sink of the warning about a damaged cache file (set aside, decoded again).
 
     Returns:
       Dataset with images [N, 32, 32, 3] uint8 (NHWC), labels [N] int32 (CIFAR-100: the
@@ -318,7 +318,7 @@ def load_cifar(name: str, split: str, archive_path: str) -> Dataset:
     layout = _layout(name)
     base, bounds = _parse_split(split, name)
     stamp = _stamp(archive_path)
-    arrays = _read_cache(_cache_path(archive_path, base), stamp)
+    arrays = _read_cache(_cache_path(archive_path, base), stamp, log)
     if arrays is None:
         decoded = _decode(name, archive_path)
         for other, other_arrays in decoded.items():

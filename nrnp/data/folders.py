@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from nrnp import errors, files
-from nrnp.data import threads
+from nrnp.data import npz_cache, threads
 from nrnp.data.dataset import Dataset, check_same_classes
 from nrnp.errors import DataError
 
@@ -163,6 +163,7 @@ def load_image_folder(
     image_size: int | None = None,
     cache_dir: str | None = None,
     channels: int = 3,
+    log=print,
 ) -> Dataset:
     """Loads `<root>/<split>/<class>/*.{jpg,jpeg,png,bmp}` into memory.
 
@@ -175,8 +176,10 @@ def load_image_folder(
       image_size: resize every image to [image_size, image_size]; None requires all
         images to share one size.
       cache_dir: when set, the decoded arrays are cached there as `.npz`, keyed on the
-        root, split, image_size, channels, file count and every file's mtime and size.
+        root, split, image_size, channels, file count and every file's mtime and size,
+        and verified on reading (`npz_cache`: a damaged file is set aside, with a warning).
       channels: 3 (RGB) or 1 (grey).
+      log: sink of the warning about a damaged cache file.
 
     Returns:
       Dataset with images [N, H, W, channels] uint8.
@@ -188,12 +191,9 @@ def load_image_folder(
     cache_file = None
     if cache_dir is not None:
         cache_file = _cache_path(cache_dir, root, split, paths, image_size, channels)
-        if os.path.exists(cache_file):
-            try:
-                with np.load(cache_file) as z:
-                    return Dataset(z['images'], z['labels'], len(class_names), tuple(class_names))
-            except (OSError, ValueError, KeyError):
-                pass  # Corrupt or foreign file: rebuild it below.
+        cached = npz_cache.read(cache_file, ('images', 'labels'), log)
+        if cached is not None:
+            return Dataset(cached['images'], cached['labels'], len(class_names), tuple(class_names))
 
     first = _decode(paths[0], image_size, channels)
     images = np.empty((len(paths),) + first.shape, np.uint8)  # [N, H, W, 3]
@@ -219,16 +219,24 @@ def load_image_folder(
 
 
 def _write_cache(cache_file: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """The decoded split as `.npz`, through `<random>.npz.tmp` + rename: complete or absent
-    (an interrupt, SIGTERM included, removes the temporary file)."""
+    """The decoded split as a self-verifying `.npz` (`npz_cache`), through
+    `<random>.npz.tmp` + rename: complete or absent (an interrupt, SIGTERM included,
+    removes the temporary file). A full disk is worded before the temporary file goes,
+    so the message gives the free space the write met."""
     cache_dir = os.path.dirname(cache_file)
     os.makedirs(cache_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix='.npz.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
-            np.savez(f, images=images, labels=labels)
+            npz_cache.write(f, {'images': images, 'labels': labels})
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
         os.replace(tmp, cache_file)  # Atomic: concurrent readers never see half a file.
+    except Exception as e:
+        error = errors.storage_error(e, cache_file, 'the decoded-image cache')
+        os.unlink(tmp)
+        if error is None:
+            raise
+        raise error from e
     except BaseException:
         os.unlink(tmp)
         raise

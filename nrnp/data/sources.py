@@ -23,7 +23,7 @@ def _cifar_from_archive(name, split, data_dir, download, download_url, download_
     archive = cifar.locate_archive(
         name, data_dir, download=download, url=download_url, sha256=download_sha256, log=log
     )
-    return cifar.load_cifar(name, split, archive)
+    return cifar.load_cifar(name, split, archive, log=log)
 
 
 def load_dataset(
@@ -51,7 +51,12 @@ def load_dataset(
     """
     if image_folder:
         return folders.load_image_folder(
-            image_folder, split, image_size=image_size, cache_dir=cache_dir, channels=channels
+            image_folder,
+            split,
+            image_size=image_size,
+            cache_dir=cache_dir,
+            channels=channels,
+            log=log,
         )
     if name == 'digits':
         dataset = load_digits(split)

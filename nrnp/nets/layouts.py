@@ -18,7 +18,8 @@ from collections.abc import Mapping
 
 LAYOUTS = ('nrnp', 'akamaster', 'chenyaofo')
 # The config fields a hint sets, for the target (teacher.*) or distill.teacher_checkpoint.
-TEACHER_FLAGS = {'model': 'teacher.model', 'shortcut': 'teacher.shortcut'}
+TEACHER_FLAGS = {'model': 'teacher.model', 'shortcut': 'teacher.shortcut', 'width': 'teacher.width'}
+_SCALABLE = ('resnet50', 'cifar_resnet50', 'mobilenet_v2')  # what `teacher.width` scales
 DISTILL_TEACHER_FLAGS = {'model': 'distill.teacher_model', 'shortcut': 'distill.teacher_shortcut'}
 _CLASSES_FLAG = 'data.num_classes'
 
@@ -98,7 +99,7 @@ def describe(shapes: Mapping[str, tuple[int, ...]]) -> Architecture | None:
         if match := re.match(r'^layer(\d+)\.(\d+)\.', key):
             stages.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
     if not stages:
-        return None
+        return _describe_mobilenet(shapes)
     blocks = tuple(len(stages[s]) for s in sorted(stages))
     head = shapes.get('linear.weight', shapes.get('fc.weight'))
     num_classes = int(head[0]) if head is not None and len(head) == 2 else None
@@ -117,22 +118,64 @@ def describe(shapes: Mapping[str, tuple[int, ...]]) -> Architecture | None:
     return Architecture(model, shortcut, num_classes, blocks)
 
 
+def _describe_mobilenet(shapes: Mapping[str, tuple[int, ...]]) -> Architecture | None:
+    """MobileNetV2 (torchvision's keys: `features.<i>.conv.`, head `classifier.1`), or None.
+
+    Its 224 and 32 pixel variants have the same keys and shapes: both are 'mobilenet_v2'.
+    """
+    if not any(re.match(r'^features\.\d+\.conv\.', k) for k in shapes):
+        return None
+    head = shapes.get('classifier.1.weight')
+    num_classes = int(head[0]) if head is not None and len(head) == 2 else None
+    return Architecture('mobilenet_v2', None, num_classes, ())
+
+
 def hint(found: Architecture | None, expected: Architecture | None, flags=None) -> str:
     """'looks like resnet56 (option B, 100 classes): set --config...' or '' when unknown.
 
     Args:
       found: the checkpoint's architecture (`describe`).
-      expected: the model's.
+      expected: the model's (None: a network `describe` cannot read).
       flags: {'model': field, 'shortcut': field} to set (default `TEACHER_FLAGS`).
     """
-    if found is None or found.model is None or expected is None:
+    if found is None or found.model is None:
         return ''
     flags = flags or TEACHER_FLAGS
+    expected = expected or Architecture(None, None, None, ())  # a network it cannot read
     sets = []
     if found.model != expected.model:
-        sets.append(f'--config.{flags["model"]}={found.model}')
+        model = found.model + (' (or cifar_mobilenet_v2)' if found.model == 'mobilenet_v2' else '')
+        sets.append(f'--config.{flags["model"]}={model}')
     if found.shortcut and found.shortcut != expected.shortcut:
         sets.append(f'--config.{flags["shortcut"]}={found.shortcut}')
     if found.num_classes and found.num_classes != expected.num_classes:
         sets.append(f'--config.{_CLASSES_FLAG}={found.num_classes}')
     return f'looks like {found}: set {" ".join(sets)}' if sets else ''
+
+
+def width_hint(mismatches: list[tuple[tuple, tuple]], expected: Architecture | None, flags=None):
+    """'the checkpoint's channels are 0.5x the model's ...: set --config.teacher.width' when
+    (nearly) every shape mismatch is one factor in the channels, else ''.
+
+    Args:
+      mismatches: (checkpoint shape, expected shape) of each mismatching leaf.
+      expected: the model's architecture; only the width-scalable families get a hint.
+      flags: the fields to name (`TEACHER_FLAGS`: the teacher has a width).
+    """
+    field = (flags or TEACHER_FLAGS).get('width')
+    scalable = expected is not None and expected.model in _SCALABLE
+    if not (field and scalable and mismatches):
+        return ''
+    ratios = []
+    for got, wanted in mismatches:
+        if len(got) != len(wanted):
+            return ''
+        ratios += [g / w for g, w in zip(got, wanted) if g != w and w]
+    common = max(set(ratios), key=ratios.count, default=None)
+    if common is None or ratios.count(common) < 0.9 * len(ratios):
+        return ''
+    return (
+        f"the checkpoint's channels are {common:g}x the model's in {len(mismatches)} "
+        f'shape mismatches: it was saved at another width; set --config.{field} to '
+        f'{common:g} times its value here'
+    )

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nrnp import files
 from nrnp.errors import CheckpointError, NonFiniteError
 from nrnp.nets import models, state_dicts
 from nrnp.nets.checkpoint_files import CheckpointSource, resolve_checkpoint
@@ -92,8 +93,9 @@ def load_target(
       ``{'params', 'batch_stats'}`` for ``model``.
 
     Raises:
-      CheckpointError: missing path, unreadable file or mismatching variables (with the
-        architecture the checkpoint looks like and the flags to set).
+      CheckpointError: missing path, unreadable file, a directory whose files do not match
+        its `files.CHECKSUMS` (when it has them: a cached teacher), or mismatching
+        variables (with the architecture the checkpoint looks like and the flags to set).
       NonFiniteError: a NaN or infinite value, naming the leaf.
       DownloadError: a URL or registry checkpoint that cannot be fetched.
     """
@@ -103,6 +105,9 @@ def load_target(
     where = source.spec if source.path == source.spec else f'{source.spec} ({source.path})'
     template = jax.eval_shape(lambda: models.init_variables(model, input_shape))
     if os.path.isdir(source.path):
+        sealed = os.path.exists(os.path.join(source.path, files.CHECKSUMS))
+        if sealed and (problem := files.verify(source.path)):  # e.g. an earlier run's W/teacher
+            raise CheckpointError(f'{where} is damaged: {problem}; use an intact copy')
         variables = load_variables(source.path, template)
         _check_finite(variables, where)
         return variables

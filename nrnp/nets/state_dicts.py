@@ -202,7 +202,7 @@ def state_dict_to_variables(
     if layout == 'auto':
         layout = layouts.detect_layout(state_dict, expected)
     state_dict = layouts.from_layout(state_dict, layout)
-    missing, mismatched, used, bad = [], [], set(), []
+    missing, mismatched, used, bad, pairs = [], [], set(), [], []
 
     def convert(path, leaf):
         key, flax_path = _torch_key(path), jax.tree_util.keystr(path, simple=True, separator='/')
@@ -212,6 +212,7 @@ def state_dict_to_variables(
         used.add(key)
         value = np.asarray(state_dict[key])
         if value.shape != expected[key]:
+            pairs.append((value.shape, expected[key]))
             mismatched.append(
                 f'shape mismatch: {flax_path} <- {key}: checkpoint {value.shape}, expected '
                 f'{expected[key]} (flax {tuple(leaf.shape)})'
@@ -224,25 +225,37 @@ def state_dict_to_variables(
     variables = jax.tree.map_with_path(convert, template)
     unexpected = [f'unexpected: {k} {np.shape(state_dict[k])}' for k in state_dict if k not in used]
     if missing or mismatched or unexpected:
-        counts = (
-            f'{len(missing) + len(mismatched) + len(unexpected)} problems: {len(missing)} '
-            f'missing, {len(unexpected)} unexpected, {len(mismatched)} shape mismatches'
-        )
-        renamed = layout not in ('nrnp', 'akamaster')
-        read_as = f', keys read in the {layout} layout' if renamed else ''
-        lines = _summary('missing', missing) + _summary('shape mismatches', mismatched)
-        lines += _summary('unexpected', unexpected)
-        found = layouts.describe({k: np.shape(v) for k, v in state_dict.items()})
-        lines += [h] if (h := layouts.hint(found, layouts.describe(expected), flags)) else []
-        raise CheckpointError(
-            f'state dict does not match the model ({counts}{read_as}):\n  ' + '\n  '.join(lines)
-        )
+        problems = {'missing': missing, 'unexpected': unexpected, 'shape mismatches': mismatched}
+        raise _mismatch(problems, pairs, layout, state_dict, expected, flags)
     if bad:
         raise NonFiniteError(
             'the checkpoint holds NaN or infinite values (leaf <- key: count of size): '
             + '; '.join(bad)
         )
     return variables
+
+
+def _mismatch(problems: dict, pairs, layout: str, state_dict, expected: dict, flags):
+    """The CheckpointError listing `problems` ({kind: lines}), then the hints: the
+    architecture the checkpoint looks like, the width factor its shapes differ by."""
+    total, shapes = sum(map(len, problems.values())), len(problems['shape mismatches'])
+    counts = (
+        f'{total} problem{"s" * (total != 1)}: {len(problems["missing"])} missing, '
+        f'{len(problems["unexpected"])} unexpected, {shapes} shape mismatch{"es" * (shapes != 1)}'
+    )
+    read_as = f', keys read in the {layout} layout' if layout not in ('nrnp', 'akamaster') else ''
+    lines = [
+        x
+        for kind in ('missing', 'shape mismatches', 'unexpected')
+        for x in _summary(kind, problems[kind])
+    ]
+    found = layouts.describe({k: np.shape(v) for k, v in state_dict.items()})
+    arch = layouts.describe(expected)
+    hints = [layouts.hint(found, arch, flags), layouts.width_hint(pairs, arch, flags)]
+    lines += [h for h in hints if h]
+    return CheckpointError(
+        f'state dict does not match the model ({counts}{read_as}):\n  ' + '\n  '.join(lines)
+    )
 
 
 def variables_to_state_dict(variables: dict) -> dict[str, np.ndarray]:

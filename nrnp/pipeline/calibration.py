@@ -153,6 +153,11 @@ def make(config, model, variables, *, input_shape, train_images, mesh, log) -> R
         return None
     source = resolve_source(config, train_images is not None)
     available = train_images.available if source == 'train' else None
+    if available is not None and r.images > available:
+        log(
+            f'note: recalibrate.images={r.images} is more than the {available} training '
+            f'images: re-estimating on (at most) all {available}'
+        )
     count, size = batch_plan(r.images, r.batch_size, available, mesh)
     if available is not None and count * size > available:
         raise ConfigError(

@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from nrnp import errors, files
+from nrnp import errors, files, signals
 from nrnp.core import kernels
 from nrnp.data.dataset import balanced_subset, check_same_classes
 from nrnp.errors import ConfigError, DataError
@@ -85,6 +85,7 @@ def run(
     workdir = os.path.abspath(workdir)
     fingerprint = workdirs.fingerprint(config, run_inputs.input_identities(config))
     claim = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='cli')
+    signals.claimed()  # from here a signal inside an import waits for it: files to unwind
     try:
         return _run(config, workdir, echo, claim, start)
     finally:
@@ -107,7 +108,7 @@ def _run(config, workdir: str, echo, claim, start: float) -> dict:
         log(f'removed what an interrupted run left: {", ".join(claim.removed[:5])}')
 
     test = run_inputs.load_split(
-        config, config.data.test_split, workdir, crops=config.data.eval_crop == 'center'
+        config, config.data.test_split, workdir, crops=config.data.eval_crop == 'center', log=log
     )
     if config.data.test_limit:
         test = balanced_subset(test, config.data.test_limit, config.seed)
@@ -129,7 +130,9 @@ def _run(config, workdir: str, echo, claim, start: float) -> dict:
     resized = config.data.augment == 'random_resized_crop'  # the only one for mixed sizes
 
     def train_split():
-        train = run_inputs.load_split(config, config.data.train_split, workdir, crops=resized)
+        train = run_inputs.load_split(
+            config, config.data.train_split, workdir, crops=resized, log=log
+        )
         check_same_classes(
             (config.data.train_split, train.class_names),
             (config.data.test_split, test.class_names),

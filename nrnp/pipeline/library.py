@@ -24,6 +24,7 @@ import ml_collections
 
 from nrnp import errors
 from nrnp.artifact import compressed
+from nrnp.configs import catalog
 from nrnp.configs import default as defaults
 from nrnp.pipeline import assemble, inputs, problem, user_data, validation, workdirs
 from nrnp.training import sharding
@@ -148,6 +149,8 @@ def compress(
       TypeError: an override of the wrong type.
     """
     log = log or (lambda message: None)
+    if config is not None:
+        catalog.check_complete(config, 'config=')
     config = copy.deepcopy(defaults.get_config() if config is None else config)
     apply_overrides(config, overrides)
     validation.check(config, style='library')
@@ -161,22 +164,20 @@ def compress(
         log(f'no data: data-free compression, reconstruction only (distill__steps {steps} -> 0)')
         config.distill.steps = 0
     full = {**variables, 'batch_stats': variables.get('batch_stats', {})}
+    given = user_data.given_shape(input_shape)
     mesh = sharding.make_mesh(config.num_devices, config.model_axis)
-    train = top1 = None
+    train = top1 = test_shape = None
     if data is not None:
         train = user_data.training_data(config, data, model, full, mesh, log)
-        input_shape = train.input_shape
+    if test_data is not None:
+        top1, test_shape = user_data.test_data_top1(config, test_data, model, full, mesh, log)
+    input_shape = user_data.input_shape(
+        model, full, given, train and train.input_shape, test_shape, log, config
+    )
     if config.distill.steps:
         if not _sows_features(model, full, input_shape) and config.distill.fm_weight:
             log('the model sows no intermediates: distill__fm_weight -> 0 (logits only)')
             config.distill.fm_weight = 0.0
-    if test_data is not None:
-        top1, shape = user_data.test_data_top1(config, test_data, model, full, mesh, log)
-        input_shape = input_shape or shape
-    if input_shape is not None and len(input_shape) == 3:
-        input_shape = (1, *input_shape)
-    if input_shape is None and model is not None and config.recalibrate.images:
-        input_shape = inputs.guess_input_shape(model, full, log)
 
     temporary = workdir is None
     workdir = tempfile.mkdtemp(prefix='nrnp-') if temporary else os.path.abspath(workdir)

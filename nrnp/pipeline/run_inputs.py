@@ -32,7 +32,7 @@ def dataset_label(config) -> str:
     return config.data.name
 
 
-def load_split(config, split: str, workdir: str, crops: bool):
+def load_split(config, split: str, workdir: str, crops: bool, log=print):
     """One split of the configured dataset: streamed (data.streaming) or held in memory.
 
     In memory, image folders are decoded once and cached under the workdir; streamed, the
@@ -50,6 +50,7 @@ def load_split(config, split: str, workdir: str, crops: bool):
         download=config.data.download,
         download_url=config.data.download_url,
         download_sha256=config.data.download_sha256,
+        log=log,
     )
     if config.data.streaming:
         return sources.open_dataset(**kw)

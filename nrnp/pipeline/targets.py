@@ -5,10 +5,13 @@
 
 With `teacher.checkpoint=''` and `teacher.train_steps > 0` a classifier is trained from
 scratch (`training.classifier`, checkpointed in `W/teacher_checkpoints`, resumable), its
-top-1 on the test split measured once, and the result cached in `W/teacher` (orbax) with
-`W/teacher.json` beside it: the training config (model, data, recipe) and that top-1. A
-rerun, or a resumed run, reuses the cache only when its training config matches; another
-one is refused naming the differing fields, never silently retrained or reused.
+top-1 on the test split measured once, and the result cached in `W/teacher` (orbax, with
+the sha256 of its files in `W/teacher/nrnp_checksums.json`) and `W/teacher.json` beside
+it: the training config (model, data, recipe) and that top-1. A rerun, or a resumed run,
+reuses the cache only when its training config matches (another one is refused naming
+the differing fields, never silently retrained or reused) and its files match their
+checksums: a damaged cache (or one without checksums) is set aside with one warning and
+trained again, which the final training checkpoint makes quick.
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ def training_config(config, input_shape, recipe: classifier.Recipe) -> dict:
 
 
 def _cached(cache: str, wanted: dict, model, input_shape, seed: int, log):
+    """(variables, provenance) of the teacher cached in `cache`; None when it was damaged
+    (set aside: the caller trains it again).
+
+    Raises:
+      WorkdirError: the cache has no training config, or another one than `wanted`.
+    """
     meta_path = cache + '.json'
     if not os.path.exists(meta_path):
         raise WorkdirError(
@@ -79,9 +88,12 @@ def _cached(cache: str, wanted: dict, model, input_shape, seed: int, log):
             f'interrupted run): its training config is unknown. Delete {cache} to train '
             f'again, or compress it as it is with --config.teacher.checkpoint={cache}'
         )
-    with open(meta_path) as f:
-        meta = json.load(f)
-    changed = classifier.differences(meta['training'], wanted)
+    try:
+        with open(meta_path, **files.ENCODING) as f:
+            meta = json.load(f)
+        changed = classifier.differences(meta['training'], wanted)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return _set_aside(cache, f'{meta_path} is unreadable: {e}', log)
     if changed:
         raise WorkdirError(
             f'{cache} was trained with another teacher training config: '
@@ -89,9 +101,24 @@ def _cached(cache: str, wanted: dict, model, input_shape, seed: int, log):
             + f'. Use a new --workdir, delete {cache}, {meta_path} and '
             f'{cache}_checkpoints to retrain here, or set the old values'
         )
+    problem = files.verify(cache)
+    if problem:
+        return _set_aside(cache, problem, log)
     log(f'teacher: reusing the network trained earlier in {cache}')
     template = jax.eval_shape(lambda: models.init_variables(model, input_shape, seed=seed))
     return loading.load_variables(cache, template), meta['source'] + f', cached in {cache}'
+
+
+def _set_aside(cache: str, problem: str, log) -> None:
+    """Renames a damaged cached teacher (process 0) and says so in one line."""
+    aside = cache
+    if jax.process_index() == 0:
+        with errors.writing(cache, 'the damaged cached teacher'):
+            aside = files.set_aside(cache)
+    log(
+        f'warning: the cached teacher {cache} is damaged ({problem}): set aside as {aside}; '
+        f'training it again (from {cache}_checkpoints where they hold it)'
+    )
 
 
 def load_or_train(
@@ -145,7 +172,9 @@ def load_or_train(
     wanted = training_config(config, input_shape, recipe)
     cache = os.path.join(os.path.abspath(workdir), 'teacher')
     if os.path.isdir(cache):
-        return _cached(cache, wanted, model, input_shape, config.seed, log)
+        cached = _cached(cache, wanted, model, input_shape, config.seed, log)
+        if cached is not None:
+            return cached
     log(f'teacher: no checkpoint given, training {config.teacher.model}: {recipe.describe()}')
     mesh = sharding.make_mesh(config.num_devices)
     variables = classifier.train_classifier(
@@ -174,4 +203,6 @@ def load_or_train(
             meta['source'] = source
             files.atomic_write(cache + '.json', json.dumps(meta, indent=2) + '\n')
         loading.save_variables(cache, variables)
+        if jax.process_index() == 0:
+            files.seal(cache)  # verified on every reuse
     return variables, source + f', cached in {cache}'

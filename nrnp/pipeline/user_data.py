@@ -24,7 +24,7 @@ import numpy as np
 from nrnp import errors
 from nrnp.data import batching
 from nrnp.data.dataset import Dataset
-from nrnp.pipeline import calibration, inputs, run_inputs
+from nrnp.pipeline import calibration, inputs, pixels, run_inputs
 from nrnp.training import evaluation
 
 
@@ -82,6 +82,7 @@ def training_data(config, data, model, variables: dict, mesh, log) -> TrainingDa
     held = held_data(data)
     if held is None:
         first, batches = inputs.batch_source(data)
+        pixels.check_batches(data, 'data')
         inputs.check_model(model, variables, first)
         warn_few_classes(data, model, variables, log)
         return TrainingData((1, *first.shape[1:]), batches, None, calibration.array_images(data))
@@ -90,6 +91,7 @@ def training_data(config, data, model, variables: dict, mesh, log) -> TrainingDa
             "float images cannot go through data__augment='random_resized_crop': pass uint8 "
             "images, or use 'crop_flip' or 'none'"
         )
+    pixels.check_images(held.images, 'data')
     inputs.check_model(model, variables, normalised(config, held.images[:8]))
     batches, device = run_inputs.distillation_images(config, held, mesh)
     where = 'drawn on the device' if device else 'host pipeline'
@@ -137,6 +139,7 @@ def test_data_top1(config, test_data, model, variables: dict, mesh, log):
         raise errors.BadInput(
             'test_data must be (images [N, H, W, C], labels [N]) arrays or an nrnp Dataset'
         )
+    pixels.check_images(held.images, 'test_data')
     images, labels = normalised(config, held.images), held.labels
     inputs.check_model(model, variables, images, what='the test_data images')
     log(f'test data: {len(labels)} images')
@@ -146,3 +149,38 @@ def test_data_top1(config, test_data, model, variables: dict, mesh, log):
         return evaluation.top1_batches(model, v, batches, mesh)
 
     return top1, (1, *images.shape[1:])
+
+
+def given_shape(input_shape) -> tuple[int, ...] | None:
+    """The caller's `input_shape` as `(1, H, W, C)` (None when not given).
+
+    Raises:
+      errors.BadInput: not 3 (or 4, with a batch of 1) positive integers.
+    """
+    if input_shape is None:
+        return None
+    shape = tuple(input_shape)
+    if len(shape) == 4 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) != 3 or not all(isinstance(n, int | np.integer) and n > 0 for n in shape):
+        raise errors.BadInput(f'input_shape must be (H, W, C) of one image, got {input_shape!r}')
+    return (1, *shape)
+
+
+def input_shape(model, variables: dict, given, train_shape, test_shape, log, config):
+    """The run's `(1, H, W, C)`: from `data`, `test_data` and `input_shape`, which must
+    agree; checked against the model when only `input_shape` gives it; guessed (logged)
+    when none does and data-free re-estimation needs it; else None.
+
+    Raises:
+      errors.BadInput: the sizes differ, or the model cannot take `input_shape`.
+    """
+    shapes = {'data': train_shape, 'test_data': test_shape, 'input_shape': given}
+    pixels.check_sizes({k: v[1:] for k, v in shapes.items() if v is not None})
+    shape = train_shape or test_shape
+    if shape is None and given is not None and model is not None:
+        pixels.check_input_shape(model, variables, given)
+    shape = shape or given
+    if shape is None and model is not None and config.recalibrate.images:
+        shape = inputs.guess_input_shape(model, variables, log)
+    return shape

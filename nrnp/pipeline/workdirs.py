@@ -168,15 +168,6 @@ def checkpoint_steps(directory: str) -> list[int]:
         return []
 
 
-def last_checkpoint(workdir: str) -> str | None:
-    """The newest run (else teacher) checkpoint directory of `workdir`, or None."""
-    for name in ('checkpoints', 'teacher_checkpoints'):
-        steps = checkpoint_steps(os.path.join(workdir, name))
-        if steps:
-            return os.path.join(workdir, name, str(steps[-1]))
-    return None
-
-
 @dataclasses.dataclass
 class Claim:
     """What `claim` returns.

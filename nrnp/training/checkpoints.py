@@ -7,11 +7,12 @@
 
 Each saved step gets `<step>/nrnp_checksums.json`: the sha256 of every file orbax wrote,
 written atomically once the step is complete. Restoring verifies it first; a checkpoint
-that fails verification or cannot be read is set aside (renamed `<step>.corrupt-<time>`,
-never deleted) with a one-line warning, and the next newest is tried; when none is left
-the run starts over. A verified checkpoint that does not fit `like` is another config's,
-and refused. A full or read-only disk while saving raises `errors.StorageError` (the
-half-written step is removed; the older checkpoints stay).
+that fails verification (one without that file included) or cannot be read is set aside
+(renamed `<step>.corrupt-<time>`, never deleted) with a one-line warning, and the next
+newest is tried; when none is left the run starts over. A verified checkpoint that does
+not fit `like` is another config's, and refused. A full or read-only disk while saving
+raises `errors.StorageError` (the half-written step is removed; the older checkpoints
+stay).
 
 The frozen teacher, the original weights and the encodings are never saved: they
 are rebuilt from the config, deterministically, on resume.
@@ -19,7 +20,6 @@ are rebuilt from the config, deterministically, on resume.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -28,45 +28,6 @@ import jax
 import orbax.checkpoint as ocp
 
 from nrnp import errors, files
-
-CHECKSUMS = 'nrnp_checksums.json'
-
-
-def checksums(step_dir: str) -> dict[str, str]:
-    """{path relative to `step_dir`: hex sha256} of every file under it but CHECKSUMS."""
-    out = {}
-    for root, dirs, names in os.walk(step_dir):
-        dirs.sort()
-        for name in sorted(names):
-            path = os.path.join(root, name)
-            relative = os.path.relpath(path, step_dir)
-            if relative != CHECKSUMS:
-                out[relative] = files.sha256_file(path)
-    return out
-
-
-def verify(step_dir: str) -> str | None:
-    """What is wrong with the checkpoint in `step_dir` ('' = verified; None = no checksums).
-
-    Returns:
-      None when the step has no CHECKSUMS (an older nrnp, or killed while sealing it),
-      '' when every file matches, else a short description of the first difference.
-    """
-    path = os.path.join(step_dir, CHECKSUMS)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, **files.ENCODING) as f:
-            expected = json.load(f)['sha256']
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return f'its {CHECKSUMS} is unreadable ({e})'
-    for relative, digest in sorted(expected.items()):
-        full = os.path.join(step_dir, relative)
-        if not os.path.isfile(full):
-            return f'{relative} is missing'
-        if files.sha256_file(full) != digest:
-            return f'{relative} does not match its checksum'
-    return ''
 
 
 class RunCheckpointer:
@@ -127,8 +88,7 @@ class RunCheckpointer:
             )
             self.manager.wait_until_finished()
             if jax.process_index() == 0:
-                record = {'sha256': checksums(where)}
-                files.atomic_write(os.path.join(where, CHECKSUMS), json.dumps(record, indent=0))
+                files.seal(where)
         except Exception as e:
             error = errors.storage_error(e, where, 'checkpoint', fix)
             if error is None:
@@ -151,7 +111,6 @@ class RunCheckpointer:
           ValueError: a verified checkpoint does not match `like` (another config).
         """
         while (step := self._verified_latest()) is not None:
-            verified = verify(os.path.join(self.directory, str(step))) == ''
             try:
                 meta = self._read_meta(step)
             except Exception as e:  # noqa: BLE001
@@ -171,7 +130,7 @@ class RunCheckpointer:
             try:
                 restored = self.manager.restore(step, args=args)
             except Exception as e:  # noqa: BLE001
-                if verified and isinstance(e, ValueError | KeyError | TypeError):
+                if isinstance(e, ValueError | KeyError | TypeError):  # verified: intact
                     raise ValueError(
                         f'the checkpoint {self.directory}/{step} is intact but does not match '
                         f'this run (another config?): {_brief(e)}. Use a new --workdir.'
@@ -192,9 +151,9 @@ class RunCheckpointer:
         return meta
 
     def _verified_latest(self) -> int | None:
-        """The newest step whose checksums match (or that has none), setting aside others."""
+        """The newest step whose checksums match, setting aside the newer ones."""
         while (step := self.latest_step()) is not None:
-            problem = verify(os.path.join(self.directory, str(step)))
+            problem = files.verify(os.path.join(self.directory, str(step)))
             if not problem:
                 return step
             self._set_aside(step, problem)

@@ -298,7 +298,9 @@ def train_classifier(
         out_shardings=(sharding.replicated(mesh),) * 2,
     )
     batches = _batches(dataset, recipe, first, mean, std)
-    progress = progress_lines.Progress(recipe.steps - first, 'teacher training', log, log_every)
+    progress = progress_lines.Progress(
+        recipe.steps, 'teacher training', log, log_every, first=first
+    )
     last_saved = first or None
     losses, checked = [], first + 1  # device scalars since the last finiteness check
     # XLA:CPU over 8 simulated devices deadlocked twice at a collective's rendezvous (ResNet20,
@@ -322,7 +324,7 @@ def train_classifier(
                     _check_finite(losses, checked, last_saved)
                     losses, checked = [], step + 1
                 if logging:
-                    progress.update(step - first, metrics, force=True)
+                    progress.update(step, metrics, force=True)
                 if saving and ckpt:
                     ckpt.save(step, {'state': state}, meta)
                     last_saved = step

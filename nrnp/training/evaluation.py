@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nrnp import signals
 from nrnp.training import sharding
 
 
@@ -47,6 +48,9 @@ def top1_batches(model, variables, batches: Iterable, mesh=None) -> float:
         if mesh is not None:
             x, y, mask = (sharding.global_batch(a, mesh) for a in (x, y, mask))
         hits, count = _correct(model, variables, x, y, mask)
+        # One batch ahead at most, so a stop request is seen between batches (`signals`).
+        total.block_until_ready()
+        signals.check()
         correct, total = correct + hits, total + count
     total = int(total)
     if total == 0:

@@ -8,10 +8,14 @@
               raise errors.Preempted(f'{stop.requested}: checkpoint written at step {step}')
 
 Inside `catch` the first SIGTERM or SIGINT only sets `stop.requested` (the signal's
-name); the loop saves at its next step and raises `Preempted` (exit status 75: rerun
-the same command to resume). A second SIGINT exits at once with status 130, without a
-new checkpoint (the last one stays). Outside `catch` the signals keep their usual
-behaviour. Only the main thread can install handlers; elsewhere `catch` is a no-op.
+name, also `nrnp.signals.requested()`); the loop saves at its next step and raises
+`Preempted` (exit status 75: rerun the same command to resume). Work that runs for long
+between two steps (evaluation, BatchNorm re-estimation) calls `nrnp.signals.check()`,
+which raises `signals.Interrupted` then: the loop turns it into `Preempted` naming the
+last checkpoint. A second SIGINT exits at once with status 130, without a new checkpoint
+(the last one stays). Outside `catch` the signals keep their usual behaviour (the command
+line's `nrnp.signals`). Only the main thread can install handlers; elsewhere `catch` is a
+no-op.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import signal
 import sys
 import threading
 
-from nrnp import errors
+from nrnp import errors, signals
 
 _NAMES = {signal.SIGTERM: 'SIGTERM', signal.SIGINT: 'SIGINT'}
 
@@ -42,9 +46,11 @@ class Stop:
             os._exit(errors.EXIT_INTERRUPTED)
         if self.requested is None:
             self.requested = _NAMES.get(signum, str(signum))
+            signals.request(self.requested)
             self.log(
-                f'{self.requested}: writing a checkpoint at the next step, then exiting '
-                '(Ctrl-C again to exit at once)'
+                f'{self.requested}: writing a checkpoint at the next step, then exiting (work '
+                'between steps stops sooner, keeping the last checkpoint; Ctrl-C again to exit '
+                'at once)'
             )
 
 
@@ -59,5 +65,6 @@ def catch(log=print):
     try:
         yield stop
     finally:
+        signals.request(None)
         for s, handler in previous.items():
             signal.signal(s, handler)

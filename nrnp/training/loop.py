@@ -16,11 +16,13 @@ bit on CPU: every random draw is a function of (seed, step) and the image batche
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import jax
 import numpy as np
 
+from nrnp import signals
 from nrnp.errors import NonFiniteError, Preempted
 from nrnp.reporting import metrics as metrics_lines
 from nrnp.reporting import progress as progress_lines
@@ -140,19 +142,9 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
         for index, phase in enumerate(schedule):
             if index < position['phase']:
                 continue
-            phase_ctx = _for_phase(ctx, phase)
-            if phase.kind == 'recalibrate':
-                seen = ctx.seen(phase.kind, carry.state.pparams)
-                stats, record = recalibration.phase(phase_ctx, phase, carry.state, seen, records)
-                carry = dataclasses.replace(carry, batch_stats=stats)
-            else:
-                first = position['step'] if index == position['phase'] else 0
-                tx = optimizer(config, schedule, index)
-                if first == 0:
-                    carry = _start_phase(phase_ctx, config, phase, carry, tx).placed(ctx.mesh)
-                carry, record = _run_phase(
-                    phase_ctx, config, phase, index, first, carry, tx, stop, save
-                )
+            first = position['step'] if index == position['phase'] else 0
+            with _stopped_between_steps(ctx, phase):
+                carry, record = _one_phase(ctx, config, index, first, carry, records, stop, save)
             records.append({**record, 'hidden': phase.hidden})
             save(index + 1, 0, carry)
             if stop.requested:
@@ -162,6 +154,38 @@ def run_schedule(ctx: Context, config, schedule: list[Phase]):
                 )
     ckpt.close()
     return carry, records
+
+
+def _one_phase(ctx, config, index: int, first: int, carry: Carry, records, stop, save):
+    """Phase `index` of the schedule from its step `first`: (carry, record)."""
+    phase = ctx.schedule[index]
+    phase_ctx = _for_phase(ctx, phase)
+    if phase.kind == 'recalibrate':
+        seen = ctx.seen(phase.kind, carry.state.pparams)
+        stats, record = recalibration.phase(phase_ctx, phase, carry.state, seen, records)
+        return dataclasses.replace(carry, batch_stats=stats), record
+    tx = optimizer(config, ctx.schedule, index)
+    if first == 0:
+        carry = _start_phase(phase_ctx, config, phase, carry, tx).placed(ctx.mesh)
+    return _run_phase(phase_ctx, config, phase, index, first, carry, tx, stop, save)
+
+
+@contextlib.contextmanager
+def _stopped_between_steps(ctx, phase: Phase):
+    """A signal that stopped long work between two steps (evaluation, BatchNorm
+    re-estimation, synthetic images: `signals.check`) becomes `Preempted` naming the last
+    checkpoint, which the same command resumes from (the interrupted work is redone)."""
+    try:
+        yield
+    except signals.Interrupted as e:
+        step = ctx.saved.get('step')
+        if ctx.temporary or step is None:
+            kept, then = 'no checkpoint is kept', 'start again'
+        else:
+            kept, then = f'the last checkpoint {ctx.workdir}/checkpoints/{step} stays', 'resume'
+        raise Preempted(
+            f'{e.signal_name} during {phase.label}: {kept}; run the same command again to {then}'
+        ) from None
 
 
 def _start_phase(ctx, config, phase: Phase, carry: Carry, tx: optim.PhaseSwitch) -> Carry:
@@ -195,7 +219,7 @@ def _frozen(ctx, batch_stats):
 
 def _log_step(ctx, config, phase: Phase, index: int, k: int, state, metrics, clock, progress):
     _check_finite(ctx, config, metrics, phase, index, k)
-    progress.update(k - clock.first, dict(metrics), force=True)
+    progress.update(k, dict(metrics), force=True)
     prefix = {'reconstruct': 'recon'}.get(phase.kind, phase.kind)
     lr = learning_rate(config, ctx.schedule, index, k)
     ctx.metrics.write(
@@ -205,14 +229,18 @@ def _log_step(ctx, config, phase: Phase, index: int, k: int, state, metrics, clo
 
 
 def _run_phase(ctx, config, phase, index, first, carry: Carry, tx, stop, save):
-    """Steps `first + 1 .. phase.steps` of a training phase; returns (carry, record)."""
+    """Steps `first + 1 .. phase.steps` of a training phase; returns (carry, record).
+
+    A signal (`stop.requested`) saves a checkpoint after the current step (the last step
+    too: before the phase's evaluation) and raises `Preempted`.
+    """
     problem = dataclasses.replace(ctx.problem, target=carry.round_target)
     run, inputs = phase_steps.make_step(ctx, config, phase, first, problem, tx, carry.state)
     # Plain ints: a ConfigDict attribute read costs microseconds, and the loop is per step.
-    log_every, eval_every = config.log_every, config.eval_every
-    checkpoint_every = config.checkpoint_every
-    every = config.recalibrate.every if phase.kind == 'distill' and ctx.recalibrate else 0
-    progress = progress_lines.Progress(phase.steps, phase.label, ctx.log, every=log_every)
+    log_every, checkpoint_every = config.log_every, config.checkpoint_every
+    progress = progress_lines.Progress(
+        phase.steps, phase.label, ctx.log, every=log_every, first=first
+    )
     cpu_mesh = ctx.mesh is not None and ctx.mesh.size > 1 and jax.devices()[0].platform == 'cpu'
     clock = timing.PhaseClock(first, lookahead=not cpu_mesh)
     evals, state, frozen = [], carry.state, _frozen(ctx, carry.batch_stats)
@@ -225,18 +253,9 @@ def _run_phase(ctx, config, phase, index, first, carry: Carry, tx, stop, save):
         clock.stepped(k, metrics)
         if k % log_every == 0 or k == phase.steps:
             _log_step(ctx, config, phase, index, k, state, clock.wait(metrics), clock, progress)
-        if eval_every and k % eval_every == 0 and k < phase.steps:
-            with clock.apart(evaluation=True):
-                seen = ctx.seen(phase.kind, state.pparams)
-                evals.append({'step': k, 'top1': ctx.evaluate(seen, carry.batch_stats)})
-            ctx.log(f'{phase.label} step {k}: eval/top1_reconstructed {_pct(evals[-1]["top1"])}')
-            ctx.metrics.write(int(state.step), {'eval/top1_reconstructed': evals[-1]['top1']})
-        if every and k % every == 0 and k < phase.steps:
-            with clock.apart():
-                carry.batch_stats = ctx.recalibrate(ctx.seen(phase.kind, state.pparams))
-            frozen = _frozen(ctx, carry.batch_stats)
-        periodic = checkpoint_every and k % checkpoint_every == 0
-        if k < phase.steps and (stop.requested or periodic):
+        if k < phase.steps and not stop.requested:
+            frozen = _between_steps(ctx, config, phase, k, state, carry, clock, evals) or frozen
+        if stop.requested or (checkpoint_every and k % checkpoint_every == 0 and k < phase.steps):
             with clock.apart():
                 _check_finite(ctx, config, metrics, phase, index, k)
                 save(index, k, dataclasses.replace(carry, state=state))
@@ -246,10 +265,34 @@ def _run_phase(ctx, config, phase, index, first, carry: Carry, tx, stop, save):
                     f'{ctx.workdir}; run the same command again to resume'
                 )
     clock.wait(state)  # the steps still queued on the device are device time
+    return dataclasses.replace(carry, state=state), _phase_record(
+        ctx, phase, first, state, carry.batch_stats, clock, evals
+    )
+
+
+def _between_steps(ctx, config, phase: Phase, k: int, state, carry: Carry, clock, evals):
+    """The periodic evaluation and BatchNorm re-estimation after step k; the distillation
+    step's new frozen arrays when the statistics changed (else None)."""
+    if config.eval_every and k % config.eval_every == 0:
+        with clock.apart(evaluation=True):
+            seen = ctx.seen(phase.kind, state.pparams)
+            evals.append({'step': k, 'top1': ctx.evaluate(seen, carry.batch_stats)})
+        ctx.log(f'{phase.label} step {k}: eval/top1_reconstructed {_pct(evals[-1]["top1"])}')
+        ctx.metrics.write(int(state.step), {'eval/top1_reconstructed': evals[-1]['top1']})
+    every = config.recalibrate.every if phase.kind == 'distill' and ctx.recalibrate else 0
+    if every and k % every == 0:
+        with clock.apart():
+            carry.batch_stats = ctx.recalibrate(ctx.seen(phase.kind, state.pparams))
+        return _frozen(ctx, carry.batch_stats)
+    return None
+
+
+def _phase_record(ctx, phase: Phase, first: int, state, batch_stats, clock, evals) -> dict:
+    """The finished phase's record (timing, top-1, RMSE, evaluations), logged."""
     record = {'kind': phase.kind, 'round': phase.round, 'cycle': phase.cycle}
     record.update(steps=phase.steps, **clock.summary(phase.steps - first))
     seen = ctx.seen(phase.kind, state.pparams)
-    record['top1'] = ctx.evaluate(seen, carry.batch_stats)
+    record['top1'] = ctx.evaluate(seen, batch_stats)
     record['rmse'] = reconstruction.full_rmse(ctx.pmodel, seen, ctx.problem)
     record['evals'] = evals
     if first:
@@ -262,4 +305,4 @@ def _run_phase(ctx, config, phase, index, first, carry: Carry, tx, stop, save):
         f'eval/top1_reconstructed {_pct(record["top1"])}, '
         f'recon/rmse {record["rmse"]:.6f} (vs original weights)'
     )
-    return dataclasses.replace(carry, state=state), record
+    return record

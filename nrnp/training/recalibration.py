@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nrnp import signals
 from nrnp.nets import batchnorm
 from nrnp.training import sharding
 
@@ -58,7 +59,10 @@ def pooled_moments(
     for images in batches:
         if mesh is not None and not isinstance(images, jax.Array):
             images = sharding.global_batch(np.asarray(images, np.float32), mesh)
-        pooled = _accumulate(model, pooled, variables, images, normalise=normalise)
+        pooled = jax.block_until_ready(
+            _accumulate(model, pooled, variables, images, normalise=normalise)
+        )
+        signals.check()  # a stop request is seen between batches
     return pooled
 
 
@@ -146,6 +150,8 @@ def synthetic_images(
     opt_state = tx.init(x)
     for k in range(steps):
         x, opt_state, loss = step(x, opt_state)
+        loss.block_until_ready()  # each step waited for: a stop request is seen between them
+        signals.check()
         if log is not None and (k + 1) % 100 == 0:
             log(f'synthetic calibration images: step {k + 1}/{steps}, BN mismatch {loss:.4f}')
     return np.asarray(x)
