@@ -100,7 +100,13 @@ def test_quantized_run_reports_the_network_its_artefact_rebuilds(tmp_path):
     report = job.run(c, str(tmp_path), echo=lambda s: None)
     kinds = [p['kind'] for p in report['phases']]
     assert kinds == [
-        'init', 'reconstruct', 'quantize', 'recalibrate', 'distill', 'recalibrate', 'stored'
+        'init',
+        'reconstruct',
+        'quantize',
+        'recalibrate',
+        'distill',
+        'recalibrate',
+        'stored',
     ]
     assert [p['steps'] for p in report['phases']][1:3] == [c.reconstruct.steps, 3]
     stored = report['phases'][-1]

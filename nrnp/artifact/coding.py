@@ -65,7 +65,9 @@ def encode(segments: list[tuple[np.ndarray, int]]) -> np.ndarray:
     for symbols, alphabet in segments:
         symbols = np.asarray(symbols, np.int32).reshape(-1)
         if symbols.size and (symbols.min() < 0 or symbols.max() >= alphabet):
-            raise ValueError(f'symbols must lie in [0, {alphabet}), got {symbols.min()}..{symbols.max()}')
+            raise ValueError(
+                f'symbols must lie in [0, {alphabet}), got {symbols.min()}..{symbols.max()}'
+            )
         counts = np.bincount(symbols, minlength=alphabet)
         histograms.append(counts)
         flat.append((symbols, counts))
@@ -109,7 +111,9 @@ def decode(blob: np.ndarray, segments: list[tuple[int, int]]) -> list[np.ndarray
             continue
         symbols = np.asarray(coder.decode(_model(histogram), size), np.int32)
         if not np.array_equal(np.bincount(symbols, minlength=histogram.size), histogram):
-            raise ValueError('the coded stream is damaged (its symbols do not match their histogram)')
+            raise ValueError(
+                'the coded stream is damaged (its symbols do not match their histogram)'
+            )
         out.append(symbols)
     if not coder.is_empty() or _crc(out) != raw[:4]:
         raise ValueError('the coded stream is damaged (its symbols do not match their checksum)')

@@ -13,7 +13,9 @@ uint8 members (`storage` has the byte layout):
              layout (LayerSpec fields; 'group' and 'depthwise' may be absent: 1, false),
              ordering and its codec, encoding, predictor settings (with 'quantize' and
              'quantize_group') and leaves (path, shape, dtype, storage, bits, group), the
-             predictor's coding, config, history, metrics
+             predictor's coding, config (version 4: 'config_changes', the fields that differ
+             from nrnp's default config, which the reader fills in), history (version 4:
+             each phase's measurements, `compact_record`), metrics
   predictor  version 4: per predictor leaf its float values (float32, bfloat16 or
              float16) or, for an int leaf (`core.quantize`), its float16 column scales;
              then every int leaf's codes and scale multipliers, one rANS stream
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import os
 import zlib
@@ -126,7 +129,7 @@ class Compressed:
             self.predictor_params = unflatten(
                 {p: quantize.dequantize_leaf(s) for p, s in self.predictor_storage.items()}
             )
-        for i, leaf in enumerate(self.leaves):
+        for leaf in self.leaves:
             if leaf.stored and leaf.stored != leaf.dtype and leaf.path in self.copied:
                 value = np.asarray(self.copied[leaf.path]).astype(leaf.stored)
                 self.copied[leaf.path] = value.astype(leaf.dtype)
@@ -228,11 +231,17 @@ class Compressed:
         return out
 
     def _header(self, version: int, coding: str) -> dict:
-        coded = {'predictor_coding': coding} if version >= 4 else {}
+        if version >= 4:  # compact: what a reader cannot rebuild, and no step timings
+            provenance = {
+                'predictor_coding': coding,
+                'config_changes': config_changes(self.config),
+                'history': [compact_record(r) for r in self.history],
+            }
+        else:
+            provenance = {'config': self.config, 'history': self.history}
         return {
             'format': FORMAT,
             'version': version,
-            **coded,
             'bare': self.bare,
             'frozen': self.frozen,
             'leaves': [self._leaf_header(leaf) for leaf in self.leaves],
@@ -242,8 +251,7 @@ class Compressed:
             'encoding': self.encoding,
             'predictor': {**self.predictor_settings, 'quantize': self.quantize},
             'predictor_leaves': storage.predictor_entries(self.predictor_storage),
-            'config': self.config,
-            'history': self.history,
+            **provenance,
             'metrics': self.metrics,
         }
 
@@ -385,6 +393,56 @@ class Compressed:
         return state_dicts.export_state_dict(
             {'params': variables} if self.bare else variables, path, naming
         )
+
+
+_RECORD_KEYS = (
+    'kind round cycle steps hidden seconds top1_before top1 rmse mode images source'.split()
+)
+
+
+def compact_record(record: dict) -> dict:
+    """A phase record as a version 4 file keeps it: what it measured, not how it was timed."""
+    out = {k: record[k] for k in _RECORD_KEYS if record.get(k) is not None}
+    if 'seconds' in out:
+        out['seconds'] = round(out['seconds'], 1)
+    return out
+
+
+def config_changes(config: dict) -> dict:
+    """The fields of a run's config (as a dict) that differ from nrnp's default config."""
+    from nrnp.configs import default  # noqa: PLC0415  (a leaf module, no cycle)
+
+    def diff(given, base):
+        out = {}
+        for key, value in given.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                inner = diff(value, base[key])
+                if inner:
+                    out[key] = inner
+            elif key not in base or _plain(base[key]) != _plain(value):
+                out[key] = value
+        return out
+
+    return diff(config, json.loads(default.get_config().to_json_best_effort()))
+
+
+def full_config(changes: dict) -> dict:
+    """Inverse of `config_changes`: nrnp's default config with `changes` applied."""
+    from nrnp.configs import default  # noqa: PLC0415
+
+    def merge(base, given):
+        for key, value in given.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+        return base
+
+    return merge(json.loads(default.get_config().to_json_best_effort()), changes)
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:

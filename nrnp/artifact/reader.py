@@ -26,6 +26,7 @@ from nrnp.artifact.compressed import (
     VERSION,
     Compressed,
     LeafSpec,
+    full_config,
 )
 from nrnp.core import coordinates, kernels, quantize
 from nrnp.errors import ArtifactError
@@ -84,9 +85,17 @@ def _check_header(path: str, header) -> None:
             f'(this nrnp reads versions {readable} and writes {VERSION}; use the nrnp that '
             'wrote it)'
         )
-    missing = [k for k in _HEADER_KEYS if k not in header]
+    keys = [k for k in _HEADER_KEYS if k != 'config' or 'config_changes' not in header]
+    missing = [k for k in keys if k not in header]
     if missing:
         raise ArtifactError(f'{path}: header lacks {", ".join(missing)}')
+
+
+def _config(header: dict) -> dict:
+    """The run's config: stored whole (versions 1-3) or as its changes from nrnp's defaults."""
+    if 'config_changes' in header:
+        return full_config(header['config_changes'])
+    return header['config']
 
 
 def _from_storable(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -155,7 +164,7 @@ def _from_members(path: str, header: dict, members: dict) -> Compressed:
         predictor_params=unflatten({p: quantize.dequantize_leaf(s) for p, s in stored.items()}),
         bare=bool(header['bare']),
         frozen=bool(header.get('frozen', False)),  # absent in files of nrnp <= 0.1.0
-        config=header['config'],
+        config=_config(header),
         history=header['history'],
         metrics=header['metrics'],
         predictor_storage=stored,

@@ -84,7 +84,9 @@ _FLOAT = {'float32': 4, 'bfloat16': 2, 'float16': 2}
 def _raw_nbytes(entry: dict) -> int:
     """Bytes of a version 4 leaf's raw part: float values, or an int leaf's float16 scales."""
     shape = entry['shape']
-    return 2 * shape[-1] if entry['storage'] == 'int' else _FLOAT[entry['storage']] * math.prod(shape)
+    return (
+        2 * shape[-1] if entry['storage'] == 'int' else _FLOAT[entry['storage']] * math.prod(shape)
+    )
 
 
 def _segments(entries: list[dict]) -> list[tuple[int, int]]:
@@ -107,7 +109,8 @@ def _symbols(stored: dict) -> list[np.ndarray]:
 
 def _packed(symbols: list[np.ndarray], segments: list[tuple[int, int]]) -> bytes:
     return b''.join(
-        quantize.pack_bits(s, max(a - 1, 1).bit_length()).tobytes() for s, (_, a) in zip(symbols, segments)
+        quantize.pack_bits(s, max(a - 1, 1).bit_length()).tobytes()
+        for s, (_, a) in zip(symbols, segments)
     )
 
 
@@ -157,7 +160,9 @@ def pack_predictor(stored: dict, version: int) -> tuple[np.ndarray, str, tuple[i
     segments = _segments(predictor_entries(stored))
     symbols = _symbols(stored)
     packed = _packed(symbols, segments)
-    coded = coding.encode(list(zip(symbols, [a for _, a in segments]))).tobytes() if segments else b''
+    coded = (
+        coding.encode(list(zip(symbols, [a for _, a in segments]))).tobytes() if segments else b''
+    )
     best, name = (coded, 'ans') if len(coded) < len(packed) else (packed, 'packed')
     return np.frombuffer(raw + best, np.uint8), name, (len(best), len(packed))
 
@@ -176,7 +181,9 @@ def unpack_predictor(blob: np.ndarray, entries: list[dict], coding_name: str = '
     out, at, raws = {}, 0, []
     for entry in entries:
         if entry['storage'] not in ('int', *_FLOAT):
-            raise ValueError(f'predictor leaf {entry["path"]}: unknown storage {entry["storage"]!r}')
+            raise ValueError(
+                f'predictor leaf {entry["path"]}: unknown storage {entry["storage"]!r}'
+            )
         nbytes = _raw_nbytes(entry)
         raws.append(_read(blob, at, nbytes, f'predictor leaf {"/".join(entry["path"])}'))
         at += nbytes

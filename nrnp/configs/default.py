@@ -107,11 +107,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.predictor.residual = False  # skip connections around hidden layers
     # Stored weights: 'none' (float32), 'bf16', 'int8'..'int2' (codes with per-group scales,
     # entropy-coded; biases and copied leaves float16) or 'lowbit' (core.quantize.LOWBIT).
-    # With an int mode, a 'quantize' phase fine-tunes through the rounding after the
-    # reconstruction rounds, and distillation trains through it (docs/method.md, "Bytes").
-    c.predictor.quantize = 'none'
+    # Evaluation, re-estimation and distillation see the predictor as stored (docs/method.md).
+    c.predictor.quantize = 'int6'
     c.predictor.quantize_group = 16  # inputs per scale group of an int mode (0: per column)
-    c.predictor.quantize_steps = 1000  # the 'quantize' phase's steps (0: round after training)
+    # Steps of a 'quantize' phase (reconstruction loss through the rounding) after the rounds
+    # (0: none; it lost accuracy where measured, docs/results.md "Per byte").
+    c.predictor.quantize_steps = 0
     c.predictor.quantize_learning_rate = 1e-3  # its peak (Adam, cosine to 1 %)
 
     c.reconstruct = ml_collections.ConfigDict()
@@ -205,7 +206,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
         c.distill.steps = 6
         c.distill.batch_size = 32
         c.distill.kernel_batch_size = 512
-        c.predictor.quantize_steps = 10
         c.recalibrate.images = 64
         c.recalibrate.batch_size = 32
         c.checkpoint_every = 5

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-LOWBIT = 'int5'  # the best sub-8-bit setting measured (docs/results.md, "Per byte")
+LOWBIT = 'int6'  # the best sub-8-bit setting measured (docs/results.md, "Per byte")
 MODES = ('none', 'bf16', 'lowbit', *(f'int{b}' for b in range(8, 1, -1)))
 SCALE_BITS = 4  # bits of a group's scale multiplier
 MULTIPLIERS = np.arange(2**SCALE_BITS, dtype=np.float32) / np.float32(2**SCALE_BITS - 1)
@@ -133,7 +133,7 @@ def _codes(grouped, step, qmax: int, xp):
 
 @functools.partial(jax.jit, static_argnames=('bits', 'group'))
 def _int_parts(w, bits: int, group: int):
-    """`w [in, out]` float32 -> (codes [in, out] f32, S [out] f32 (float16 values), m [groups, out]).
+    """`w [in, out]` float32 -> (codes [in, out], S [out] (float16 values), m [groups, out]).
 
     The one place codes are chosen: the training step's rounding and the stored file agree.
     """
@@ -170,9 +170,7 @@ def _straight_through(w, rounded):
     return rounded
 
 
-_straight_through.defvjp(
-    lambda w, rounded: (rounded, None), lambda _, g: (g, jnp.zeros_like(g))
-)
+_straight_through.defvjp(lambda w, rounded: (rounded, None), lambda _, g: (g, jnp.zeros_like(g)))
 
 
 def fake_quantize(w, scheme: Scheme):
@@ -261,7 +259,9 @@ def unpack_bits(packed: np.ndarray, bits: int, size: int) -> np.ndarray:
     """Inverse of `pack_bits`: `[ceil(size * bits / 8)]` uint8 -> `[size]` uint16."""
     packed = np.asarray(packed, np.uint8).reshape(-1)
     if packed.size != -(-size * bits // 8):
-        raise ValueError(f'{size} {bits}-bit values need {-(-size * bits // 8)} bytes, got {packed.size}')
+        raise ValueError(
+            f'{size} {bits}-bit values need {-(-size * bits // 8)} bytes, got {packed.size}'
+        )
     stream = np.unpackbits(packed, bitorder='little')[: size * bits].reshape(size, bits)
     return (stream.astype(np.uint16) << np.arange(bits, dtype=np.uint16)).sum(1).astype(np.uint16)
 

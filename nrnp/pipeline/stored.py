@@ -53,7 +53,10 @@ def stored_record(artifact: compressed.Compressed, prep, top1, log) -> dict:
     record['top1'] = None if top1 is None else top1(variables)
     record['seconds'] = time.time() - start
     shown = '-' if record['top1'] is None else f'{record["top1"]:.2f} %'
-    log(f'stored artefact ({artifact.quantize}): eval/top1_reconstructed {shown}, recon/rmse {rmse:.6f}')
+    log(
+        f'stored artefact ({artifact.quantize}): eval/top1_reconstructed {shown}, '
+        f'recon/rmse {rmse:.6f}'
+    )
     return record
 
 
