@@ -10,8 +10,7 @@ Each nrnp variant is one run of `nrnp.pipeline.job.run` (the CLI's code) on the
   rounds x methods      progressive rounds of widths w1-w2-..., `steps` split evenly
                         (`reconstruct.round_hidden`), or w1-w2@s1-s2 with steps per
                         round (`reconstruct.round_steps`); the last width is stored
-  x quantize            `predictor.quantize` modes (only when the installed nrnp has
-                        that field; 'none' always works)
+  x quantize            `predictor.quantize` modes ('none', 'bf16', 'int8'..'int2')
   x recalibrate         'on' (the default BatchNorm re-estimation) and/or 'off'
                         (`recalibrate.images=0`, name suffix `_norecal`)
 and the methods are
@@ -19,9 +18,15 @@ and the methods are
   distill    reconstruction (`steps`) then decoupled distillation (`distill_steps`)
   joint      reconstruction (`steps`) then NeRN's joint loss (`distill_steps`):
              rec 1 + KD 1e-4 + feature maps 1e-4 at a small learning rate
-With both recon and distill asked, a float recon row is the distill run's record after
-its last reconstruction round (the same computation, not rerun); with re-estimation on,
-the run also gives the recon row after its re-estimation ('+ BN re-est.').
+With both recon and distill asked, a recon row is the distill run's record after its
+last reconstruction round (the same computation, not rerun; for a quantized predictor
+only with re-estimation on, whose record measures the stored predictor); with
+re-estimation on, the run also gives the recon row after its re-estimation
+('+ BN re-est.').
+
+Every nrnp row names the baseline rows that dominate it (`dominated_by`: at most its
+stored bytes and at least its top-1, plain or re-estimated); the plot rings the nrnp
+points no baseline dominates.
 
 Stored bytes are the artefact's payload without its JSON header (predictor + orderings
 + copied leaves, `Compressed.size_report`), the measure benchmarks/baselines.py counts
@@ -50,10 +55,13 @@ from nrnp.configs import c10_r20  # noqa: E402
 
 CHECKPOINTS = cifar_targets.CHECKPOINTS
 METHODS = ('recon', 'distill', 'joint')
-BASELINE_SERIES = {
-    'ptq': 'per-channel PTQ (8, 4, 3 bits)',
-    'pru': 'magnitude pruning, per layer',
-    'gpr': 'magnitude pruning, global',
+BASELINE_SERIES = {  # by the method name's letters
+    'fp': 'fp16 cast',
+    'ptq': 'per-channel PTQ (packed, fp32 scales)',
+    'cq': 'per-channel PTQ, MSE scales, coded',
+    'gq': 'per-group-16 PTQ, MSE scales, coded',
+    'prune': 'magnitude pruning, per layer',
+    'gprune': 'magnitude pruning, global',
 }
 RECAL = ' + BN re-est.'
 
@@ -63,8 +71,7 @@ def variants(
 ) -> list[dict]:
     """Every (name, round widths, round steps, method, quantize, recal) asked, each a dict.
 
-    Quantised variants (a mode other than 'none') are made for the 'distill' method only
-    (quantisation-aware training runs in distillation), and for progressive rounds only
+    Quantised variants (a mode other than 'none') are made for progressive rounds only
     with `quantize_rounds`. `recalibrate` lists 'on' and/or 'off' (suffix `_norecal`).
     """
     shapes = [(f'h{w}', (w,), ()) for w in widths]
@@ -78,9 +85,7 @@ def variants(
             if method not in METHODS:
                 raise SystemExit(f'unknown method {method!r}; valid: {",".join(METHODS)}')
             for q in quantize:
-                if q != 'none' and (
-                    method != 'distill' or (len(hidden) > 1 and not quantize_rounds)
-                ):
+                if q != 'none' and len(hidden) > 1 and not quantize_rounds:
                     continue
                 for recal in recalibrate:
                     name = f'{shape}_{method}' + ('' if q == 'none' else f'_{q}')
@@ -120,10 +125,7 @@ def variant_config(args, shared: str, variant: dict):
         c.distill.fm_weight = 1e-4
         c.distill.reconstruction_weight = 1.0
         c.distill.learning_rate = 1e-5
-    if variant['quantize'] != 'none':
-        if 'quantize' not in c.predictor:
-            return None  # this nrnp stores float32 predictors only
-        c.predictor.quantize = variant['quantize']
+    c.predictor.quantize = variant['quantize']
     if 'recalibrate' in c and getattr(args, 'recal_when', ''):
         c.recalibrate.when = args.recal_when
     if variant.get('recal', 'on') == 'off':
@@ -188,8 +190,7 @@ def run_row(args, shared: str, variant: dict) -> list[dict]:
         'wall_seconds': report['wall_seconds'],
     }
     rows = [row]
-    recon_too = 'recon' in args.methods.split(',') and variant['quantize'] == 'none'
-    if variant['method'] != 'distill' or not recon_too:
+    if variant['method'] != 'distill' or 'recon' not in args.methods.split(','):
         return rows
     phases = report['phases']
     last = max(i for i, p in enumerate(phases) if p['kind'] == 'reconstruct')
@@ -203,12 +204,35 @@ def run_row(args, shared: str, variant: dict) -> list[dict]:
         'wall_seconds': None,
     }
     if not recal:  # the same reconstruction as the 'on' run: one row for both
+        if variant['quantize'] != 'none':
+            return rows  # the reconstruct record measured the float predictor
         return [recon, row] if 'on' not in args.recalibrate.split(',') else rows
     after = phases[last + 1] if phases[last + 1]['kind'] == 'recalibrate' else None
     out = [recon]
     if after is not None:
         out.append({**recon, 'series': recon['series'] + RECAL, 'top1': after['top1']})
     return [*out, row]
+
+
+def baseline_series(method: str) -> str:
+    """The plot series of a baselines.py method ('ptq4' -> per-channel PTQ, ...)."""
+    letters = method.rstrip('0123456789')
+    return BASELINE_SERIES.get(letters, 'fp32 original')
+
+
+def mark_dominated(rows: list[dict]) -> None:
+    """Sets `dominated_by` on every nrnp row: the baseline rows (name, and ' re-est.')
+    with at most its stored bytes and at least its top-1."""
+    baselines = [r for r in rows if not r['series'].startswith('nrnp')]
+    for r in rows:
+        if not r['series'].startswith('nrnp'):
+            r['dominated_by'] = None
+            continue
+        r['dominated_by'] = ' '.join(
+            b['name'] + (' re-est.' if b['series'].endswith(RECAL) else '')
+            for b in baselines
+            if b['stored_bytes'] <= r['stored_bytes'] and b['top1'] >= r['top1']
+        )
 
 
 def baseline_rows(path: str, target: str) -> list[dict]:
@@ -219,7 +243,7 @@ def baseline_rows(path: str, target: str) -> list[dict]:
         {
             'target': target,
             'name': r['method'],
-            'series': BASELINE_SERIES.get(r['method'][:3], 'fp32 original'),
+            'series': baseline_series(r['method']),
             'hidden': '',
             'steps': 0,
             'predictor_params': None,
@@ -252,6 +276,17 @@ def plot(rows: list[dict], path: str) -> None:
         points.sort()
         style = 'o-' if name.startswith('nrnp') else 's--'
         ax.plot([b / 1024 for b, _ in points], [t for _, t in points], style, label=name)
+    free = [r for r in rows if r['series'].startswith('nrnp') and not r.get('dominated_by')]
+    if free:
+        ax.plot(
+            [r['stored_bytes'] / 1024 for r in free],
+            [r['top1'] for r in free],
+            'o',
+            markersize=12,
+            markerfacecolor='none',
+            markeredgecolor='black',
+            label='nrnp, no baseline dominates',
+        )
     ax.set_xscale('log')
     ax.set_xlabel('stored bytes (KiB, log scale)')
     ax.set_ylabel('top-1 (%)')
@@ -270,15 +305,16 @@ def write(rows: list[dict], out: str) -> None:
     fmt = lambda v, spec: '-' if v is None else format(v, spec)
     lines = [
         '| target | variant | h (per round) | steps | ratio | stored bytes | / fp32 | '
-        'test images | top-1 | RMSE |',
-        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+        'test images | top-1 | RMSE | dominated by |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ]
     for r in rows:
         lines.append(
             f'| {r["target"]} | {r["name"]} | {r["hidden"] or "-"} | {r["steps"]} | '
             f'{fmt(r["ratio"], ".3f")} | {r["stored_bytes"]:,} | '
             f'{r["stored_bytes"] / r["original_bytes"]:.4f} | {r["test_images"]} | '
-            f'{r["top1"]:.2f} | {fmt(r["rmse"], ".5f")} |'
+            f'{r["top1"]:.2f} | {fmt(r["rmse"], ".5f")} | '
+            f'{"-" if r.get("dominated_by") is None else r["dominated_by"] or "none"} |'
         )
     with open(os.path.join(out, 'curve.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
@@ -333,6 +369,7 @@ def main(argv=None):
             print(json.dumps(r), flush=True)
     if args.baselines:
         rows += baseline_rows(args.baselines, args.target)
+    mark_dominated(rows)
     write(rows, args.out)
     return 0
 

@@ -2,6 +2,8 @@
 trips, the fast 1x1/depthwise layers against nn.Conv, depthwise detection, the grouped
 table's row cut, and (with torch) the forward pass against torchvision-named torch modules."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -322,4 +324,12 @@ def test_cli_compresses_a_mobilenet_with_every_kind(tmp_path):
     assert report['kernel_rows'] < report['represented_params'] / 5  # grouped 1x1 rows
     loaded = nrnp.load(report['artifact'])
     assert sum(layer.kind == 'depthwise' for layer in loaded.layout.layers) == 17
-    assert loaded.minimum_version() == 3
+    assert loaded.minimum_version() == 4  # an int6 predictor
+    settings = {**loaded.predictor_settings, 'quantize': 'none'}
+    floats = dataclasses.replace(
+        loaded,
+        predictor_settings=settings,
+        predictor_storage=None,
+        leaves=[dataclasses.replace(x, stored='') for x in loaded.leaves],
+    )
+    assert floats.minimum_version() == 3  # grouped 1x1 rows alone

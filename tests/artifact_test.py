@@ -36,6 +36,7 @@ def compressed():
         reconstruct__steps=2,
         reconstruct__batch_size=64,
         predictor__hidden=8,
+        predictor__quantize='none',  # the format's float parts; quantized ones below
         encoding__levels=4,
         log=None,
     )
@@ -405,6 +406,7 @@ def _untrained(pointwise):
 
     config = default.get_config()
     config.kernels.pointwise, config.predictor.hidden, config.encoding.levels = pointwise, 8, 4
+    config.predictor.quantize = 'none'  # the layout's version alone
     params = _pointwise_params()
     prep = problem.prepare(params, config, log=lambda m: None, depthwise=[('dw', 'kernel')])
     pparams = predictor.init_predictor(prep.pmodel, prep.input_dim, prep.predictor_seed)

@@ -98,8 +98,9 @@ def test_curve_variants_and_their_configs():
         'r180-140_distill_int8',
     ]
     plain = curve.variants([140], ['180-140'], ['recon', 'distill'], ['none', 'int8'])
-    assert [v['name'] for v in plain] == [  # quantised: distill runs of one width only
+    assert [v['name'] for v in plain] == [  # quantised: one width only
         'h140_recon',
+        'h140_recon_int8',
         'h140_distill',
         'h140_distill_int8',
         'r180-140_recon',
@@ -117,8 +118,42 @@ def test_curve_variants_and_their_configs():
     assert uneven['name'] == 'r180-140@6-4_recon'
     c = curve.variant_config(args, '/shared', uneven)
     assert c.reconstruct.round_steps == (6, 4) and c.distill.steps == 0
-    quantized = curve.variant_config(args, '/shared', chosen[1])
-    if 'quantize' in default.get_config().predictor:
-        assert quantized.predictor.quantize == 'int8'
-    else:  # an nrnp without predictor.quantize skips the quantised variants
-        assert quantized is None
+    assert curve.variant_config(args, '/shared', chosen[1]).predictor.quantize == 'int8'
+    assert curve.variant_config(args, '/shared', chosen[0]).predictor.quantize == 'none'
+
+
+@pytest.mark.parametrize('method', ['fp16', 'cq4', 'gq3'])
+def test_baselines_stored_as_nrnp_stores_its_predictor(method):
+    from nrnp.artifact import storage
+    from nrnp.core import quantize
+
+    model = models.build_model('smallcnn', 10, widths=(4, 8, 8))
+    variables = models.init_variables(model, (1, 8, 8, 1))
+    variables = {k: variables[k] for k in ('params', 'batch_stats')}
+    represented = baselines.represented_paths(variables['params'], default.get_config().kernels)
+    _, original = baselines.apply_method(variables, represented, 'original')
+    rewritten, sizes = baselines.apply_method(variables, represented, method)
+    assert sizes['copied_bytes'] == original['copied_bytes'] // 2  # float16 copies
+    var = variables['batch_stats']['bn1']['var']
+    np.testing.assert_array_equal(rewritten['batch_stats']['bn1']['var'], var.astype(np.float16))
+    w = variables['params']['conv2']['kernel']  # [3, 3, 4, 8]
+    if method == 'fp16':
+        assert sizes['conv_bytes'] == original['conv_bytes'] // 2
+        np.testing.assert_array_equal(rewritten['params']['conv2']['kernel'], w.astype(np.float16))
+        return
+    scheme = quantize.Scheme(f'int{method[2:]}', 16 if method[0] == 'g' else 0)
+    leaves = {
+        p: quantize.quantize_leaf(
+            variables['params'][p[1]]['kernel'].reshape(
+                -1, variables['params'][p[1]]['kernel'].shape[-1]
+            ),
+            scheme,
+        )
+        for p in sorted(represented)
+    }
+    assert sizes['conv_bytes'] == storage.pack_predictor(leaves, 4)[0].nbytes
+    assert sizes['stored_bytes'] == sizes['conv_bytes'] + sizes['copied_bytes']
+    want = quantize.dequantize_leaf(leaves[('params', 'conv2', 'kernel')]).reshape(w.shape)
+    np.testing.assert_array_equal(rewritten['params']['conv2']['kernel'], want)
+    group = want.reshape(-1, 8)[: 16 if method[0] == 'g' else None, 0]  # one scale's values
+    assert len(np.unique(group)) <= 2 ** int(method[2:]) - 1

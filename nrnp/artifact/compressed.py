@@ -38,17 +38,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
-import math
 import os
-import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nrnp import errors, files
-from nrnp.artifact import storage
+from nrnp.artifact import provenance, sizes, storage
 from nrnp.core import coordinates, encodings, kernels, predictor, quantize
 from nrnp.nets import loading, state_dicts
 from nrnp.nets.trees import flatten_variables, unflatten
@@ -232,13 +229,13 @@ class Compressed:
 
     def _header(self, version: int, coding: str) -> dict:
         if version >= 4:  # compact: what a reader cannot rebuild, and no step timings
-            provenance = {
+            remembered = {
                 'predictor_coding': coding,
-                'config_changes': config_changes(self.config),
-                'history': [compact_record(r) for r in self.history],
+                'config_changes': provenance.config_changes(self.config),
+                'history': [provenance.compact_record(r) for r in self.history],
             }
         else:
-            provenance = {'config': self.config, 'history': self.history}
+            remembered = {'config': self.config, 'history': self.history}
         return {
             'format': FORMAT,
             'version': version,
@@ -251,7 +248,7 @@ class Compressed:
             'encoding': self.encoding,
             'predictor': {**self.predictor_settings, 'quantize': self.quantize},
             'predictor_leaves': storage.predictor_entries(self.predictor_storage),
-            **provenance,
+            **remembered,
             'metrics': self.metrics,
         }
 
@@ -300,83 +297,13 @@ class Compressed:
     # ------------------------------------------------------------ sizes
 
     def size_report(self) -> dict:
-        """Every byte of the file, by part, and the compression ratios.
-
-        Returns:
-          predictor_bytes (stored values, scales and codes; predictor_codes_bytes of them
-          the integer codes and multipliers as stored, predictor_codes_raw_bytes those
-          bit-packed, predictor_coding how: 'ans', 'packed', or 'none' before version 4),
-          ordering_bytes, copied_bytes (of which copied_params_bytes and
-          batch_stats_bytes, at their stored dtypes), header_bytes (as stored,
-          compressed; header_json_bytes uncompressed); payload_bytes (the four parts);
-          framing_bytes (zip and npy headers); artifact_bytes (the `.nrnp` file: payload
-          + framing); original_bytes (all input leaves at their dtypes); quantize;
-          represented_params, predictor_params, param_ratio (predictor / represented
-          params, NeRN's measure); predictor_bits_per_param; ordering_bits_per_kernel;
-          artifact_ratio = disk_ratio (artifact_bytes / original_bytes).
-        """
-        arrays, (codes, codes_raw), coding = self._arrays()
-        copied = {
-            leaf.path: math.prod(leaf.shape) * jnp.dtype(leaf.stored or leaf.dtype).itemsize
-            for leaf in self.leaves
-            if not leaf.represented
-        }
-        n_pred = sum(v.size for v in jax.tree.leaves(self.predictor_params))
-        original = sum(
-            math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize for leaf in self.leaves
-        )
-        size = lambda key: int(arrays[key].nbytes) if key in arrays else 0
-        out = {
-            'predictor_bytes': size('predictor'),
-            'ordering_bytes': size('ordering'),
-            'copied_bytes': size('copied'),
-            'predictor_codes_bytes': codes,
-            'predictor_codes_raw_bytes': codes_raw,
-            'predictor_coding': coding,
-            'copied_params_bytes': sum(n for p, n in copied.items() if p[0] == 'params'),
-            'batch_stats_bytes': sum(n for p, n in copied.items() if p[0] == 'batch_stats'),
-            'header_bytes': size('header'),
-            'header_json_bytes': len(zlib.decompress(arrays['header'].tobytes())),
-            'artifact_bytes': len(_npz(arrays)),
-            'original_bytes': int(original),
-            'quantize': self.quantize,
-            'represented_params': int(self.layout.num_params),
-            'predictor_params': int(n_pred),
-        }
-        parts = ('predictor_bytes', 'ordering_bytes', 'copied_bytes', 'header_bytes')
-        out['payload_bytes'] = sum(out[k] for k in parts)
-        out['framing_bytes'] = out['artifact_bytes'] - out['payload_bytes']
-        out['param_ratio'] = out['predictor_params'] / out['represented_params']
-        out['predictor_bits_per_param'] = 8 * out['predictor_bytes'] / max(n_pred, 1)
-        kernels_ordered = self.layout.num_kernels if self.ordering != 'none' else 0
-        out['ordering_bits_per_kernel'] = 8 * out['ordering_bytes'] / max(kernels_ordered, 1)
-        out['disk_ratio'] = out['artifact_bytes'] / out['original_bytes']
-        out['artifact_ratio'] = out['disk_ratio']
-        return out
+        """Every byte of the file, by part, and the compression ratios (`sizes.size_report`)."""
+        arrays, codes, coding = self._arrays()
+        return sizes.size_report(self, arrays, codes, coding, len(_npz(arrays)))
 
     def summary(self) -> str:
         """A readable multi-line description: layers, predictor, sizes, accuracy."""
-        s, p = self.size_report(), self.predictor_settings
-        lines = [
-            f'nrnp compressed network: {len(self.layout.layers)} represented layers, '
-            f'{self.layout.num_kernels} kernels, {s["represented_params"]:,} params',
-            f'  predictor: hidden {p["hidden"]}, {p["layers"]} layers, {s["predictor_params"]:,} '
-            f'params (ratio {s["param_ratio"]:.4f}), stored {self.quantize}; '
-            f'ordering {self.ordering}; encoding {self.encoding["kind"]}',
-            f'  bytes: predictor {s["predictor_bytes"]:,}, orderings {s["ordering_bytes"]:,}, '
-            f'copied {s["copied_bytes"]:,}, header {s["header_bytes"]:,}, '
-            f'framing {s["framing_bytes"]:,}',
-            f'  file {s["artifact_bytes"]:,} B vs original {s["original_bytes"]:,} B '
-            f'(on-disk ratio {s["disk_ratio"]:.4f})',
-        ]
-        m = self.metrics
-        if m.get('top1_original') is not None or m.get('top1_reconstructed') is not None:
-            fmt = lambda v: '-' if v is None else f'{v:.2f} %'
-            lines.append(
-                f'  top-1 original {fmt(m.get("top1_original"))}, '
-                f'rebuilt {fmt(m.get("top1_reconstructed"))}'
-            )
-        return '\n'.join(lines)
+        return sizes.summary(self)
 
     def __str__(self) -> str:
         return self.summary()
@@ -393,56 +320,6 @@ class Compressed:
         return state_dicts.export_state_dict(
             {'params': variables} if self.bare else variables, path, naming
         )
-
-
-_RECORD_KEYS = (
-    'kind round cycle steps hidden seconds top1_before top1 rmse mode images source'.split()
-)
-
-
-def compact_record(record: dict) -> dict:
-    """A phase record as a version 4 file keeps it: what it measured, not how it was timed."""
-    out = {k: record[k] for k in _RECORD_KEYS if record.get(k) is not None}
-    if 'seconds' in out:
-        out['seconds'] = round(out['seconds'], 1)
-    return out
-
-
-def config_changes(config: dict) -> dict:
-    """The fields of a run's config (as a dict) that differ from nrnp's default config."""
-    from nrnp.configs import default  # noqa: PLC0415  (a leaf module, no cycle)
-
-    def diff(given, base):
-        out = {}
-        for key, value in given.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                inner = diff(value, base[key])
-                if inner:
-                    out[key] = inner
-            elif key not in base or _plain(base[key]) != _plain(value):
-                out[key] = value
-        return out
-
-    return diff(config, json.loads(default.get_config().to_json_best_effort()))
-
-
-def full_config(changes: dict) -> dict:
-    """Inverse of `config_changes`: nrnp's default config with `changes` applied."""
-    from nrnp.configs import default  # noqa: PLC0415
-
-    def merge(base, given):
-        for key, value in given.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = value
-        return base
-
-    return merge(json.loads(default.get_config().to_json_best_effort()), changes)
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:

@@ -26,8 +26,8 @@ from nrnp.artifact.compressed import (
     VERSION,
     Compressed,
     LeafSpec,
-    full_config,
 )
+from nrnp.artifact.provenance import full_config
 from nrnp.core import coordinates, kernels, quantize
 from nrnp.errors import ArtifactError
 from nrnp.nets.trees import unflatten

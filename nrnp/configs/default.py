@@ -110,10 +110,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # Evaluation, re-estimation and distillation see the predictor as stored (docs/method.md).
     c.predictor.quantize = 'int6'
     c.predictor.quantize_group = 16  # inputs per scale group of an int mode (0: per column)
-    # Steps of a 'quantize' phase (reconstruction loss through the rounding) after the rounds
-    # (0: none; it lost accuracy where measured, docs/results.md "Per byte").
-    c.predictor.quantize_steps = 0
-    c.predictor.quantize_learning_rate = 1e-3  # its peak (Adam, cosine to 1 %)
+    # A 'quantize' phase (reconstruction loss through the rounding) after the rounds of a run
+    # without distillation (which trains through the rounding instead), of this fraction of
+    # the reconstruction steps (0: none).
+    c.predictor.quantize_fraction = 0.1
+    c.predictor.quantize_learning_rate = 1e-4  # its peak (Adam, cosine to 1 %)
 
     c.reconstruct = ml_collections.ConfigDict()
     c.reconstruct.steps = 3000  # reconstruction steps in total, split evenly over the rounds

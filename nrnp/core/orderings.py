@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-MODES = ('none', 'crossfilter', 'infilter')
+MODES = ('none', 'crossfilter', 'infilter', 'separable')
 
 # Smallest padded item count; below it the whole remaining chain runs in one chunk.
 _MIN_BUCKET = 128
@@ -274,7 +274,9 @@ def layer_positions(kernels, mode: str) -> tuple[np.ndarray, np.ndarray]:
       kernels: [O, I, D] float array, kernel (f, c) flattened to D values (D = 9 for
         3x3, D = 1 for 1x1; cosine of scalars is their sign).
       mode: 'none' (storage position), 'crossfilter' (one chain over all O*I kernels,
-        item f*I + c) or 'infilter' (chains inside filters, then a chain of filters).
+        item f*I + c), 'infilter' (chains inside filters, then a chain of filters) or
+        'separable' (one chain of whole filters and one of whole input channels: kernel
+        (f, c) gets (filter f's place, channel c's place), log2(O!) + log2(I!) bits).
 
     Returns:
       filter_pos: [O, I] int32 and channel_pos: [O, I] int32, a permutation of the
@@ -299,6 +301,11 @@ def layer_positions(kernels, mode: str) -> tuple[np.ndarray, np.ndarray]:
         order = greedy_chain(cosine_normalise(kernels.reshape(-1, num_features)))
         position = _inverse(order).reshape(num_filters, num_channels)  # [O, I]
         return position // num_channels, position % num_channels
+    if mode == 'separable':
+        tau = greedy_chain(cosine_normalise(kernels.reshape(num_filters, -1)))  # [O]
+        sigma = greedy_chain(cosine_normalise(kernels.transpose(1, 0, 2).reshape(num_channels, -1)))
+        filter_pos, channel_pos = np.meshgrid(_inverse(tau), _inverse(sigma), indexing='ij')
+        return filter_pos.astype(np.int32), channel_pos.astype(np.int32)
     sigma, tau = infilter_chains(kernels)
     filter_pos = np.broadcast_to(_inverse(tau)[:, None], (num_filters, num_channels))
     return np.ascontiguousarray(filter_pos), _inverse(sigma)

@@ -8,8 +8,10 @@ The one function both entry points call: the CLI (`job.run`, which builds the ta
 and the data from the config) and the library (`library.compress`, which takes them
 from the caller). It prepares the kernel table, measures the original network,
 builds the distillation inputs, runs (or resumes) the schedule and makes the artefact.
-With `predictor.quantize` set, the artefact stores the rounded predictor and a last
-'stored' record measures the network it rebuilds: the run's final numbers.
+With `predictor.quantize` set, the artefact stores the rounded predictor (and its copied
+float32 leaves as float16): every evaluation after the reconstruction rounds measures the
+network rebuilt from exactly those stored values (`stored.as_stored`, `Context.seen`), so
+the last phase's numbers are the artefact's own.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Outcome:
       prep: the prepared problem (layout, table, coordinates, encodings, predictor).
       state: the final `reconstruction.PredictorState`.
       records: the 'init' record, then one per phase (kind, steps, seconds, top1, rmse),
-        then with `predictor.quantize` a 'stored' record (the artefact's own numbers).
+        the last of which measured the network the artefact rebuilds.
       top1_original: the original network's top-1 on the test batches (None without them).
     """
 
@@ -105,15 +107,17 @@ def compress_target(
         log(f'eval/top1_original {top1_original:.2f} %')
         writer.write(0, {'eval/top1_original': top1_original})
 
+    kept = stored.as_stored(variables, prep.layout, config)  # what the artefact copies
+
     def rebuild(pparams):
         pmodel = reconstruction.predictor_for(prep.pmodel, pparams)  # rounds change widths
-        return predictor.reconstruct(pmodel, prep.layout, pparams, prep.encoded, params)
+        return predictor.reconstruct(pmodel, prep.layout, pparams, prep.encoded, kept['params'])
 
     def evaluate(pparams, batch_stats=None):
         if top1 is None:
             return None
-        stats = {} if batch_stats is None else {'batch_stats': batch_stats}
-        return top1({**variables, **stats, 'params': rebuild(pparams)})
+        stats = {} if batch_stats is None else {'batch_stats': stored.as_stored(batch_stats)}
+        return top1({**kept, **stats, 'params': rebuild(pparams)})
 
     recal = calibration.make(
         config,
@@ -134,6 +138,7 @@ def compress_target(
             config, model, variables, prep.pmodel, prep.layout, input_shape, mesh, log
         )
         setup = dataclasses.replace(setup, quantize=scheme)
+    seen = lambda p: p if phases else stored.view(p, scheme)  # no phase: the init is stored
     first = prep.pmodel.clone(hidden=schedule.first_hidden(config, phases))
     pparams = predictor.init_predictor(first, prep.input_dim, prep.predictor_seed)
     init = {
@@ -141,7 +146,7 @@ def compress_target(
         'steps': 0,
         'seconds': 0.0,
         # Without any step (measuring only), the untrained predictor is the result.
-        'top1': evaluate(pparams) if config.eval_init or not phases else None,
+        'top1': evaluate(seen(pparams)) if config.eval_init or not phases else None,
         'rmse': reconstruction.full_rmse(first, pparams, prep.problem),
         'hidden': first.hidden,
     }
@@ -180,14 +185,6 @@ def compress_target(
         artifact = stored.make_artifact(
             final, prep, config, state.pparams, records, top1_original, bare=bare
         )
-        if artifact.quantize != 'none':
-            record = stored.stored_record(artifact, prep, top1, log)
-            writer.write(int(state.step), {'eval/top1_stored': record['top1']})
-            records.append(record)
-            artifact.history = records
-            artifact.metrics.update(
-                top1_reconstructed=record['top1'], reconstruction_rmse=record['rmse']
-            )
     finally:
         writer.close()
     return Outcome(artifact, prep, state, records, top1_original)
@@ -241,7 +238,7 @@ def distillation_setup(config, model, variables, pmodel, layout, input_shape, me
         batch_norm=d.batch_norm,
     )
     frozen = distillation.Frozen(
-        params=variables['params'],
+        params=stored.as_stored(variables, layout, config)['params'],  # the student's copies
         batch_stats=variables['batch_stats'],
         teacher_variables=teacher_vars,
     )

@@ -2,7 +2,7 @@
 that artefact rebuilds when it is stored rounded (`predictor.quantize`).
 
   artifact = make_artifact(variables, prep, config, pparams, records, top1_original)
-  record = stored_record(artifact, prep, top1, log)     # 'stored': the file's own numbers
+  kept = as_stored(variables, layout, config)     # copied leaves as the artefact holds them
 
 With a quantized predictor ('bf16' or an int mode) the copied float32 leaves (BatchNorm,
 the classifier) are stored as float16 too: at under a part in a thousand of relative
@@ -11,8 +11,8 @@ error they cost nothing measurable (docs/results.md, "Per byte").
 
 from __future__ import annotations
 
+import functools
 import json
-import time
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,6 @@ import numpy as np
 from nrnp.artifact import compressed
 from nrnp.core import coordinates, quantize
 from nrnp.nets import trees
-from nrnp.training import reconstruction
 
 
 def scheme_of(config) -> quantize.Scheme:
@@ -30,34 +29,35 @@ def scheme_of(config) -> quantize.Scheme:
     return quantize.Scheme(p.quantize, p.quantize_group)
 
 
-def stored_record(artifact: compressed.Compressed, prep, top1, log) -> dict:
-    """The 'stored' record: top-1 and RMSE of the network the artefact itself rebuilds.
+def as_stored(tree, layout=None, config=None):
+    """`tree` with its float32 leaves as the artefact stores its copied leaves.
 
-    `artifact.reconstruct()` is what `nrnp.load(path).reconstruct()` returns (its predictor
-    dequantized, its copied leaves at their stored dtypes), so the run's final numbers
-    are those of the file.
-
-    Args:
-      artifact: the run's `Compressed`.
-      prep: the run's `problem.Prepared` (the original kernel rows, for the RMSE).
-      top1: `variables -> percent` on the test images, or None.
-      log: progress sink.
+    With a quantized predictor (`predictor.quantize` != 'none') the artefact keeps copied
+    float32 leaves (BatchNorm, the classifier) as float16: they are rounded to float16 and
+    back here, so a run evaluates the network its artefact rebuilds. Represented kernels
+    (`layout`'s, of `tree['params']`) are left alone. Without `config` (a run's re-estimated
+    `batch_stats`, already known to be copied) every float32 leaf is rounded.
     """
-    start = time.time()
-    rebuilt = artifact.reconstruct()
-    variables = {'params': rebuilt} if artifact.bare else dict(rebuilt)
-    pparams = jax.tree.map(jnp.asarray, artifact.predictor_params)
-    pmodel = reconstruction.predictor_for(prep.pmodel, pparams)
-    rmse = reconstruction.full_rmse(pmodel, pparams, prep.problem)
-    record = {'kind': 'stored', 'mode': artifact.quantize, 'steps': 0, 'rmse': rmse}
-    record['top1'] = None if top1 is None else top1(variables)
-    record['seconds'] = time.time() - start
-    shown = '-' if record['top1'] is None else f'{record["top1"]:.2f} %'
-    log(
-        f'stored artefact ({artifact.quantize}): eval/top1_reconstructed {shown}, '
-        f'recon/rmse {rmse:.6f}'
-    )
-    return record
+    if config is not None and config.predictor.quantize == 'none':
+        return tree
+    represented = set() if layout is None else {('params', *x.path) for x in layout.layers}
+    flat = trees.flatten_variables(tree) if layout is not None else None
+    if flat is None:
+        return jax.tree.map(_half, tree)
+    return trees.unflatten({p: v if p in represented else _half(v) for p, v in flat.items()})
+
+
+def _half(value):
+    """A float32 array rounded to float16 and back (other dtypes as they are)."""
+    if getattr(value, 'dtype', None) != jnp.float32:
+        return value
+    return value.astype(jnp.float16).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def view(pparams, scheme: quantize.Scheme):
+    """The predictor as the artefact stores it (`quantize.fake_quantize_tree`, jitted)."""
+    return quantize.fake_quantize_tree(pparams, scheme)
 
 
 def make_artifact(

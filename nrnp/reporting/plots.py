@@ -20,14 +20,12 @@ from nrnp import files
 
 
 def phase_label(phase: Mapping, cycles: int = 1) -> str:
-    """'init', 'reconstruct r1', 'distill', 'stored int8', with ' c2' appended when a run
+    """'init', 'reconstruct r1', 'quantize', 'distill', with ' c2' appended when a run
     has several cycles."""
     kind = phase.get('kind')
     if kind is None:
         raise ValueError(f'phase record {dict(phase)} has no "kind"')
     label = f'{kind} r{phase["round"]}' if kind == 'reconstruct' and 'round' in phase else kind
-    if kind == 'stored' and 'mode' in phase:
-        label = f'stored {phase["mode"]}'
     if cycles > 1 and 'cycle' in phase:
         label += f' c{phase["cycle"]}'
     return label

@@ -86,9 +86,14 @@ def final_hidden(config) -> int:
 
 
 def quantize_steps(config) -> int:
-    """Steps of a cycle's 'quantize' phase: `predictor.quantize_steps` for an int mode."""
+    """Steps of a cycle's 'quantize' phase: `predictor.quantize_fraction` of the cycle's
+    reconstruction steps, for an int mode with no distillation after it (distillation
+    trains through the rounding itself; after a quantize phase it lost accuracy where
+    measured, docs/results.md "Per byte")."""
     p = config.predictor
-    return p.quantize_steps if p.quantize not in ('none', 'bf16') else 0
+    if p.quantize in ('none', 'bf16') or config.distill.steps:
+        return 0
+    return int(round(p.quantize_fraction * sum(steps for steps, _ in rounds_of(config))))
 
 
 def build_schedule(config, batch_norm: bool = True) -> list[Phase]:
