@@ -150,3 +150,24 @@ def test_fake_quantize_forward_is_the_stored_value_and_gradient_is_identity(mode
 
     grads = jax.jit(jax.grad(loss))(tree)
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, grads), cotangent)
+
+
+def test_edge_bits_give_the_first_and_last_layers_their_own_width():
+    rng = np.random.default_rng(7)
+    tree = {
+        f'dense{i}': {'kernel': rng.standard_normal((12, 12)).astype(np.float32)} for i in range(4)
+    }
+    scheme = quantize.Scheme('int4', 4, edge_bits=8)
+    schemes = scheme.layers(tree)
+    assert [schemes[f'dense{i}'].bits for i in range(4)] == [8, 4, 4, 8]
+    stored = quantize.quantize_tree(tree, scheme)
+    assert [stored[f'dense{i}']['kernel'].bits for i in range(4)] == [8, 4, 4, 8]
+    fake = jax.jit(lambda t: quantize.fake_quantize_tree(t, scheme))(tree)
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        jax.tree.map(np.asarray, fake),
+        quantize.dequantize_tree(stored),
+    )
+    assert quantize.Scheme('int4', 4).layers(tree)['dense0'].bits == 4
+    with pytest.raises(ValueError, match='edge bits'):
+        quantize.Scheme('int4', edge_bits=9)

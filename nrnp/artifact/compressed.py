@@ -118,10 +118,11 @@ class Compressed:
 
     def __post_init__(self):
         if self.predictor_storage is None:
-            scheme = self.scheme
+            stored = quantize.quantize_tree(self.predictor_params, self.scheme)  # {layer: {..}}
             self.predictor_storage = {
-                path: quantize.quantize_leaf(value, scheme)
-                for path, value in flatten_variables(self.predictor_params).items()
+                (layer, name): leaf
+                for layer, leaves in stored.items()
+                for name, leaf in leaves.items()
             }
             self.predictor_params = unflatten(
                 {p: quantize.dequantize_leaf(s) for p, s in self.predictor_storage.items()}
@@ -141,7 +142,7 @@ class Compressed:
         """The predictor's storage (`core.quantize.Scheme`)."""
         old = {'int8': 'int8', 'int4': 'int4'}  # nrnp 0.2's per-column modes read as such
         group = self.predictor_settings.get('quantize_group', 0 if self.quantize in old else 16)
-        return quantize.Scheme(self.quantize, group)
+        return quantize.Scheme(self.quantize, group, self.predictor_settings.get('edge_bits', 0))
 
     # ------------------------------------------------------------ rebuilding
 

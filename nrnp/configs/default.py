@@ -110,6 +110,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # Evaluation, re-estimation and distillation see the predictor as stored (docs/method.md).
     c.predictor.quantize = 'int6'
     c.predictor.quantize_group = 16  # inputs per scale group of an int mode (0: per column)
+    c.predictor.quantize_edge_bits = 0  # bits of the first and last Dense (0: the mode's)
     # A 'quantize' phase (reconstruction loss through the rounding) after the rounds of a run
     # without distillation (which trains through the rounding instead), of this fraction of
     # the reconstruction steps (0: none).

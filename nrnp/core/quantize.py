@@ -53,10 +53,12 @@ class Scheme:
     Attributes:
       mode: one of `MODES` ('lowbit' is resolved to `LOWBIT` on construction).
       group: inputs per scale group of an int mode's kernels (0: one group per column).
+      edge_bits: an int mode's bits for the first and last Dense layers (0: `bits`).
     """
 
     mode: str = 'none'
     group: int = 16
+    edge_bits: int = 0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -65,6 +67,16 @@ class Scheme:
             object.__setattr__(self, 'mode', LOWBIT)
         if self.group < 0:
             raise ValueError(f'quantize group must be >= 0 (0: one per column), got {self.group}')
+        if self.edge_bits and not 2 <= self.edge_bits <= 8:
+            raise ValueError(f'quantize edge bits must be 0 or 2..8, got {self.edge_bits}')
+
+    def layers(self, names) -> dict:
+        """`{layer name: Scheme}` for a predictor's Dense layers ('dense0'..'denseL'):
+        this scheme, or for the first and last of an int mode with `edge_bits`, its bits."""
+        order = sorted(names, key=lambda n: int(n[5:]) if n[5:].isdigit() else 0)
+        edges = {order[0], order[-1]} if self.edge_bits and self.bits and order else set()
+        edge = Scheme(f'int{self.edge_bits}', self.group) if edges else self
+        return {n: edge if n in edges else self for n in order}
 
     @property
     def bits(self) -> int:
@@ -191,10 +203,14 @@ def fake_quantize(w, scheme: Scheme):
 
 
 def fake_quantize_tree(pparams, scheme: Scheme):
-    """`fake_quantize` on every leaf; the same pytree for a float32 scheme."""
+    """`fake_quantize` on every leaf (`{layer: {name: leaf}}`, each layer by its scheme,
+    `Scheme.layers`); the same pytree for a float32 scheme."""
     if scheme.mode == 'none':
         return pparams
-    return jax.tree.map(lambda w: fake_quantize(w, scheme), pparams)
+    schemes = scheme.layers(pparams)
+    return {
+        n: jax.tree.map(lambda w, s=schemes[n]: fake_quantize(w, s), v) for n, v in pparams.items()
+    }
 
 
 def quantize_leaf(w, scheme: Scheme) -> QuantizedLeaf:
@@ -234,8 +250,12 @@ def dequantize_leaf(leaf: QuantizedLeaf) -> np.ndarray:
 
 
 def quantize_tree(pparams, scheme: Scheme):
-    """Every leaf of a params pytree in its stored form (`QuantizedLeaf` leaves)."""
-    return jax.tree.map(lambda w: quantize_leaf(w, scheme), pparams)
+    """Every leaf of a params pytree `{layer: {name: leaf}}` in its stored form
+    (`QuantizedLeaf` leaves; each layer by its scheme, `Scheme.layers`)."""
+    schemes = scheme.layers(pparams)
+    return {
+        n: jax.tree.map(lambda w, s=schemes[n]: quantize_leaf(w, s), v) for n, v in pparams.items()
+    }
 
 
 def dequantize_tree(stored):

@@ -26,7 +26,7 @@ from nrnp.nets import trees
 def scheme_of(config) -> quantize.Scheme:
     """How the run's artefact stores its predictor ('lowbit' resolved)."""
     p = config.predictor
-    return quantize.Scheme(p.quantize, p.quantize_group)
+    return quantize.Scheme(p.quantize, p.quantize_group, p.quantize_edge_bits)
 
 
 def as_stored(tree, layout=None, config=None):
@@ -112,6 +112,7 @@ def make_artifact(
             'input_dim': prep.input_dim,
             'quantize': scheme_of(config).mode,
             'quantize_group': config.predictor.quantize_group,
+            'edge_bits': config.predictor.quantize_edge_bits,
         },
         predictor_params=jax.tree.map(np.asarray, jax.device_get(pparams)),
         bare=bare,

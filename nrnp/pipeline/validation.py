@@ -48,6 +48,7 @@ CHOICES = {
     'encoding.kind': ('nern', 'gaussian'),
     'predictor.init': ('torch', 'lecun'),
     'predictor.quantize': ('none', 'bf16', 'lowbit', *(f'int{b}' for b in range(8, 1, -1))),
+    'predictor.quantize_edge_bits': (0, *range(8, 1, -1)),
     'reconstruct.optimizer': ('ranger', 'adam', 'adamw'),
     'distill.optimizer': ('ranger', 'adam', 'adamw'),
     'distill.grad_through': ('batch', 'all'),
