@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nrnp.core import coordinates, encodings, kernels, predictor
+from nrnp.core import coordinates, encodings, kernel_rows, kernels, predictor
 from nrnp.errors import ConfigError
 from nrnp.training import reconstruction, schedule
 
@@ -28,7 +28,7 @@ from nrnp.training import reconstruction, schedule
 class Prepared:
     """Everything computed once per target (see module docstring)."""
 
-    layout: kernels.KernelLayout
+    layout: kernel_rows.KernelLayout
     table: np.ndarray  # [N, 9] original rows
     mask: np.ndarray  # [N, 9]
     coords: np.ndarray  # [N, 3] int32
@@ -67,7 +67,7 @@ def _option(name: str, value, style: str) -> str:
     )
 
 
-def layout_of(params, k, style: str = 'cli', depthwise=()) -> kernels.KernelLayout:
+def layout_of(params, k, style: str = 'cli', depthwise=()) -> kernel_rows.KernelLayout:
     """The kernel layout the `kernels` section `k` selects from `params`.
 
     `depthwise`: paths of depthwise kernels (`nets.layers.depthwise_kernels`), for their kind.
@@ -143,7 +143,7 @@ def prepare(params, config, log=print, depthwise=()) -> Prepared:
     pmodel = predictor_module(config.predictor, hidden)
     keys = named_keys(config.seed)
     predictor_seed = int(jax.random.randint(keys['predictor'], (), 0, 2**30))
-    n_pred = predictor.num_params(hidden, input_dim, config.predictor.layers, kernels.ROW)
+    n_pred = predictor.num_params(hidden, input_dim, config.predictor.layers, kernel_rows.ROW)
     rounds = schedule.rounds_of(config)
     if len(rounds) > 1:
         log(

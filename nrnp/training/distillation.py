@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nrnp.core import kernels, quantize
+from nrnp.core import kernel_rows, kernels, quantize
 from nrnp.nets import batchnorm, models
 from nrnp.training import device_data, losses, reconstruction, sharding
 
@@ -52,7 +52,7 @@ class DistillSetup:
     predictor: object
     target: object
     teacher: object
-    layout: kernels.KernelLayout
+    layout: kernel_rows.KernelLayout
     batch_size: int
     magnitude_fraction: float = 0.2
     grad_through: str = 'batch'
