@@ -11,7 +11,7 @@ import nrnp
 from nrnp import errors
 from nrnp.artifact import compressed, provenance
 from nrnp.configs import default
-from nrnp.core import coordinates, predictor
+from nrnp.core import permutation_codec, predictor
 from nrnp.nets import models
 from nrnp.pipeline import library, problem
 
@@ -96,7 +96,8 @@ def check_roundtrip(comp, variables, tmp_path):
     assert report['payload_bytes'] == sum(report[k] for k in parts)
     assert report['copied_bytes'] == report['copied_params_bytes'] + report['batch_stats_bytes']
     assert report['artifact_bytes'] == (tmp_path / 'net.nrnp').stat().st_size
-    assert report['ordering_bytes'] == coordinates.ordering_bytes(prep.layout, loaded.ordering)
+    codec = [permutation_codec.encoded_nbytes(layer.kernel_slots) for layer in prep.layout.layers]
+    assert report['ordering_bytes'] == (0 if loaded.ordering == 'none' else sum(codec))
     assert report['represented_params'] == prep.layout.num_params
     assert report['predictor_params'] == prep.predictor_params
     assert report['param_ratio'] == pytest.approx(prep.predictor_params / prep.layout.num_params)

@@ -4,7 +4,6 @@
   encoded = encodings.make_encoder('nern', levels=40)[0](coords)       # [N, 240]
   positions = layer_positions(layout, coords)   # per layer a permutation; exact inverse:
   coords = positions_to_coordinates(layout, positions)
-  ordering_bytes(layout, 'crossfilter')         # their size in the artefact (permutation_codec)
 
 Orderings only move inputs: row i of `coords` is the coordinate assigned to kernel
 slot i, and the prediction for it is written back to slot i.
@@ -16,7 +15,7 @@ import time
 
 import numpy as np
 
-from nrnp.core import kernel_rows, kernels, orderings, permutation_codec
+from nrnp.core import kernel_rows, kernels, orderings
 
 
 def kernel_coordinates(
@@ -58,13 +57,6 @@ def kernel_coordinates(
 def position_dtype(n: int) -> np.dtype:
     """The smallest unsigned int type holding 0..n-1."""
     return np.dtype(np.uint8 if n <= 2**8 else np.uint16 if n <= 2**16 else np.uint32)
-
-
-def ordering_bytes(layout: kernel_rows.KernelLayout, ordering: str) -> int:
-    """Bytes the artefact stores for the orderings: each layer's `permutation_codec` bytes."""
-    if ordering == 'none':
-        return 0
-    return sum(permutation_codec.encoded_nbytes(layer.kernel_slots) for layer in layout.layers)
 
 
 def layer_positions(layout: kernel_rows.KernelLayout, coords: np.ndarray) -> list[np.ndarray]:

@@ -1,8 +1,8 @@
 """Predictor weights at a smaller width: bf16, or 2- to 8-bit integers with per-group scales.
 
   scheme = Scheme('int5', group=16)              # how the artefact stores the predictor
-  stored = quantize_tree(pparams, scheme)        # {..: QuantizedLeaf}, what the artefact keeps
-  pparams_q = dequantize_tree(stored)            # float32 again: what the artefact rebuilds with
+  leaf = quantize_leaf(w, scheme)                # a QuantizedLeaf: what the artefact keeps
+  w_q = dequantize_leaf(leaf)                    # float32 again: what the artefact rebuilds with
   pparams_fq = fake_quantize_tree(pparams, scheme)   # in a jitted step: same values, STE gradient
 
 Modes (`MODES`): 'none' keeps float32; 'bf16' rounds every leaf to bfloat16; 'intB'
@@ -231,16 +231,6 @@ def dequantize_leaf(leaf: QuantizedLeaf) -> np.ndarray:
     size = math.prod(leaf.shape)  # nrnp 0.2's per-column 'int8' / 'int4'
     q = leaf.values if leaf.storage == 'int8' else unpack_int4(leaf.values, size)
     return np.asarray(q, np.float32).reshape(leaf.shape) * np.asarray(leaf.scale, np.float32)
-
-
-def quantize_tree(pparams, scheme: Scheme):
-    """Every leaf of a params pytree in its stored form (`QuantizedLeaf` leaves)."""
-    return jax.tree.map(lambda w: quantize_leaf(w, scheme), pparams)
-
-
-def dequantize_tree(stored):
-    """Inverse direction of `quantize_tree`: float32 numpy leaves, same structure."""
-    return jax.tree.map(dequantize_leaf, stored, is_leaf=lambda x: isinstance(x, QuantizedLeaf))
 
 
 def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
