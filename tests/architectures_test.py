@@ -4,11 +4,13 @@ table's row cut, and (with torch) the forward pass against torchvision-named tor
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nrnp import choices
 from nrnp.core import kernels
 from nrnp.nets import layers, layouts, mobilenet, models, state_dicts
 
@@ -281,8 +283,12 @@ def test_validation_knows_the_models_and_width():
     from nrnp.configs import default
     from nrnp.pipeline import validation
 
-    assert set(validation.MODEL_NAMES) == set(models.MODEL_NAMES)
-    assert set(validation.WIDTH_MODELS) == set(models._SCALABLE)
+    assert validation.CHOICES['teacher.model'] == choices.MODEL_NAMES
+    for name in choices.MODEL_NAMES:  # every name validation accepts builds a network
+        width = 0.5 if name in choices.WIDTH_MODELS else None
+        assert isinstance(models.build_model(name, 10, width_mult=width), nn.Module)
+    with pytest.raises(ValueError, match='no width multiplier'):
+        models.build_model('resnet18', 10, width_mult=0.5)
     c = default.get_config()
     c.teacher.width = 0.5  # smallcnn has no multiplier
     c.kernels.pointwise = 'packed'

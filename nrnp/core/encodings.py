@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KINDS = ('nern', 'gaussian')
+from nrnp import choices
 
 
 def nern_encoding(coords, levels: int = 40, base: float = 0.76) -> jax.Array:
@@ -110,4 +110,4 @@ def make_encoder(
             return gaussian_encoding(coords, maxima, matrix)
 
         return encode_gaussian, 2 * features
-    raise ValueError(f'unknown encoding {kind!r}; valid kinds: {", ".join(KINDS)}')
+    raise ValueError(f'unknown encoding {kind!r}; valid kinds: {", ".join(choices.ENCODINGS)}')

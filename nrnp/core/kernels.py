@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nrnp import choices
 from nrnp.core import kernel_rows
 from nrnp.core.kernel_rows import KernelLayout, Path
 
@@ -112,10 +113,8 @@ def kernel_layout(
     Raises:
       ValueError: if nothing is selected, or for an unknown `pointwise` layout.
     """
-    if pointwise not in kernel_rows.POINTWISE_LAYOUTS:
-        raise ValueError(
-            f'pointwise must be one of {kernel_rows.POINTWISE_LAYOUTS}, got {pointwise!r}'
-        )
+    if pointwise not in choices.POINTWISE_LAYOUTS:
+        raise ValueError(f'pointwise must be one of {choices.POINTWISE_LAYOUTS}, got {pointwise!r}')
     depthwise = {tuple(p) for p in depthwise}
     leaves = jax.tree.leaves_with_path(params)
     chosen = []

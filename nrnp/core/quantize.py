@@ -39,8 +39,10 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from nrnp import choices
+
 LOWBIT = 'int6'  # the best sub-8-bit setting measured (docs/results.md, "Per byte")
-MODES = ('none', 'bf16', 'lowbit', *(f'int{b}' for b in range(8, 1, -1)))
+MODES = choices.QUANTIZE_MODES
 SCALE_BITS = 4  # bits of a group's scale multiplier
 MULTIPLIERS = np.arange(2**SCALE_BITS, dtype=np.float32) / np.float32(2**SCALE_BITS - 1)
 FLOAT16_MAX = 65504.0

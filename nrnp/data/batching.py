@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from nrnp import choices
 from nrnp.data import threads
 from nrnp.data.augment import (
     center_crop_resize,
@@ -65,9 +66,6 @@ def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
         return out
     threads.for_ranges(rows, len(images), chunk=-(-len(images) // parts))  # numpy frees the GIL
     return out
-
-
-AUGMENTATIONS = ('crop_flip', 'random_resized_crop', 'none')
 
 
 def _local_rows(batch_size: int, process_index: int, process_count: int) -> slice:
@@ -181,8 +179,8 @@ def train_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Batch `step` of `train_batches` (same arguments): a pure function of (seed, step), so
     any worker can produce any step (`grain_loader` does)."""
-    if augment not in AUGMENTATIONS:
-        raise DataError(f'augment must be one of {AUGMENTATIONS}, got {augment!r}')
+    if augment not in choices.AUGMENTATIONS:
+        raise DataError(f'augment must be one of {choices.AUGMENTATIONS}, got {augment!r}')
     rows = _local_rows(batch_size, process_index, process_count)
     n = len(dataset)
     steps_per_epoch = n // batch_size
@@ -217,9 +215,6 @@ def train_batch(
     return normalise(images, mean, std), np.asarray(labels, np.int32)
 
 
-CROPS = ('none', 'center')
-
-
 def eval_batches(
     dataset,
     batch_size: int,
@@ -251,8 +246,8 @@ def eval_batches(
       (images [B / P, S, S, C] float32, labels [B / P] int32, mask [B / P] bool); rows
       past the end are zero images with label 0 where mask is False.
     """
-    if crop not in CROPS:
-        raise DataError(f'crop must be one of {CROPS}, got {crop!r}')
+    if crop not in choices.EVAL_CROPS:
+        raise DataError(f'crop must be one of {choices.EVAL_CROPS}, got {crop!r}')
     if crop == 'center' and not image_size:
         raise DataError("crop='center' needs image_size (data.image_size)")
     for index in range(num_eval_batches(len(dataset), batch_size)):

@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nrnp import choices
+
 MOMENTS = 'nrnp_moments'
 
 
@@ -179,7 +181,6 @@ def combine(pooled: Pooled, moments: dict) -> Pooled:
     return Pooled(count, new_mean, new_m2)
 
 
-MODES = ('relative', 'plain')
 RELATIVE_RANGE = 4.0  # variance ratios beyond which a channel takes the plain estimate
 
 
@@ -205,7 +206,7 @@ def estimated_stats(stored: dict, rebuilt: dict, original: dict | None, mode: st
     if mode == 'plain':
         return jax.tree.map(lambda s, r: r.astype(s.dtype), stored, rebuilt)
     if mode != 'relative':
-        raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+        raise ValueError(f'mode must be one of {choices.RECALIBRATE_MODES}, got {mode!r}')
     if original is None:
         raise ValueError("mode 'relative' needs the original network's moments")
 

@@ -26,8 +26,6 @@ from nrnp.errors import ConfigError
 from nrnp.nets import batchnorm
 from nrnp.training import evaluation, recalibration
 
-SOURCES = ('auto', 'train', 'noise', 'synthetic')
-
 
 def needs_train_split(config, variables: dict) -> bool:
     """Whether the CLI's re-estimation reads the training split."""

@@ -14,49 +14,34 @@ from __future__ import annotations
 import os
 import re
 
-from nrnp import errors
+from nrnp import choices, errors
 from nrnp.nets import registry
 
-# The choices of the enumerated fields (tests check they match the code that uses them).
-MODEL_NAMES = (
-    'resnet20',
-    'resnet32',
-    'resnet44',
-    'resnet56',
-    'resnet110',
-    'resnet18',
-    'resnet34',
-    'resnet50',
-    'mobilenet_v2',
-    'cifar_resnet50',
-    'cifar_mobilenet_v2',
-    'smallcnn',
-)
-# The models `teacher.width` (a channel multiplier) applies to (`models.build_model`).
-WIDTH_MODELS = ('resnet50', 'mobilenet_v2', 'cifar_resnet50', 'cifar_mobilenet_v2')
-CHOICES = {
-    'teacher.model': MODEL_NAMES,
-    'teacher.shortcut': ('A', 'B'),
-    'data.augment': ('crop_flip', 'random_resized_crop', 'none'),
-    'data.eval_crop': ('none', 'center'),
-    'data.on_device': ('auto', 'true', 'false'),
-    'data.loader': ('grain', 'threads'),
-    'data.channels': (1, 3),
-    'kernels.large': ('copy', 'tile'),
-    'kernels.pointwise': ('grouped', 'centre'),
-    'kernels.ordering': ('none', 'infilter', 'crossfilter', 'separable'),
-    'encoding.kind': ('nern', 'gaussian'),
-    'predictor.init': ('torch', 'lecun'),
-    'predictor.quantize': ('none', 'bf16', 'lowbit', *(f'int{b}' for b in range(8, 1, -1))),
-    'reconstruct.optimizer': ('ranger', 'adam', 'adamw'),
-    'distill.optimizer': ('ranger', 'adam', 'adamw'),
-    'distill.grad_through': ('batch', 'all'),
-    'distill.teacher_model': ('', *MODEL_NAMES),
-    'distill.teacher_shortcut': ('A', 'B'),
-    'distill.batch_norm': ('running', 'batch'),
-    'recalibrate.mode': ('relative', 'plain'),
-    'recalibrate.source': ('auto', 'train', 'noise', 'synthetic'),
-    'recalibrate.when': ('reconstruct', 'distill', 'both'),
+CHOICES = {  # the enumerated fields and their choices (`nrnp.choices`)
+    'teacher.model': choices.MODEL_NAMES,
+    'teacher.shortcut': choices.SHORTCUTS,
+    'teacher.train_optimizer': choices.TEACHER_OPTIMIZERS,
+    'teacher.train_schedule': choices.TEACHER_SCHEDULES,
+    'data.augment': choices.AUGMENTATIONS,
+    'data.eval_crop': choices.EVAL_CROPS,
+    'data.on_device': choices.ON_DEVICE,
+    'data.loader': choices.LOADERS,
+    'data.channels': choices.CHANNELS,
+    'kernels.large': choices.LARGE_KERNELS,
+    'kernels.pointwise': choices.POINTWISE_LAYOUTS,
+    'kernels.ordering': choices.ORDERINGS,
+    'encoding.kind': choices.ENCODINGS,
+    'predictor.init': choices.PREDICTOR_INITS,
+    'predictor.quantize': choices.QUANTIZE_MODES,
+    'reconstruct.optimizer': choices.OPTIMIZERS,
+    'distill.optimizer': choices.OPTIMIZERS,
+    'distill.grad_through': choices.GRAD_THROUGH,
+    'distill.teacher_model': ('', *choices.MODEL_NAMES),
+    'distill.teacher_shortcut': choices.SHORTCUTS,
+    'distill.batch_norm': choices.DISTILL_BATCH_NORM,
+    'recalibrate.mode': choices.RECALIBRATE_MODES,
+    'recalibrate.source': choices.CALIBRATION_SOURCES,
+    'recalibrate.when': choices.RECALIBRATE_WHEN,
 }
 AT_LEAST = {  # field: smallest allowed value
     **dict.fromkeys(
@@ -167,9 +152,9 @@ def problems(config, style: str = 'cli') -> list[str]:
             return False
         return True
 
-    for dotted, choices in CHOICES.items():
-        if has(dotted) and _get(config, dotted) not in choices:
-            bad(dotted, _get(config, dotted), f'must be one of {", ".join(map(repr, choices))}')
+    for dotted, allowed in CHOICES.items():
+        if has(dotted) and _get(config, dotted) not in allowed:
+            bad(dotted, _get(config, dotted), f'must be one of {", ".join(map(repr, allowed))}')
     for dotted, low in AT_LEAST.items():
         value = _get(config, dotted) if has(dotted) else low
         if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
@@ -199,8 +184,10 @@ def problems(config, style: str = 'cli') -> list[str]:
     except re.error as e:
         bad('kernels.exclude', config.kernels.exclude, f'is not a regular expression ({e})')
     _round_problems(config, bad)
-    if config.teacher.width != 1.0 and config.teacher.model not in WIDTH_MODELS:
-        allowed = f'only {", ".join(WIDTH_MODELS)} have a width multiplier; 1.0 for the others'
+    if config.teacher.width != 1.0 and config.teacher.model not in choices.WIDTH_MODELS:
+        allowed = (
+            f'only {", ".join(choices.WIDTH_MODELS)} have a width multiplier; 1.0 for the others'
+        )
         bad('teacher.width', config.teacher.width, allowed)
     d = config.distill
     if d.teacher_model and not d.teacher_checkpoint:

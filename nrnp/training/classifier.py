@@ -31,13 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nrnp import choices
 from nrnp.data import batching, threads
 from nrnp.errors import ConfigError, NonFiniteError, Preempted, WorkdirError
 from nrnp.reporting import progress as progress_lines
 from nrnp.training import checkpoints, interrupts, sharding
 
-OPTIMIZERS = ('sgd', 'adam')
-SCHEDULES = ('cosine', 'step')
 STEP_DECAY = {0.5: 0.1, 0.75: 0.1}  # 'step': x0.1 at 50 % and 75 % (He et al.: 32k, 48k of 64k)
 
 
@@ -74,13 +73,15 @@ class Recipe:
     image_size: int | None = None
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
+        if self.optimizer not in choices.TEACHER_OPTIMIZERS:
             raise ConfigError(
-                f'teacher.train_optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}'
+                f'teacher.train_optimizer must be one of {choices.TEACHER_OPTIMIZERS}, '
+                f'got {self.optimizer!r}'
             )
-        if self.schedule not in SCHEDULES:
+        if self.schedule not in choices.TEACHER_SCHEDULES:
             raise ConfigError(
-                f'teacher.train_schedule must be one of {SCHEDULES}, got {self.schedule!r}'
+                f'teacher.train_schedule must be one of {choices.TEACHER_SCHEDULES}, '
+                f'got {self.schedule!r}'
             )
         if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError(
