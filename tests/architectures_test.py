@@ -327,7 +327,7 @@ def test_cli_compresses_a_mobilenet_with_every_kind(tmp_path):
     assert kinds['pointwise'] > 0 and kinds['depthwise'] > 0 and kinds['3x3'] == 3 * 3 * 3 * 8
     assert kinds['large'] == kinds['dense'] == 0
     assert kinds['3x3'] + kinds['depthwise'] + kinds['pointwise'] == report['represented_params']
-    assert report['kernel_rows'] < report['represented_params'] / 5  # grouped 1x1 rows
+    assert report['num_kernels'] < report['represented_params'] / 5  # grouped 1x1 rows
     loaded = nrnp.load(report['artifact'])
     assert sum(layer.kind == 'depthwise' for layer in loaded.layout.layers) == 17
     assert loaded.minimum_version() == 4  # an int6 predictor

@@ -44,9 +44,7 @@ class Prepared:
 
 def predictor_module(p, hidden: int | None = None) -> predictor.Predictor:
     """The predictor section as a module (of width `hidden`, default `p.hidden`)."""
-    return predictor.Predictor(
-        hidden=hidden or p.hidden, layers=p.layers, initializer=p.init, residual=p.residual
-    )
+    return predictor.Predictor(hidden=hidden or p.hidden, layers=p.layers)
 
 
 def named_keys(seed: int) -> dict:
@@ -128,9 +126,7 @@ def prepare(params, config, log=print, depthwise=()) -> Prepared:
     coords = coordinates.kernel_coordinates(layout, table, config.kernels.ordering, log)
     ordering_seconds = time.time() - start
     e = config.encoding
-    encode, input_dim = encodings.make_encoder(
-        e.kind, levels=e.levels, base=e.base, features=e.features, scale=e.scale, seed=config.seed
-    )
+    encode, input_dim = encodings.make_encoder(e.kind, levels=e.levels, seed=config.seed)
     encoded = jnp.asarray(encode(coords), jnp.float32)  # [N, input_dim]
     kinds = kernels.params_by_kind(layout, params)
     shown = ', '.join(f'{kind} {n}' for kind, n in kinds.items() if n and kind != 'copied')

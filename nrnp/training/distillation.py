@@ -25,7 +25,7 @@ import optax
 
 from nrnp.core import kernel_rows, kernels, quantize
 from nrnp.nets import batchnorm, models
-from nrnp.training import device_data, losses, reconstruction, sharding
+from nrnp.training import device_data, losses, optim, reconstruction, sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +171,8 @@ def distillation_step(
       loss_weights: (kd, feature maps, reconstruction) weights.
 
     Returns:
-      (new state, metrics including 'distill/loss').
+      (new state, metrics: 'distill/loss', its terms and 'distill/lr', the learning rate
+      applied (none for an optimizer that does not keep it, `optim.learning_rate`)).
     """
     w_kd, w_fm, w_rec = loss_weights
     step_key = jax.random.fold_in(key, state.step)
@@ -189,7 +190,8 @@ def distillation_step(
         pparams=optax.apply_updates(state.pparams, updates),
         opt_state=opt_state,
     )
-    return new_state, {'distill/loss': loss, **terms}
+    lr = optim.learning_rate(opt_state, tx)
+    return new_state, {'distill/loss': loss, **terms, **({} if lr is None else {'distill/lr': lr})}
 
 
 def distillation_step_on_device(
