@@ -24,13 +24,8 @@ IMAGENET_RESNET_STAGES = {
     'resnet50': (3, 4, 6, 3),
 }
 WIDTH_MODELS = ('resnet50', 'mobilenet_v2', 'cifar_resnet50', 'cifar_mobilenet_v2')  # width_mult
-MODEL_NAMES = (
-    *CIFAR_RESNET_DEPTHS,
-    'resnet18',
-    'resnet34',
-    *WIDTH_MODELS,
-    'smallcnn',
-)
+IMAGENET_RESNETS = ('resnet18', 'resnet34', 'resnet50')  # `nets.resnet.ARCHITECTURES`
+MODEL_NAMES = (*CIFAR_RESNET_DEPTHS, 'resnet18', 'resnet34', *WIDTH_MODELS, 'smallcnn')
 SHORTCUTS = ('A', 'B')  # CIFAR ResNets: zero-padded identity or 1x1 conv + BatchNorm
 
 # Data (`data.batching`, `data.sources`, `training.device_data`).
@@ -43,7 +38,7 @@ CHANNELS = (1, 3)
 # The representation (`core`).
 LARGE_KERNELS = ('copy', 'tile')
 POINTWISE_LAYOUTS = ('grouped', 'centre')
-ORDERINGS = ('none', 'crossfilter', 'infilter', 'separable')
+ORDERINGS = ('none', 'infilter', 'crossfilter', 'separable')
 ENCODINGS = ('nern', 'gaussian')
 PREDICTOR_INITS = ('torch', 'lecun')
 QUANTIZE_MODES = ('none', 'bf16', 'lowbit', *(f'int{b}' for b in range(8, 1, -1)))

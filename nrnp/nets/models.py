@@ -130,7 +130,7 @@ def build_model(
         return CifarResNet(
             depth=choices.CIFAR_RESNET_DEPTHS[name], num_classes=num_classes, **kwargs
         )
-    if name in choices.IMAGENET_RESNET_STAGES:
+    if name in resnet.ARCHITECTURES:
         return resnet.imagenet_resnet(name, num_classes, **kwargs)
     if name == 'smallcnn':
         return SmallCNN(num_classes=num_classes, **kwargs)

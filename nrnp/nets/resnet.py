@@ -19,7 +19,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nrnp import choices
 from nrnp.nets.layers import Pointwise, batch_norm, conv
 
 EXPANSION = 4  # a Bottleneck's output channels per inner channel
@@ -145,11 +144,18 @@ class ResNet(nn.Module):
         return self.block_cls(planes, stride, name=name)
 
 
+# torchvision's ImageNet ResNets (`choices.IMAGENET_RESNETS`): blocks per stage, the block.
+ARCHITECTURES = {
+    'resnet18': ((2, 2, 2, 2), BasicBlock),
+    'resnet34': ((3, 4, 6, 3), BasicBlock),
+    'resnet50': ((3, 4, 6, 3), Bottleneck),
+}
+
+
 def imagenet_resnet(
     name: str, num_classes: int = 1000, width_mult: float = 1.0, cifar: bool = False
 ) -> ResNet:
-    """torchvision's `name` ('resnet18', 'resnet34', 'resnet50'); `width_mult` scales every
-    channel count (ResNet50 only: 1.0 is the 64-channel base)."""
-    block = Bottleneck if name == 'resnet50' else BasicBlock
-    width = max(1, round(64 * width_mult))
-    return ResNet(choices.IMAGENET_RESNET_STAGES[name], block, num_classes, width, cifar)
+    """torchvision's `name` (an `ARCHITECTURES` key); `width_mult` scales every channel
+    count (1.0: the 64-channel base; `choices.WIDTH_MODELS` say which take one)."""
+    stage_sizes, block = ARCHITECTURES[name]
+    return ResNet(stage_sizes, block, num_classes, max(1, round(64 * width_mult)), cifar)

@@ -145,7 +145,7 @@ def load_or_train(
     Returns:
       (variables, provenance): a local `teacher.checkpoint` itself; for a URL or registry
       name what it is, the URL, its sha256 and the cached file; or e.g. 'trained: sgd lr 0.1
-      momentum 0.9 wd 0.0005 cosine, 2000 steps of 128, crop_flip; top-1 71.30 % on the
+      momentum 0.9 wd 0.0005 cosine, 2000 steps of 128, crop_flip; top-1 NN.NN % on the
       10000 test images, cached in W/teacher'.
 
     Raises:

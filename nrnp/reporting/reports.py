@@ -101,7 +101,7 @@ def summary(r: dict, workdir: str) -> list[str]:
 
 
 def percent(value: float | None) -> str:
-    """A top-1 as the logs and reports show it: '79.04 %', or '-' when it was not measured."""
+    """A top-1 as the logs and reports show it ('NN.NN %'), or '-' when it was not measured."""
     return '-' if value is None else f'{value:.2f} %'
 
 

@@ -271,13 +271,13 @@ def _check_finite(ctx: Context, metrics: dict, phase: Phase, step: int) -> None:
             kept += f'{ctx.workdir}/checkpoints'
         else:
             kept = 'no checkpoint was written yet'
-        fix = {'quantize': 'set predictor.quantize_fraction=0 (no quantize phase)'}.get(
-            phase.kind, f'lower {phase.kind}.learning_rate'
+        fix = {'quantize': 'Set predictor.quantize_fraction=0 (no quantize phase)'}.get(
+            phase.kind, f'Lower {phase.kind}.learning_rate'
         )
+        rate = '' if lr is None else f' (learning rate {float(lr):.3g})'
         raise NonFiniteError(
-            f'{phase.label}: non-finite {name} = {value} at step {step} of the phase '
-            f'(learning rate {float(lr):.3g}); {kept}. {fix.capitalize()}, or check '
-            'the network and data for NaN or inf'
+            f'{phase.label}: non-finite {name} = {value} at step {step} of the phase{rate}; '
+            f'{kept}. {fix}, or check the network and data for NaN or inf'
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from nrnp import choices
 from nrnp.training import optim
 
 
@@ -28,6 +29,10 @@ class Phase:
     round: int = 1  # reconstruction round within its cycle (1-based)
     cycle: int = 1
     hidden: int = 0  # width h of the predictor this phase trains
+
+    def __post_init__(self):
+        if self.kind not in choices.PHASE_KINDS:
+            raise ValueError(f'phase kind {self.kind!r}: one of {", ".join(choices.PHASE_KINDS)}')
 
     @property
     def label(self) -> str:
@@ -151,6 +156,7 @@ DISTILL_OPTIMIZER = dict(b1=0.9, b2=0.999, eps=1e-5, weight_decay=1e-3)
 FINAL_LEARNING_RATE = 1e-6  # where the reconstruction and distillation cosines end
 QUANTIZE_LEARNING_RATE = 1e-4
 QUANTIZE_FINAL = 0.01  # the quantize phase's cosine ends at this fraction of its peak
+TRAINED = ('reconstruct', 'quantize', 'distill')  # the kinds that train: one optimizer each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +194,7 @@ class Settings:
         over from one phase's optimizer to the next.
         """
         steps = {
-            kind: max(sum(p.steps for p in self.phases if p.kind == kind), 1) for kind in KINDS
+            kind: max(sum(p.steps for p in self.phases if p.kind == kind), 1) for kind in TRAINED
         }
         if index is not None and self.phases[index].kind == 'reconstruct':
             steps['reconstruct'] = self.phases[index].steps
@@ -218,9 +224,6 @@ class Settings:
         return optim.phase_switch(
             {'reconstruct': reconstruct, 'quantize': quantize, 'distill': distill}
         )
-
-
-KINDS = ('reconstruct', 'quantize', 'distill')  # the kinds that train (one optimizer each)
 
 
 def settings(config, batch_norm: bool = True) -> Settings:
