@@ -155,11 +155,8 @@ def _context(d: RunDescription, prep, settings, reestimate, writer) -> phases.Co
         )
         return d.data.top1({**kept, **stats, 'params': rebuild(pparams)})
 
-    scheme = stored.scheme_of(d.config)
-    setup = frozen = None
-    if any(p.kind == 'distill' for p in settings.phases):
-        setup, frozen = distillation_setup(d, prep)
-        setup = dataclasses.replace(setup, quantize=scheme)
+    distills = any(p.kind == 'distill' for p in settings.phases)
+    setup, frozen = distillation_setup(d, prep) if distills else (None, None)
     return phases.Context(
         pmodel=prep.pmodel,
         input_dim=prep.input_dim,
@@ -175,7 +172,7 @@ def _context(d: RunDescription, prep, settings, reestimate, writer) -> phases.Co
         workdir=d.workdir,
         mesh=d.mesh,
         metrics=writer,
-        scheme=scheme,
+        scheme=stored.scheme_of(d.config),
         batch_stats=d.variables['batch_stats'] if reestimate is not None else None,
         reestimate=reestimate,
         rebuild=rebuild,
@@ -237,6 +234,7 @@ def distillation_setup(d: RunDescription, prep) -> tuple[distillation.DistillSet
         temperature=dist.temperature,
         use_features=use_features,
         mesh=d.mesh,
+        quantize=stored.scheme_of(config),  # it trains through the stored rounding
         batch_norm=dist.batch_norm,
     )
     frozen = distillation.Frozen(
