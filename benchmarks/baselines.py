@@ -232,9 +232,8 @@ def measure(name: str, net, images, labels, methods, calibration=None) -> list[d
         top1 = evaluation.top1(model, rewritten, images, labels)
         recalibrated = None
         if calibration is not None:
-            stored = variables['batch_stats']
-            cal = recalibration.Calibration(model, calibration, stored, 'relative')
-            stats = cal.stats(rewritten['params'], variables['params'])
+            reestimate = recalibration.Reestimation(model, variables, calibration)
+            stats = reestimate(rewritten['params'])
             recalibrated = evaluation.top1(
                 model, {**rewritten, 'batch_stats': stats}, images, labels
             )

@@ -89,15 +89,20 @@ def calibration_batches(
     ('train': the seeded training subset; 'noise'; 'synthetic': needs `net`, the
     (model, variables) they are matched to) in equal batches of at most `batch`."""
     from nrnp.pipeline import calibration
-    from nrnp.training import recalibration
 
     batches, size = calibration.batch_plan(count, batch, None, None)
+    images = None
     if source == 'train':
         train = train if train is not None else split(shared, 'train', cache)
-        return calibration.split_images(config, train)(batches, size)
-    shape = (batches * size, 32, 32, 3)
-    if source == 'noise':
-        images = recalibration.noise_images(shape, config.seed)
-    else:
-        images = recalibration.synthetic_images(*net, shape, config.seed)
-    return [images[i * size : (i + 1) * size] for i in range(batches)]
+        images = calibration.split_images(config, train)
+    model, variables = net or (None, None)
+    return calibration.calibration_images(
+        source,
+        batches,
+        size,
+        (32, 32, 3),
+        config.seed,
+        train_images=images,
+        model=model,
+        variables=variables,
+    )

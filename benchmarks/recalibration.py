@@ -65,8 +65,8 @@ def measure(args, shared: str) -> list[dict]:
                 row['top1_stored'] = top1({**variables, 'params': params})
                 for mode in ('plain', 'relative'):
                     start = time.time()
-                    cal = recalibration.Calibration(model, batches, variables['batch_stats'], mode)
-                    stats = cal.stats(params, variables['params'])
+                    reestimate = recalibration.Reestimation(model, variables, batches, mode)
+                    stats = reestimate(params)
                     row[f'{mode}_seconds'] = time.time() - start
                     row[mode] = top1({'params': params, 'batch_stats': stats})
                 rows.append(row)

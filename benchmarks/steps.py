@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nrnp.core import encodings, kernels, predictor
+from nrnp.core import encodings, kernel_rows, kernels, predictor
 from nrnp.nets import models
 from nrnp.training import distillation, optim, reconstruction, sharding
 
@@ -101,7 +101,7 @@ def network_flops(model, variables, images_shape) -> float:
 
 def roofline(hidden: int, input_dim: int, layers: int, rows: int, repeats: int) -> dict:
     """GFLOP/s of forward+backward-shaped matmuls with the predictor's shapes (no MLP logic)."""
-    dims = [input_dim] + [hidden] * (layers - 1) + [kernels.ROW]
+    dims = [input_dim] + [hidden] * (layers - 1) + [kernel_rows.ROW]
     key = jax.random.key(0)
     ws = [jax.random.normal(key, (a, b), jnp.float32) for a, b in zip(dims[:-1], dims[1:])]
     x = jax.random.normal(key, (rows, input_dim), jnp.float32)

@@ -150,3 +150,22 @@ def verify(directory: str) -> str:
         if sha256_file(full) != digest:
             return f'{relative} does not match its checksum'
     return ''
+
+
+def differences(old: dict, new: dict, prefix: str = '') -> list[str]:
+    """'key: old -> new' for every entry where two recorded identities differ (nested keys
+    dotted, tuples compared as the lists JSON gives back): the one "is this the same run?"
+    rule, for a workdir's fingerprint, a trained teacher's config and a checkpoint's schedule.
+    """
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, '<absent>'), new.get(key, '<absent>')
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f'{prefix}{key}.')
+        elif _as_json(a) != _as_json(b):
+            out.append(f'{prefix}{key}: {a!r} -> {b!r}')
+    return out
+
+
+def _as_json(value):
+    return [_as_json(v) for v in value] if isinstance(value, tuple | list) else value

@@ -21,55 +21,6 @@ import sys
 
 from nrnp import errors, signals
 
-USAGE = """\
-usage: nrnp --config=RECIPE[:tiny] [--workdir=DIR] [--config.SECTION.FIELD=VALUE ...]
-            [--overwrite] [--debug]
-       nrnp fields          list every config field with its default and meaning
-       nrnp --help
-
-Compresses a trained CNN's conv weights into a small predictor MLP (NeRN and the
-two-phase scheme of arXiv 2407.00356) and reports the accuracy of the original and
-the rebuilt network.
-
-  --config     a shipped recipe name or a config file (configs/*.py), optionally
-               followed by ':tiny' (the smoke-test size). Recipes:
-{recipes}
-  --workdir    where the run writes (default: runs/<recipe>[-<arg>] in the current
-               directory). Rerunning the same command resumes; a workdir holding
-               another run is refused (--overwrite replaces nrnp's files there).
-  --config.X   override any field, e.g. --config.predictor.hidden=160
-               --config.reconstruct.steps=20000 --config.data.image_folder=DIR
-  --overwrite  replace the run in --workdir (checkpoints, artefact, reports)
-  --debug      show tracebacks (also NRNP_DEBUG=1)
-
-Most used fields:
-  teacher.checkpoint   file, orbax dir, https URL or registry name ('' = train one)
-  data.image_folder    <root>/{{train,test}}/<class>/*.jpg instead of data.name
-  data.data_dir        where datasets are cached or prepared
-  predictor.hidden     predictor width h (the compression ratio)
-  reconstruct.steps    reconstruction steps; distill.steps: distillation steps
-
-Exit status: 0 done, 1 runtime failure, 2 bad input (a read-only or full disk too),
-75 stopped by SIGTERM/Ctrl-C (rerun the same command: it resumes from the last
-checkpoint, or starts when there is none yet), 130 second Ctrl-C.
-"""
-
-
-def _usage() -> str:
-    from nrnp.configs import catalog
-
-    listed = catalog.recipes()
-    width = max(len(name) for name, _ in listed) + 2
-    recipes = '\n'.join(f'                 {name:<{width}}{doc}' for name, doc in listed)
-    return USAGE.format(recipes=recipes)
-
-
-def _print_fields() -> None:
-    from nrnp.configs import catalog
-
-    for name, default, meaning in catalog.fields():
-        print(f'{name} = {default}' + (f'  # {meaning}' if meaning else ''))
-
 
 def _parse(argv: list[str]):
     """(config, workdir, overwrite) from the command line; errors.ConfigError on bad flags."""
@@ -103,11 +54,14 @@ def _parse(argv: list[str]):
 def main(argv: list[str]) -> int:
     """Runs the command line `argv` (argv[0] is the program); returns the exit status."""
     args = argv[1:]
+    from nrnp.configs import catalog
+
     if not args or {'-h', '--help', '-help', '--helpfull', '--helpshort'} & set(args):
-        print(_usage(), end='')
+        print(catalog.usage(), end='')
         return 0 if args else errors.EXIT_BAD_INPUT
     if args[0] == 'fields':
-        _print_fields()
+        for name, default, meaning in catalog.fields():
+            print(f'{name} = {default}' + (f'  # {meaning}' if meaning else ''))
         return 0
     config, workdir, overwrite, default = _parse([argv[0], *(a for a in args if a != '--debug')])
     signals.set_workdir(os.path.abspath(workdir))  # the exit line names its last checkpoint
@@ -167,44 +121,12 @@ def run(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug, or the environment: say so, briefly
         if debug:
             raise
-        status = _fail(_unexpected(e), _unexpected_status(e))
+        from nrnp.pipeline import environment
+
+        status = _fail(*environment.unexpected(e))
     finally:
         signals.seen()
     sys.exit(status)
-
-
-def _unexpected_status(e: Exception) -> int:
-    from nrnp.pipeline import environment
-
-    if errors.storage_errno(e, errors.FULL_OR_READ_ONLY) is not None:
-        return errors.EXIT_BAD_INPUT
-    if isinstance(e, UnicodeError) and not environment.utf8():
-        return errors.EXIT_BAD_INPUT
-    return errors.EXIT_FAILURE
-
-
-def _unexpected(e: Exception) -> str:
-    """A full or read-only disk, a locale that cannot encode a name, else a bug."""
-    from nrnp.pipeline import environment
-
-    text = (str(e).strip().splitlines() or [''])[0][:400]
-    number = errors.storage_errno(e, errors.FULL_OR_READ_ONLY)
-    if number is not None:
-        where = signals.workdir() or os.getcwd()
-        return (
-            f'error: a write failed: {errors.reason(number, where)} ({text}); free some space '
-            'or choose a writable --workdir, then rerun the same command (it resumes from the '
-            'last checkpoint)'
-        )
-    if isinstance(e, UnicodeError) and not environment.utf8():
-        return (
-            f'error: {text}: the locale encodes text as {sys.getfilesystemencoding()} '
-            f'({environment.locale_variables()}); set LC_ALL=C.UTF-8 (or PYTHONUTF8=1) and rerun'
-        )
-    return (
-        f'internal error: {type(e).__name__}: {e}\n'
-        '  This is a bug in nrnp; rerun with --debug for the traceback and report it.'
-    )
 
 
 if __name__ == '__main__':

@@ -4,11 +4,13 @@ table's row cut, and (with torch) the forward pass against torchvision-named tor
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nrnp import choices
 from nrnp.core import kernels
 from nrnp.nets import layers, layouts, mobilenet, models, state_dicts
 
@@ -281,8 +283,12 @@ def test_validation_knows_the_models_and_width():
     from nrnp.configs import default
     from nrnp.pipeline import validation
 
-    assert set(validation.MODEL_NAMES) == set(models.MODEL_NAMES)
-    assert set(validation.WIDTH_MODELS) == set(models._SCALABLE)
+    assert validation.CHOICES['teacher.model'] == choices.MODEL_NAMES
+    for name in choices.MODEL_NAMES:  # every name validation accepts builds a network
+        width = 0.5 if name in choices.WIDTH_MODELS else None
+        assert isinstance(models.build_model(name, 10, width_mult=width), nn.Module)
+    with pytest.raises(ValueError, match='no width multiplier'):
+        models.build_model('resnet18', 10, width_mult=0.5)
     c = default.get_config()
     c.teacher.width = 0.5  # smallcnn has no multiplier
     c.kernels.pointwise = 'packed'
@@ -321,7 +327,7 @@ def test_cli_compresses_a_mobilenet_with_every_kind(tmp_path):
     assert kinds['pointwise'] > 0 and kinds['depthwise'] > 0 and kinds['3x3'] == 3 * 3 * 3 * 8
     assert kinds['large'] == kinds['dense'] == 0
     assert kinds['3x3'] + kinds['depthwise'] + kinds['pointwise'] == report['represented_params']
-    assert report['kernel_rows'] < report['represented_params'] / 5  # grouped 1x1 rows
+    assert report['num_kernels'] < report['represented_params'] / 5  # grouped 1x1 rows
     loaded = nrnp.load(report['artifact'])
     assert sum(layer.kind == 'depthwise' for layer in loaded.layout.layers) == 17
     assert loaded.minimum_version() == 4  # an int6 predictor

@@ -159,7 +159,7 @@ def test_quantized_predictor_round_trip(compressed, tmp_path, mode, group):
     quant = dataclasses.replace(comp, predictor_settings=settings, predictor_storage=None)
     scheme = quantize.Scheme(mode, group)
     assert quant.quantize == mode and quant.scheme == scheme
-    expected = quantize.dequantize_tree(quantize.quantize_tree(fp32, scheme))
+    expected = jax.tree.map(np.asarray, quantize.fake_quantize_tree(fp32, scheme))  # as stored
     jax.tree.map(np.testing.assert_array_equal, quant.predictor_params, expected)
     loaded = nrnp.load(quant.save(tmp_path / f'{mode}.nrnp'))
     assert loaded.quantize == mode and loaded.scheme == scheme
@@ -318,9 +318,6 @@ def test_positions_rebuild_coordinates_exactly(ordering):
     stored = storage.pack_orderings(positions)  # what the artefact keeps (not for 'none')
     assert stored.size == sum(permutation_codec.encoded_nbytes(p.size) for p in positions)
     assert stored.size < sum(p.nbytes for p in positions)
-    assert coordinates.ordering_bytes(layout, ordering) == (
-        0 if ordering == 'none' else stored.size
-    )
     back = storage.unpack_orderings(stored, [p.size for p in positions])
     jax.tree.map(np.testing.assert_array_equal, back, positions)
     if ordering == 'none':

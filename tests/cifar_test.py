@@ -153,7 +153,7 @@ def test_missing_archive_with_downloads_disabled(tmp_path):
 
 
 def test_the_job_passes_the_download_fields(http_server, tmp_path):
-    from nrnp.pipeline import run_inputs
+    from nrnp.pipeline import cli_data
 
     archive, splits = cifar100_archive(n_train=20, n_test=30)
     http_server.files['c100.tgz'] = archive
@@ -162,11 +162,11 @@ def test_the_job_passes_the_download_fields(http_server, tmp_path):
     c.data.download_url = http_server.url('c100.tgz')
     c.data.download_sha256 = hashlib.sha256(archive).hexdigest()
     c.data.image_size = 32
-    test = run_inputs.load_split(c, 'test', str(tmp_path), crops=False)
+    test = cli_data.load_split(c, 'test', str(tmp_path), crops=False)
     _assert_split(test, *splits['test'], C100_NAMES)
     c.data.download, c.data.data_dir = False, str(tmp_path / 'elsewhere')
     with pytest.raises(errors.DownloadError, match='downloads are disabled'):
-        run_inputs.load_split(c, 'test', str(tmp_path), crops=False)
+        cli_data.load_split(c, 'test', str(tmp_path), crops=False)
 
 
 def test_foreign_archives_are_named(tmp_path):

@@ -53,7 +53,6 @@ CONFIG_ERRORS = [
         2,
         'learning_rate=-1.0: must be a number > 0',
     ),
-    ((TINY, '--config.reconstruct.b1=1.0'), 2, 'b1=1.0: must be in [0.0, 1.0)'),
     ((TINY, '--config.distill.magnitude_fraction=2'), 2, 'magnitude_fraction=2.0: must be in'),
     ((TINY, '--config.data.channels=2'), 2, 'channels=2: must be one of 1, 3'),
     ((TINY, '--config.data.mean=(0.5,0.5)'), 2, 'needs 1 or data.channels=1 values'),
@@ -95,7 +94,7 @@ def test_help_and_fields_list_the_recipes_and_every_field():
     lines = output.splitlines()
     assert 'predictor.hidden = 64  # width h of the predictor MLP' in lines
     assert any(
-        line.startswith("distill.optimizer = 'adam'  # The phase's own optimizer") for line in lines
+        line.startswith("recalibrate.mode = 'relative'  # 'relative': stored") for line in lines
     )
     from nrnp.configs import default
     from nrnp.pipeline import workdirs

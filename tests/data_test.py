@@ -244,22 +244,23 @@ def test_image_folder_errors_name_the_path(tmp_path):
     assert folders.load_image_folder(str(root), 'train', image_size=4).images.shape == (10, 4, 4, 3)
 
 
-def test_check_splits(tmp_path):
+def test_splits_with_different_classes(tmp_path):
+    """What the command line checks once it holds both splits of an image folder."""
     root = str(tmp_path / 'r')
+
+    def check():
+        train, test = (folders.load_image_folder(root, s) for s in ('train', 'test'))
+        where = 'r: the splits have different classes'
+        dataset.check_same_classes(('train', train.class_names), ('test', test.class_names), where)
+
     _write_folder(root, 'train', classes=('a', 'b'))
     _write_folder(root, 'test', classes=('a', 'b'))
-    assert folders.check_splits(root, ('train', 'test')) == ('a', 'b')
+    check()
     _write_folder(root, 'test', classes=('c',))
     with pytest.raises(
-        errors.DataError, match=r"(?s)r/test.*only in train: \[\].*only in test: \['c'\]"
+        errors.DataError, match=r"(?s)splits have.*only in train: \[\].*only in test: \['c'\]"
     ):
-        folders.check_splits(root, ('train', 'test'))
-    _write_folder(root, 'train', classes=('d', 'e'))
-    with pytest.raises(
-        errors.DataError,
-        match=r"(?s)r/train.*r/test.*only in train: \['d', 'e'\], only in test: \['c'\]",
-    ):
-        folders.check_splits(root, ('train', 'test'))
+        check()
 
 
 def test_load_dataset_prefers_image_folder(tmp_path):
@@ -358,10 +359,31 @@ def test_normalise():
         batching.normalise(x, (0.1, 0.2), (1.0,))
 
 
+def _crop_flip(images, rng, pad):
+    """Crop + flip of a whole batch, as `batching.train_batch` composes it."""
+    return augment.crop_flip(images, *augment.crop_flip_draws(rng, len(images), pad), pad)
+
+
+def _resized_crop(images, rng, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Random resized crop + flip of a whole batch, as `batching.train_batch` composes it."""
+    fraction, aspect, where, flip = augment.resized_crop_uniforms(rng, len(images), scale, ratio)
+    sizes = augment.image_sizes(images)
+    return augment.crop_resize(
+        images, augment.resized_crop_boxes(fraction, aspect, where, *sizes, ratio), flip, size
+    )
+
+
+def _resized_crop_draws(rng, batch, height, width, scale, ratio):
+    """(boxes [B, 4], flip [B]) for `batch` images of one size."""
+    fraction, aspect, where, flip = augment.resized_crop_uniforms(rng, batch, scale, ratio)
+    sizes = np.full(batch, height), np.full(batch, width)
+    return augment.resized_crop_boxes(fraction, aspect, where, *sizes, ratio), flip
+
+
 def test_augment_hand_made():
     img = np.arange(2 * 3 * 3 * 1, dtype=np.uint8).reshape(2, 3, 3, 1) + 1  # no zeros
     rng = np.random.default_rng(5)
-    out = augment.augment_cifar(img, rng, pad=0)  # crop of the whole image: flip only
+    out = _crop_flip(img, rng, pad=0)  # crop of the whole image: flip only
     assert out.shape == img.shape and out.dtype == np.uint8
     flips = np.random.default_rng(5)
     flips.integers(0, 1, (2, 2))
@@ -389,7 +411,7 @@ def test_augment_crop_flip_pixels():
     images = np.repeat(one, 3, axis=0)  # [3, 2, 2, 1]
     # Padded (pad=1): [[0,0,0,0],[0,1,2,0],[0,3,4,0],[0,0,0,0]].
     rng = _FixedDraws([[0, 0], [1, 2], [2, 1]], [0.9, 0.1, 0.7])
-    out = augment.augment_cifar(images, rng, pad=1)[..., 0]
+    out = _crop_flip(images, rng, pad=1)[..., 0]
     np.testing.assert_array_equal(out[0], [[0, 0], [0, 1]])  # top-left crop
     np.testing.assert_array_equal(out[1], [[0, 2], [0, 4]])  # [[2, 0], [4, 0]] flipped
     np.testing.assert_array_equal(out[2], [[3, 4], [0, 0]])  # bottom crop, no flip
@@ -397,7 +419,7 @@ def test_augment_crop_flip_pixels():
 
 def test_augment_matches_loop():
     images = np.random.default_rng(0).integers(1, 256, (16, 8, 8, 3), dtype=np.uint8)
-    out = augment.augment_cifar(images, np.random.default_rng(1), pad=4)
+    out = _crop_flip(images, np.random.default_rng(1), pad=4)
     draws = np.random.default_rng(1)
     offsets = draws.integers(0, 9, (16, 2))
     flip = draws.random(16) < 0.5
@@ -492,32 +514,28 @@ def _quadrants(size=8):
 
 def test_random_resized_crop_shape_determinism_and_flip():
     images = np.repeat(_quadrants(16), 6, axis=0)  # [6, 16, 16, 3]
-    out = augment.random_resized_crop(images, np.random.default_rng(3), 8)
+    out = _resized_crop(images, np.random.default_rng(3), 8)
     assert out.shape == (6, 8, 8, 3) and out.dtype == np.uint8
-    np.testing.assert_array_equal(
-        out, augment.random_resized_crop(images, np.random.default_rng(3), 8)
-    )
-    assert not np.array_equal(out, augment.random_resized_crop(images, np.random.default_rng(4), 8))
+    np.testing.assert_array_equal(out, _resized_crop(images, np.random.default_rng(3), 8))
+    assert not np.array_equal(out, _resized_crop(images, np.random.default_rng(4), 8))
     # Whole-image boxes (scale 1, the image's own aspect ratio): each row is the resized
     # image or its mirror, as the flip draw (the last one) says; the mirror of a mirrored
     # input is the plain output.
     whole = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0))
-    out = augment.random_resized_crop(images, np.random.default_rng(5), 16, **whole)
+    out = _resized_crop(images, np.random.default_rng(5), 16, **whole)
     draws = np.random.default_rng(5)
     draws.uniform(size=(6, 10)), draws.uniform(size=(6, 10)), draws.random((6, 2))
     flip = draws.random(6) < 0.5
     assert 0 < flip.sum() < 6
     for b in range(6):
         np.testing.assert_array_equal(out[b], images[b, :, ::-1] if flip[b] else images[b])
-    mirrored = augment.random_resized_crop(
-        images[:, :, ::-1], np.random.default_rng(5), 16, **whole
-    )
+    mirrored = _resized_crop(images[:, :, ::-1], np.random.default_rng(5), 16, **whole)
     np.testing.assert_array_equal(mirrored, out[:, :, ::-1])
 
 
 def test_random_resized_crop_boxes():
     rng = np.random.default_rng(0)
-    boxes, flip = augment._resized_crop_draws(rng, 4000, 40, 60, (0.08, 1.0), (3 / 4, 4 / 3))
+    boxes, flip = _resized_crop_draws(rng, 4000, 40, 60, (0.08, 1.0), (3 / 4, 4 / 3))
     top, left, h, w = boxes.T
     assert (
         (top >= 0).all() and (left >= 0).all() and (top + h <= 40).all() and (left + w <= 60).all()
@@ -526,14 +544,12 @@ def test_random_resized_crop_boxes():
     assert area.min() >= 0.07 and area.max() <= 1.0
     assert 0.7 < np.median(w / h) < 1.4 and 0.45 < flip.mean() < 0.55
     # Unreachable ratios fall back to the largest central crop with the clipped ratio.
-    boxes, _ = augment._resized_crop_draws(rng, 3, 10, 40, (1.0, 1.0), (1.0, 2.0))
+    boxes, _ = _resized_crop_draws(rng, 3, 10, 40, (1.0, 1.0), (1.0, 2.0))
     np.testing.assert_array_equal(boxes, [[0, 10, 10, 20]] * 3)
     # Exact pixels: a quarter-area square box resized 1:1 copies a 4x4 block.
     images = _quadrants(8)
-    boxes, _ = augment._resized_crop_draws(
-        np.random.default_rng(1), 1, 8, 8, (0.25, 0.25), (1.0, 1.0)
-    )
-    out = augment.random_resized_crop(images, np.random.default_rng(1), 4, (0.25, 0.25), (1.0, 1.0))
+    boxes, _ = _resized_crop_draws(np.random.default_rng(1), 1, 8, 8, (0.25, 0.25), (1.0, 1.0))
+    out = _resized_crop(images, np.random.default_rng(1), 4, (0.25, 0.25), (1.0, 1.0))
     t, lft = boxes[0, :2]
     block = images[0, t : t + 4, lft : lft + 4]
     assert np.array_equal(out[0], block) or np.array_equal(out[0], block[:, ::-1])
@@ -541,7 +557,7 @@ def test_random_resized_crop_boxes():
 
 def test_random_resized_crop_grayscale():
     images = np.random.default_rng(0).integers(0, 256, (3, 12, 10, 1), dtype=np.uint8)
-    out = augment.random_resized_crop(images, np.random.default_rng(0), 6)
+    out = _resized_crop(images, np.random.default_rng(0), 6)
     assert out.shape == (3, 6, 6, 1) and out.dtype == np.uint8
 
 

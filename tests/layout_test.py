@@ -1,5 +1,6 @@
 """The package layout: nrnp's import graph, read from the source, has no cycles, no module
-imports a higher layer, and no module outgrows its room."""
+imports a higher layer, no function is longer than a reader can hold (60 lines) and no module
+outgrows its room."""
 
 import ast
 import pathlib
@@ -15,6 +16,7 @@ LAYERS = {
     'nrnp.files': 0,
     'nrnp.version': 0,
     'nrnp.signals': 0,
+    'nrnp.choices': 0,
     'nrnp.configs': 1,
     'nrnp.core': 1,
     'nrnp.data': 1,
@@ -27,6 +29,9 @@ LAYERS = {
     'nrnp': 5,  # the package's own __init__: the lazy public API
 }
 MAX_LINES = 350
+# Lines of a function from its `def` to its last line, the signature included and the
+# docstring not (a function's nested helpers count as its own lines).
+MAX_FUNCTION_LINES = 60
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -103,7 +108,7 @@ def test_import_graph_has_no_cycles():
 def test_the_graph_reader_sees_imports():
     graph = _graph()  # a reader that found nothing would pass the two tests above
     assert 'nrnp.core.kernels' in graph['nrnp.core.predictor']
-    assert 'nrnp.pipeline.assemble' in graph['nrnp.pipeline.library']
+    assert 'nrnp.pipeline.compression' in graph['nrnp.pipeline.library']
     assert 'nrnp.data.threads' in graph['nrnp.training.phase_steps']
 
 
@@ -113,3 +118,30 @@ def test_module_size_and_docstring(name):
     lines = path.read_text().count('\n')
     assert lines <= MAX_LINES, f'{path} has {lines} lines; split it (at most {MAX_LINES})'
     assert ast.get_docstring(ast.parse(path.read_text())), f'{path} has no module docstring'
+
+
+def function_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """`node`'s lines from its `def` to its last line, less its docstring's."""
+    lines = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+        if isinstance(first.value.value, str):
+            lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
+def test_function_lines_are_counted_as_documented():
+    source = 'def f(a,\n      b):\n    """Doc\n\n    more."""\n    x = 1\n\n    return x\n'
+    assert function_lines(ast.parse(source).body[0]) == 2 + 3  # signature + body, no docstring
+
+
+@pytest.mark.parametrize('name', sorted(_modules()))
+def test_no_function_is_too_long(name):
+    path = _modules()[name]
+    long = [
+        f'{path}:{node.lineno} {node.name} has {function_lines(node)} lines'
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and function_lines(node) > MAX_FUNCTION_LINES
+    ]
+    assert not long, '\n'.join(long) + f' (at most {MAX_FUNCTION_LINES}: split it)'

@@ -67,21 +67,3 @@ def test_plot_report_rejects_bad_input(tmp_path):
     no_original = {k: v for k, v in REPORT.items() if k != 'top1_original'}
     with pytest.raises(ValueError, match='top1_original'):
         plots.plot_report(no_original, path)
-
-
-def test_plot_curve(tmp_path):
-    rows = [
-        {'ratio': 0.2, 'delta': -0.5, 'method': 'nern'},
-        {'ratio': 0.05, 'delta': -4.0, 'method': 'nern'},
-        {'ratio': 0.1, 'delta': -1.2, 'method': 'nern'},
-        {'ratio': 0.1, 'delta': -2.5, 'method': 'pruning'},
-    ]
-    path = tmp_path / 'curve.png'
-    plots.plot_curve(rows, str(path))
-    _is_png(path)
-    with pytest.raises(ValueError, match='at least one row'):
-        plots.plot_curve([], str(path))
-    with pytest.raises(ValueError, match=r"row 1 .*'delta'"):
-        plots.plot_curve([rows[0], {'ratio': 0.1, 'method': 'x'}], str(path))
-    with pytest.raises(ValueError, match='no "method"'):
-        plots.plot_curve([{'ratio': 0.1, 'delta': 0.0}], str(path))

@@ -112,12 +112,14 @@ def test_bf16_and_float16_are_exact_where_representable_and_round_to_nearest():
 def test_leaves_and_trees(mode):
     scheme = quantize.Scheme(mode)
     tree = {'dense0': {'kernel': kernel(), 'bias': kernel((11,), 2)}}
-    stored = quantize.quantize_tree(tree, scheme)
+    stored = jax.tree.map(lambda w: quantize.quantize_leaf(w, scheme), tree)  # as the artefact
     k, b = stored['dense0']['kernel'], stored['dense0']['bias']
     want = {'none': ('float32', 'float32'), 'bf16': ('bfloat16', 'bfloat16')}
     assert (k.storage, b.storage) == want.get(mode, ('int', 'float16'))
     assert k.shape == (37, 11)
-    back = quantize.dequantize_tree(stored)
+    back = jax.tree.map(
+        quantize.dequantize_leaf, stored, is_leaf=lambda x: isinstance(x, quantize.QuantizedLeaf)
+    )
     assert back['dense0']['kernel'].dtype == np.float32
     assert back['dense0']['kernel'].shape == (37, 11)
     if mode == 'none':
@@ -138,7 +140,9 @@ def test_lowbit_and_bad_settings():
 def test_fake_quantize_forward_is_the_stored_value_and_gradient_is_identity(mode, group):
     scheme = quantize.Scheme(mode, group)
     tree = {'kernel': kernel(), 'bias': kernel((11,), 3)}
-    stored = quantize.dequantize_tree(quantize.quantize_tree(tree, scheme))
+    stored = jax.tree.map(
+        lambda w: quantize.dequantize_leaf(quantize.quantize_leaf(w, scheme)), tree
+    )
     fake = jax.jit(lambda t: quantize.fake_quantize_tree(t, scheme))(tree)
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, fake), stored)
 
@@ -166,7 +170,9 @@ def test_edge_bits_give_the_first_and_last_layers_their_own_width():
     jax.tree.map(
         np.testing.assert_array_equal,
         jax.tree.map(np.asarray, fake),
-        quantize.dequantize_tree(stored),
+        jax.tree.map(
+            quantize.dequantize_leaf, stored, is_leaf=lambda x: isinstance(x, quantize.QuantizedLeaf)
+        ),
     )
     assert quantize.Scheme('int4', 4).layers(tree)['dense0'].bits == 4
     with pytest.raises(ValueError, match='edge bits'):

@@ -83,15 +83,15 @@ def test_moments_are_the_population_statistics_of_each_batchnorm_input():
 def test_relative_estimate_of_the_original_returns_its_stored_statistics():
     model, variables = Net(), _variables(Net())
     batches = [_images(8, seed) for seed in (1, 2)]
-    cal = recalibration.Calibration(model, batches, variables['batch_stats'], 'relative')
-    stats = cal.stats(variables['params'], variables['params'])
+    reestimate = recalibration.Reestimation(model, variables, lambda: batches, 'relative')
+    stats = reestimate(variables['params'])
     assert _leaves_equal(stats, variables['batch_stats'])
     # a changed network moves them; 'plain' returns its own pooled moments
     moved = jax.tree.map(lambda x: x * 1.1, variables['params'])
-    assert not _leaves_equal(cal.stats(moved), variables['batch_stats'])
-    plain = recalibration.Calibration(model, batches, variables['batch_stats'], 'plain')
+    assert not _leaves_equal(reestimate(moved), variables['batch_stats'])  # the original's kept
+    plain = recalibration.Reestimation(model, variables, batches, 'plain')
     pooled = recalibration.pooled_moments(model, {**variables, 'params': moved}, batches)
-    assert _leaves_equal(plain.stats(moved), pooled.as_stats())
+    assert _leaves_equal(plain(moved), pooled.as_stats())
 
 
 def test_relative_estimate_is_the_shift_between_rebuilt_and_original():
@@ -208,10 +208,8 @@ def test_artefact_stores_the_reestimated_statistics_at_the_same_bytes():
     model, variables = Net(), _variables(Net())
     data = [_images(16, seed) for seed in range(3)]
     test = (_images(40, 9), np.arange(40) % 10)
-    records = []
-    art = nrnp.compress(
-        variables, model, data=data, test_data=test, callback=records.append, log=None, **FAST
-    )
+    art = nrnp.compress(variables, model, data=data, test_data=test, log=None, **FAST)
+    records = art.history
     kinds = [r['kind'] for r in records]
     assert kinds == ['init', 'reconstruct', 'recalibrate']
     recal = records[-1]
@@ -219,8 +217,7 @@ def test_artefact_stores_the_reestimated_statistics_at_the_same_bytes():
     assert recal['top1_before'] == records[1]['top1']
     # the statistics stored are the relative estimate for the stored predictor's rebuild
     rebuilt = art.reconstruct()
-    cal = recalibration.Calibration(model, data[:2], variables['batch_stats'], 'relative')
-    want = cal.stats(rebuilt['params'], variables['params'])
+    want = recalibration.Reestimation(model, variables, data[:2])(rebuilt['params'])
     for x, y in zip(jax.tree.leaves(art.batch_stats), jax.tree.leaves(want)):
         np.testing.assert_allclose(x, y, rtol=2.0**-11, atol=1e-7)  # stored as float16
     half = jax.tree.map(lambda v: np.asarray(v).astype(np.float16), variables['batch_stats'])
@@ -238,14 +235,9 @@ def test_more_images_than_the_split_holds_are_capped_with_a_note():
     config.recalibrate.images, config.recalibrate.batch_size = 256, 16
     model, variables = Net(), _variables(Net())
     lines = []
-    recal = calibration.make(
-        config,
-        model,
-        variables,
-        input_shape=(1, 8, 8, 3),
-        train_images=calibration.array_images([_images(40)]),
-        mesh=None,
-        log=lines.append,
+    images = calibration.array_images([_images(40)])
+    recal = calibration.reestimation(
+        config, model, variables, (1, 8, 8, 3), images, None, lines.append
     )
     assert recal.info['images'] == 32  # two whole batches of 16 of the 40
     assert any('recalibrate.images=256 is more than the 40 training images' in x for x in lines)
@@ -253,10 +245,10 @@ def test_more_images_than_the_split_holds_are_capped_with_a_note():
 
 def test_data_free_compression_recalibrates_on_noise_and_no_batchnorm_is_a_note():
     model, variables = Net(), _variables(Net())
-    lines, records = [], []
-    nrnp.compress(
-        variables, model, input_shape=(8, 8, 3), log=lines.append, callback=records.append, **FAST
-    )
+    lines = []
+    records = nrnp.compress(
+        variables, model, input_shape=(8, 8, 3), log=lines.append, **FAST
+    ).history
     assert records[-1]['kind'] == 'recalibrate' and records[-1]['source'] == 'noise'
     lines = []
     plain = NoBN().init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))

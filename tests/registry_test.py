@@ -42,6 +42,22 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / 'cache'
 
 
+def as_trained(name: str) -> dict:
+    """The config fields that make a run use registry entry `name` as it was trained."""
+    entry = registry.get(name)
+    out = {
+        'teacher.checkpoint': entry.name,
+        'teacher.model': entry.arch,
+        'teacher.shortcut': entry.shortcut,
+        'data.name': entry.dataset,
+        'data.num_classes': entry.num_classes,
+        'data.mean': entry.mean,
+        'data.std': entry.std,
+        'data.crop_fraction': entry.crop_fraction,
+    }
+    return {k: v for k, v in out.items() if v not in ('', None)}
+
+
 def test_entries_are_consistent_and_give_valid_config_overrides():
     assert len(registry.names()) == 17
     for entry in registry.ENTRIES.values():
@@ -64,7 +80,7 @@ def test_entries_are_consistent_and_give_valid_config_overrides():
     )
     assert registry.get('akamaster_resnet20').std == (0.229, 0.224, 0.225)
     c = default.get_config()
-    for key, value in registry.config_overrides('cifar100_resnet56').items():
+    for key, value in as_trained('cifar100_resnet56').items():
         section, field = key.split('.')
         c[section][field] = value  # every key is a declared field
     assert (c.teacher.model, c.data.name, c.data.mean) == ('resnet56', 'cifar100', entry.mean)
@@ -84,7 +100,7 @@ def test_entries_are_consistent_and_give_valid_config_overrides():
     assert r50.describe() == (
         'resnet50_imagenet1k_v2 (pytorch/vision: resnet50, 1000 classes, published top-1 80.86 %)'
     )
-    overrides = registry.config_overrides('resnet50_imagenet1k_v2')
+    overrides = as_trained('resnet50_imagenet1k_v2')
     assert 'teacher.shortcut' not in overrides and overrides['data.crop_fraction'] == 224 / 232
 
 
@@ -197,7 +213,7 @@ def test_recipes_use_their_registry_entries_as_trained():
 
     for recipe, name in ((c100, 'cifar100_resnet56'), (c10_r20, 'akamaster_resnet20')):
         config = recipe.get_config()
-        for dotted, value in registry.config_overrides(name).items():
+        for dotted, value in as_trained(name).items():
             section, field = dotted.split('.')
             assert config[section][field] == pytest.approx(value), (recipe.__name__, dotted)
     assert c10_r56.get_config().teacher.checkpoint == 'akamaster_resnet56'
@@ -208,7 +224,7 @@ def test_recipes_use_their_registry_entries_as_trained():
         (imagenet_mobilenetv2, 'mobilenet_v2_imagenet1k_v2'),
     ):
         config = recipe.get_config()
-        for dotted, value in registry.config_overrides(name).items():
+        for dotted, value in as_trained(name).items():
             section, field = dotted.split('.')
             assert config[section][field] == pytest.approx(value), (recipe.__name__, dotted)
         assert tuple(config.kernels.sizes) == (1, 3) and config.kernels.pointwise == 'grouped'
@@ -219,7 +235,7 @@ def test_larger_teacher_recipe_uses_the_resnet56_entry_as_trained():
     from nrnp.pipeline import validation
 
     config = c10_r20_r56teacher.get_config()
-    entry = registry.config_overrides('akamaster_resnet56')
+    entry = as_trained('akamaster_resnet56')
     d = config.distill
     assert d.teacher_checkpoint == entry['teacher.checkpoint']
     assert (d.teacher_model, d.teacher_shortcut) == (

@@ -8,7 +8,7 @@ import pytest
 from helpers import final_arrays
 
 import nrnp
-from nrnp.configs import default
+from nrnp.configs import catalog, default
 from nrnp.core import predictor
 from nrnp.nets import models
 from nrnp.pipeline import validation
@@ -70,12 +70,18 @@ def test_schedule_of_rounds():
     c.reconstruct.round_hidden = ()
     c.predictor.hidden = 50
     assert [p.hidden for p in schedule.build_schedule(c)] == [50] * 4  # () = predictor.hidden
-    # Each round's cosine spans its own steps: every round ends at the final rate.
-    sched = schedule.build_schedule(c)
+    # Each round's cosine spans its own steps: every round ends at the final rate (as its
+    # optimizer reports the rate it applied).
+    settings = schedule.settings(c)
+    params, grads = {'w': np.ones(3, np.float32)}, {'w': np.ones(3, np.float32)}
     for i in range(3):
-        assert schedule.learning_rate(c, sched, i, 1) == pytest.approx(5e-3)
-        end = schedule.learning_rate(c, sched, i, sched[i].steps + 1)
-        assert end == pytest.approx(1e-6, rel=1e-3)
+        tx = settings.optimizer(i)
+        state = optim.select_phase(tx.init(params), 'reconstruct', tx)
+        rates = []
+        for _ in range(settings.phases[i].steps + 1):
+            _, state = tx.update(grads, state, params)
+            rates.append(float(optim.learning_rate(state, tx)))
+        assert rates[0] == pytest.approx(5e-3) and rates[-1] == pytest.approx(1e-6, rel=1e-3)
 
 
 def test_validation_of_round_fields():
@@ -117,7 +123,7 @@ def test_a_round_starts_a_fresh_predictor_of_its_width_on_the_last_rebuild():
     state = rounds.fresh_state(wide, 24, seed=3, tx=tx)
     phase = schedule.Phase('reconstruct', 5, round=2, cycle=1, hidden=8)
     new, target = rounds.start_round(
-        state, phase, narrow, problem, input_dim=24, predictor_seed=3, tx=tx, restart=True
+        state, phase, narrow, problem, input_dim=24, predictor_seed=3, tx=tx
     )
     np.testing.assert_array_equal(target, predictor.predict(wide, state.pparams, encoded))
     jax.tree.map(
@@ -130,7 +136,7 @@ def test_a_round_starts_a_fresh_predictor_of_its_width_on_the_last_rebuild():
     assert shapes == {(24, 8), (8, 8), (8, 9)}
     first = schedule.Phase('reconstruct', 5, round=1, cycle=1, hidden=12)
     _, target = rounds.start_round(
-        state, first, wide, problem, input_dim=24, predictor_seed=3, tx=tx, restart=True
+        state, first, wide, problem, input_dim=24, predictor_seed=3, tx=tx
     )
     assert target is problem.target  # round 1 fits the original rows
 
@@ -210,9 +216,9 @@ def test_crash_and_resume_across_width_changes_is_bit_exact(
 
 
 def _prepared_encoding():
-    from nrnp.pipeline import library, problem
+    from nrnp.pipeline import problem
 
     config = default.get_config()
-    library.apply_overrides(config, dict(RUN))
+    catalog.apply_overrides(config, dict(RUN))
     _, variables, _ = _problem()
     return problem.prepare(variables['params'], config, log=lambda m: None).encoded

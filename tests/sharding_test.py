@@ -114,11 +114,8 @@ def _steps(num_devices: int, model_axis: int = 1) -> dict:
 
     batches = [rng.normal(size=(16, 32, 32, 3)).astype(np.float32) for _ in range(2)]
     moved = jax.tree.map(lambda x: x * 1.05, variables['params'])
-    cal = recalibration.Calibration(model, batches, variables['batch_stats'], 'relative', mesh)
-    recal = [
-        np.asarray(x).ravel()[:8].tolist()
-        for x in jax.tree.leaves(cal.stats(moved, variables['params']))[:6]
-    ]
+    reestimate = recalibration.Reestimation(model, variables, batches, 'relative', mesh)
+    recal = [np.asarray(x).ravel()[:8].tolist() for x in jax.tree.leaves(reestimate(moved))[:6]]
     batch_setup = dataclasses.replace(setup, batch_norm='batch')
     terms = jax.jit(functools.partial(distillation.distillation_losses, batch_setup))(
         state.pparams, problem, frozen, sharding.global_batch(batches[0], mesh), key

@@ -46,7 +46,7 @@ import numpy as np
 
 from nrnp import errors, files
 from nrnp.artifact import provenance, sizes, storage
-from nrnp.core import coordinates, encodings, kernels, predictor, quantize
+from nrnp.core import coordinates, encodings, kernel_rows, predictor, quantize
 from nrnp.nets import loading, state_dicts
 from nrnp.nets.trees import flatten_variables, unflatten
 
@@ -103,7 +103,7 @@ class Compressed:
 
     leaves: list[LeafSpec]
     copied: dict
-    layout: kernels.KernelLayout
+    layout: kernel_rows.KernelLayout
     ordering: str
     positions: list[np.ndarray]
     encoding: dict

@@ -28,7 +28,7 @@ from nrnp.artifact.compressed import (
     LeafSpec,
 )
 from nrnp.artifact.provenance import full_config
-from nrnp.core import coordinates, kernels, quantize
+from nrnp.core import coordinates, kernel_rows, quantize
 from nrnp.errors import ArtifactError
 from nrnp.nets.trees import unflatten
 
@@ -128,7 +128,7 @@ def _from_members(path: str, header: dict, members: dict) -> Compressed:
             for x in header['leaves']
         ]
         layers = tuple(
-            kernels.LayerSpec(
+            kernel_rows.LayerSpec(
                 tuple(x['path']),
                 tuple(x['shape']),
                 x['dtype'],
@@ -143,9 +143,11 @@ def _from_members(path: str, header: dict, members: dict) -> Compressed:
     except (KeyError, TypeError) as e:
         raise ArtifactError(f'{path}: malformed leaves/layout in the header ({e!r})') from e
     for layer in layers:
-        if layer.group not in (1, kernels.GROUP) or (layer.group > 1 and layer.kernel_size != 1):
+        if layer.group not in (1, kernel_rows.GROUP) or (
+            layer.group > 1 and layer.kernel_size != 1
+        ):
             raise ArtifactError(f'{path}: layer {layer.name} has rows of {layer.group} channels')
-    layout = kernels.KernelLayout(layers)
+    layout = kernel_rows.KernelLayout(layers)
     represented = {leaf.path[1:] for leaf in leaves if leaf.represented}
     if represented != {layer.path for layer in layers} or not layers:
         raise ArtifactError(f'{path}: represented leaves do not match the layout')

@@ -7,13 +7,10 @@ them pointwise and 16,488 depthwise, in 26,192 kernel rows):
 
   nrnp --config=c10_mobilenetv2 --config.data.image_folder=../shared/data/cifar10-jpeg
 
-Measured on the 2-core CPU, JPEG CIFAR-10 of ../shared, 10,000 test images
-(docs/results.md): the teacher's 1,500 steps took 97 min (sharing the CPU with a second
-training) and reached 51.33 %. Then, reusing it (`--config.teacher.checkpoint=W/teacher
---config.reconstruct.steps=8000 --config.distill.steps=30`, 9 min): rebuilt 13.05 %,
-re-estimated 46.25 %, distilled 46.89 %; artefact 498,764 B (0.477 of the float32
-variables; 4-bit PTQ: 50.95 % at 0.260). The full recipe (20,000 + 2,000 steps) needs a
-GPU: a distillation step takes 9-21 s here.
+What its teacher reached and what a shortened run (`--config.teacher.checkpoint=W/teacher
+--config.reconstruct.steps=8000 --config.distill.steps=30`) measured on the 2-core CPU are
+in docs/results.md ("Bottleneck ResNet50 and MobileNetV2"). The full recipe (20,000 +
+2,000 steps) needs a GPU: distillation steps take seconds each on a CPU.
 
 `--config=c10_mobilenetv2:tiny` is the smoke-test size (a 20-step teacher).
 """

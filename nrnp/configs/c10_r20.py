@@ -14,20 +14,16 @@ Recipe, on the JPEG copy of CIFAR-10 and the pretrained net in ../shared (offlin
 
 With TFDS instead: --config.data.data_dir=DIR holding a prepared ArrayRecord cifar10.
 
-Timed on 2 CPU cores (no GPU): a reconstruction step 25 ms, a distillation step
-(256 images) 2.05 s, so the full recipe takes ~1.3 h on that CPU. Measured with
-`--config.reconstruct.steps=8000 --config.distill.steps=60` (~9 min there), on the
-10,000 JPEG test images (docs/results.md): original 81.03 %; rebuilt 74.00 % after
-reconstruction, 78.64 % once its BatchNorm statistics are re-estimated (256 unlabeled
-training images, 4 s, the default `recalibrate` section), 79.09 % after distillation
-(79.04 % with `--config.recalibrate.images=0`). 20,000 reconstruction steps alone and the
-re-estimation give 80.29 % (77.55 % without it). NeRN trains 68,600 steps.
+Its step times on 2 CPU cores and what it measured (after reconstruction, BatchNorm
+re-estimation and distillation, at this and smaller budgets) are in docs/results.md
+("Recipes measured" and "BatchNorm re-estimation"): distillation steps are slow on a CPU,
+so the full recipe belongs on a GPU. NeRN trains 68,600 steps.
 
 Teacher training, when there is no checkpoint: `teacher.checkpoint=''` with
 `teacher.train_steps=N` first trains the ResNet20 with the standard CIFAR recipe set
 below (SGD momentum 0.9, lr 0.1, batch 128, weight decay 5e-4 on kernels, cosine, crop
-pad 4 + flip; 200 epochs are 78,200 steps), cached in W/teacher. Measured on the 2-core
-CPU shared with other jobs (load average 7-14), 8 simulated devices:
+pad 4 + flip; 200 epochs are 78,200 steps), cached in W/teacher. On 8 simulated CPU
+devices (docs/results.md, "Recipes measured", has what it took and reached):
 
   XLA_FLAGS='--xla_force_host_platform_device_count=8
     --xla_cpu_collective_call_terminate_timeout_seconds=3600
@@ -37,13 +33,9 @@ CPU shared with other jobs (load average 7-14), 8 simulated devices:
     --config.data.image_folder=../shared/data/cifar10-jpeg \
     --config.reconstruct.steps=2000 --config.distill.steps=20 --config.log_every=100
 
-8 epochs (3,128 steps) took 94 min (1.81 s/step, compilation included): top-1 81.28 %
-on the 10,000 JPEG test images (the pretrained akamaster net: 81.03 %). The compression
-after it stalled on the 8 simulated devices (no progress and no CPU time from the first
-reconstruction steps on), so it was rerun on 1 device, reusing the cached teacher: 2,000
-reconstruction steps 36.47 %, + 20 distillation steps 52.95 % (6 min); with
-`reconstruct.steps=8000 distill.steps=60` (22 min): 75.80 %, + distillation 79.97 %
-(the pretrained net at that budget: 72.62 % / 79.60 %).
+The compression after it stalled on the 8 simulated devices (no progress and no CPU time
+from the first reconstruction steps on), so it was rerun on 1 device, reusing the cached
+teacher.
 """
 
 from nrnp.configs import default

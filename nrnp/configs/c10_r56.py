@@ -7,9 +7,8 @@ archive and the akamaster ResNet56, published top-1 93.39 %). Offline, from ../s
     --config.teacher.checkpoint=../shared/weights/akamaster-cifar10/resnet56-4bfd9763.th \
     --config.data.image_folder=../shared/data/cifar10-jpeg
 
-Timed on 2 CPU cores (benchmarks/steps.py): a reconstruction step 80 ms, a
-distillation step (256 images) 10.2 s: run the distillation on a GPU. Original
-top-1 on the JPEG test images: 83.20 %; no compression run was measured yet.
+Its step times on 2 CPU cores (benchmarks/steps.py) and the original's top-1 on the JPEG
+test images are in docs/results.md ("Recipes measured"): run the distillation on a GPU.
 """
 
 from nrnp.configs import c10_r20

@@ -7,13 +7,10 @@ them pointwise, in 42,496 kernel rows):
 
   nrnp --config=c10_resnet50 --config.data.image_folder=../shared/data/cifar10-jpeg
 
-Measured on the 2-core CPU, JPEG CIFAR-10 of ../shared, 10,000 test images
-(docs/results.md): the teacher's 1,500 steps took 63 min (sharing the CPU with a second
-training) and reached 60.68 %. Then, reusing it (`--config.teacher.checkpoint=W/teacher
---config.reconstruct.steps=8000 --config.distill.steps=30`, 10 min): rebuilt 13.73 %,
-re-estimated 51.36 %, distilled 52.90 %; artefact 753,699 B (0.493 of the float32
-variables; 4-bit PTQ: 60.38 % at 0.170). The full recipe (20,000 + 2,000 steps) needs a
-GPU.
+What its teacher reached and what a shortened run (`--config.teacher.checkpoint=W/teacher
+--config.reconstruct.steps=8000 --config.distill.steps=30`) measured on the 2-core CPU are
+in docs/results.md ("Bottleneck ResNet50 and MobileNetV2"). The full recipe (20,000 +
+2,000 steps) needs a GPU.
 
 `--config=c10_resnet50:tiny` is the smoke-test size (a 20-step teacher).
 """

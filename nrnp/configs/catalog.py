@@ -1,5 +1,6 @@
 """The shipped recipes and config fields, for the command line: names, listings, checks.
 
+  catalog.usage()         # `nrnp --help`
   catalog.recipes()       # [('c100', 'ResNet56 on CIFAR-100 ...'), ...]
   catalog.fields()        # [('predictor.hidden', '64', 'width h of the predictor MLP'), ...]
   argv, spec = catalog.resolve_config_flag(argv)   # --config=c100 -> the shipped file
@@ -43,6 +44,48 @@ class ConfigSpec:
         return f'{self.name}-{self.arg}' if self.arg else self.name
 
 
+USAGE = """\
+usage: nrnp --config=RECIPE[:tiny] [--workdir=DIR] [--config.SECTION.FIELD=VALUE ...]
+            [--overwrite] [--debug]
+       nrnp fields          list every config field with its default and meaning
+       nrnp --help
+
+Compresses a trained CNN's conv weights into a small predictor MLP (NeRN and the
+two-phase scheme of arXiv 2407.00356) and reports the accuracy of the original and
+the rebuilt network.
+
+  --config     a shipped recipe name or a config file (configs/*.py), optionally
+               followed by ':tiny' (the smoke-test size). Recipes:
+{recipes}
+  --workdir    where the run writes (default: runs/<recipe>[-<arg>] in the current
+               directory). Rerunning the same command resumes; a workdir holding
+               another run is refused (--overwrite replaces nrnp's files there).
+  --config.X   override any field, e.g. --config.predictor.hidden=160
+               --config.reconstruct.steps=20000 --config.data.image_folder=DIR
+  --overwrite  replace the run in --workdir (checkpoints, artefact, reports)
+  --debug      show tracebacks (also NRNP_DEBUG=1)
+
+Most used fields:
+  teacher.checkpoint   file, orbax dir, https URL or registry name ('' = train one)
+  data.image_folder    <root>/{{train,test}}/<class>/*.jpg instead of data.name
+  data.data_dir        where datasets are cached or prepared
+  predictor.hidden     predictor width h (the compression ratio)
+  reconstruct.steps    reconstruction steps; distill.steps: distillation steps
+
+Exit status: 0 done, 1 runtime failure, 2 bad input (a read-only or full disk too),
+75 stopped by SIGTERM/Ctrl-C (rerun the same command: it resumes from the last
+checkpoint, or starts when there is none yet), 130 second Ctrl-C.
+"""
+
+
+def usage() -> str:
+    """`nrnp --help`: the flags, the recipes with their first docstring line, the statuses."""
+    listed = recipes()
+    width = max(len(name) for name, _ in listed) + 2
+    shown = '\n'.join(f'                 {name:<{width}}{doc}' for name, doc in listed)
+    return USAGE.format(recipes=shown)
+
+
 def recipes() -> list[tuple[str, str]]:
     """(name, first docstring line) of every shipped recipe, `default` first."""
     out = []
@@ -63,7 +106,7 @@ def fields() -> list[tuple[str, str, str]]:
     out, pending = [], []
     for line in (HERE / 'default.py').read_text().splitlines():
         stripped = line.strip()
-        if stripped.startswith('if arg'):
+        if stripped.startswith('def _tiny'):
             break
         if stripped.startswith('#'):
             pending.append(stripped.lstrip('# ').strip())
@@ -213,29 +256,60 @@ def check_complete(config: ml_collections.ConfigDict, subject: str = 'the config
     )
 
 
+def field_name(dotted: str, style: str) -> str:
+    """A field as the caller writes it: `--config.a.b` (style 'cli') or `a__b` ('library')."""
+    return f'--config.{dotted}' if style == 'cli' else dotted.replace('.', '__')
+
+
+def check_field(config: ml_collections.ConfigDict, dotted: str, style: str = 'cli'):
+    """The section holding field `dotted` ('a.b') of `config`, and the field's name: the one
+    check of an override, for `--config.a.b=v` and `nrnp.compress(a__b=v)` alike.
+
+    Raises:
+      errors.ConfigError: no such field (naming the closest one), or `dotted` is a section.
+    """
+    shown, node = field_name(dotted, style), config
+    names = dotted.split('.')
+    for depth, name in enumerate(names):
+        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+            known = [n for n, _, _ in fields()]
+            close = difflib.get_close_matches(dotted, known, n=1, cutoff=0.6)
+            hint = f'; did you mean {field_name(close[0], style)!r}?' if close else ''
+            raise errors.ConfigError(
+                f'{shown}: no such config field{hint} (`nrnp fields` lists them)'
+            )
+        if depth < len(names) - 1:
+            node = node[name]
+    if isinstance(node[names[-1]], ml_collections.ConfigDict):
+        example = field_name(f'{dotted}.{next(iter(node[names[-1]].keys()))}', style)
+        raise errors.ConfigError(f'{shown} is a section; set one of its fields, e.g. {example}=...')
+    return node, names[-1]
+
+
 def check_overrides(argv: list[str], spec: ConfigSpec) -> None:
-    """Checks that every `--config.a.b=v` names an existing field (with a suggestion if not).
+    """Checks that every `--config.a.b=v` of `argv` names a field of `spec`'s config.
 
     Raises:
       errors.ConfigError: naming the unknown field and the closest existing one.
     """
     config = load(spec)
-    known = [name for name, _, _ in fields()]
     for arg in argv:
-        if not arg.startswith('--config.'):
-            continue
-        name = arg.removeprefix('--config.').split('=', 1)[0]
-        node = config
-        for part in name.split('.'):
-            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-                hint = f"; did you mean '{close[0]}'?" if close else ''
-                raise errors.ConfigError(
-                    f'--config.{name}: no such config field{hint} (`nrnp fields` lists them)'
-                )
-            node = node[part]
-        if isinstance(node, ml_collections.ConfigDict):
-            raise errors.ConfigError(
-                f'--config.{name} is a section; set one of its fields, e.g. '
-                f'--config.{name}.{next(iter(node.keys()))}=...'
-            )
+        if arg.startswith('--config.'):
+            check_field(config, arg.removeprefix('--config.').split('=', 1)[0], 'cli')
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
+    """Sets the library's `section__field=value` overrides on `config` in place.
+
+    Raises:
+      errors.ConfigError: a key naming no field, or a section (`check_field`).
+      TypeError: a value of the wrong type (ml_collections' type check).
+    """
+    for key, value in overrides.items():
+        section, name = check_field(config, key.replace('__', '.'), 'library')
+        if isinstance(section[name], tuple) and isinstance(value, list):
+            value = tuple(value)
+        try:
+            section[name] = value
+        except TypeError as e:
+            raise TypeError(f'config field {key}: {e}') from None

@@ -9,8 +9,10 @@ compresses its three convs with a predictor and reports the accuracy of the
 original and rebuilt nets on the 360 held-out digits. `--config=default:tiny`
 is the smoke-test size the tests use.
 
-Every field any nrnp config uses is declared here once, with its meaning;
-the other recipes import this file and override a few fields.
+Every field any nrnp config uses is declared here once, with its meaning, one section per
+function below; the other recipes import this file and override a few fields. Settings
+no recipe, test or benchmark varies are named constants beside the code that uses them
+(e.g. `training.schedule.RECONSTRUCT_OPTIMIZER`, `core.encodings.NERN_BASE`).
 
   from nrnp.configs import default
   config = default.get_config()          # the digits default
@@ -34,7 +36,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     """
     c = ml_collections.ConfigDict()
     c.seed = 0  # root PRNG seed: predictor init, kernel batches, data order
+    for section in (_teacher, _data, _representation, _training, _recalibrate, _run):
+        section(c)
+    if arg == 'tiny':
+        _tiny(c)
+    elif arg:
+        raise ValueError(f"unknown config argument {arg!r}; valid: '' or 'tiny'")
+    return c
 
+
+def _teacher(c: ml_collections.ConfigDict) -> None:
+    """The target network, loaded or trained (`pipeline.targets`)."""
     c.teacher = ml_collections.ConfigDict()
     # resnet20/32/44/56/110 (CIFAR), resnet18/34/50, mobilenet_v2 (ImageNet, torchvision names),
     # cifar_resnet50, cifar_mobilenet_v2 (their 32x32 variants), smallcnn
@@ -44,11 +56,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.teacher.checkpoint = ''  # file, orbax dir, https URL or registry name ('' = train one)
     c.teacher.checkpoint_sha256 = ''  # expected sha256 of a checkpoint URL ('' = none/from URL)
     c.teacher.train_steps = 600  # only when checkpoint == '': steps to train a teacher (cached)
-    c.teacher.train_optimizer = 'adam'  # teacher training: 'sgd' (momentum) or 'adam'
+    c.teacher.train_optimizer = 'adam'  # teacher training: 'sgd' (momentum 0.9) or 'adam'
     c.teacher.train_learning_rate = 3e-3  # its peak learning rate
     c.teacher.train_schedule = 'cosine'  # 'cosine' (to 0) or 'step' (x0.1 at 50 % and 75 %)
-    c.teacher.train_momentum = 0.9  # SGD momentum (ignored by Adam)
-    c.teacher.train_nesterov = False  # SGD with Nesterov momentum
     c.teacher.train_weight_decay = 0.0  # L2 on conv/dense kernels only (not BN, not biases)
     c.teacher.train_batch_size = 128  # images per teacher training step
     # Its augmentation: 'crop_flip' (pad data.pad), 'none', 'random_resized_crop'; '' follows
@@ -56,6 +66,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.teacher.train_augment = ''
     c.teacher.train_checkpoint_every = 1000  # steps between its checkpoints (W/teacher_checkpoints)
 
+
+def _data(c: ml_collections.ConfigDict) -> None:
+    """The images: where they come from, their size and normalisation, how they are read."""
     c.data = ml_collections.ConfigDict()
     c.data.name = 'digits'  # TFDS name (cifar10, cifar100, imagenet2012, ...) or 'digits'
     c.data.data_dir = ''  # TFDS data_dir or CIFAR archive dir ('' = TFDS default/nrnp cache)
@@ -83,6 +96,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.data.eval_crop = 'none'  # 'none' (as stored) or 'center' (ImageNet evaluation crop)
     c.data.crop_fraction = 0.875  # eval_crop='center': crop side / shorter side (224 of 256)
 
+
+def _representation(c: ml_collections.ConfigDict) -> None:
+    """What is represented, how each kernel is addressed, and the predictor that maps it."""
     c.kernels = ml_collections.ConfigDict()
     c.kernels.sizes = (1, 3)  # spatial kernel sizes that are represented
     c.kernels.exclude = ''  # regex over 'a/b/kernel' paths of convs to copy instead
@@ -91,32 +107,32 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     # 1x1 (and Dense) kernels: 'grouped' (9 consecutive input channels of a filter per row)
     # or 'centre' (one weight per row in the centre of a 3x3 slot, 8 masked: NeRN's layout)
     c.kernels.pointwise = 'grouped'
-    c.kernels.ordering = 'crossfilter'  # 'none' | 'infilter' | 'crossfilter'
+    c.kernels.ordering = 'crossfilter'  # 'none' | 'infilter' | 'crossfilter' | 'separable'
 
     c.encoding = ml_collections.ConfigDict()
-    c.encoding.kind = 'nern'  # 'nern' (raw coords, sin/cos pyramid) or 'gaussian' (Fourier feats)
+    # 'nern' (raw coords, sin/cos pyramid) or 'gaussian' (Fourier features: 120 random
+    # frequencies of std 10, `core.encodings`)
+    c.encoding.kind = 'nern'
     c.encoding.levels = 40  # nern: levels per coordinate (input = 6 * levels)
-    c.encoding.base = 0.76  # nern: wavelength base
-    c.encoding.features = 120  # gaussian: random frequencies (input = 2 * features)
-    c.encoding.scale = 10.0  # gaussian: std of the frequencies
 
     c.predictor = ml_collections.ConfigDict()
-    c.predictor.hidden = 64  # width h of the predictor MLP
+    c.predictor.hidden = 64  # width h of the predictor MLP (torch-style init, no skips)
     c.predictor.layers = 5  # Dense layers in total (NeRN: 5)
-    c.predictor.init = 'torch'  # 'torch' (NeRN) or 'lecun'
-    c.predictor.residual = False  # skip connections around hidden layers
     # Stored weights: 'none' (float32), 'bf16', 'int8'..'int2' (codes with per-group scales,
     # entropy-coded; biases and copied leaves float16) or 'lowbit' (core.quantize.LOWBIT).
     # Evaluation, re-estimation and distillation see the predictor as stored (docs/method.md).
     c.predictor.quantize = 'int6'
     c.predictor.quantize_group = 16  # inputs per scale group of an int mode (0: per column)
     c.predictor.quantize_edge_bits = 0  # bits of the first and last Dense (0: the mode's)
-    # A 'quantize' phase (reconstruction loss through the rounding) after the rounds of a run
-    # without distillation (which trains through the rounding instead), of this fraction of
-    # the reconstruction steps (0: none).
+    # A 'quantize' phase (reconstruction loss through the rounding; Adam, cosine from 1e-4)
+    # after the rounds of a run without distillation (which trains through the rounding
+    # instead), of this fraction of the reconstruction steps (0: none).
     c.predictor.quantize_fraction = 0.1
-    c.predictor.quantize_learning_rate = 1e-4  # its peak (Adam, cosine to 1 %)
 
+
+def _training(c: ml_collections.ConfigDict) -> None:
+    """The two phases that train the predictor (their optimizers' other settings are
+    `training.schedule`'s constants)."""
     c.reconstruct = ml_collections.ConfigDict()
     c.reconstruct.steps = 3000  # reconstruction steps in total, split evenly over the rounds
     c.reconstruct.rounds = 1  # progressive rounds: r > 1 fits r - 1's rebuild, fresh predictor
@@ -124,15 +140,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.reconstruct.round_steps = ()  # steps per round; () = reconstruct.steps split evenly
     c.reconstruct.batch_size = 4096  # kernels per gradient batch (capped at the table size)
     c.reconstruct.magnitude_fraction = 0.2  # share of steps with norm-weighted batches
-    c.reconstruct.optimizer = 'ranger'  # 'ranger' | 'adam' | 'adamw'
-    c.reconstruct.learning_rate = 5e-3  # peak, cosine-decayed per step to final_learning_rate
-    c.reconstruct.final_learning_rate = 1e-6  # where the cosine decay ends
-    c.reconstruct.warmup = 0  # linear warm-up steps
-    c.reconstruct.b1 = 0.5  # first-moment decay (RAdam/Adam beta1)
-    c.reconstruct.b2 = 0.999  # second-moment decay (beta2)
-    c.reconstruct.eps = 1e-5  # denominator epsilon
-    c.reconstruct.weight_decay = 1e-3  # decoupled
-    c.reconstruct.restart_each_round = True  # round 1 of a later cycle: new optimizer + cosine
+    c.reconstruct.optimizer = 'ranger'  # 'ranger' | 'adam' | 'adamw' (each round starts afresh)
+    c.reconstruct.learning_rate = 5e-3  # peak, cosine-decayed per step to 1e-6
 
     c.distill = ml_collections.ConfigDict()
     c.distill.steps = 300  # distillation steps after the reconstruction rounds (0 = none)
@@ -140,33 +149,23 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.distill.kernel_batch_size = 4096  # kernels carrying gradient per step
     c.distill.magnitude_fraction = 0.2  # share of norm-weighted kernel batches
     c.distill.grad_through = 'batch'  # 'batch' (NeRN) or 'all' kernels get gradient
-    c.distill.kd_weight = 1.0  # KL(teacher || rebuilt) weight
+    c.distill.kd_weight = 1.0  # KL(teacher || rebuilt) weight (NeRN's stable log(p_S + 1e-4))
     c.distill.fm_weight = 1.0  # normalised feature-map loss weight (0 = off)
     c.distill.reconstruction_weight = 0.0  # RMSE to the original weights (0 = decoupled)
     c.distill.temperature = 1.0  # KD temperature T (loss x T^2)
-    c.distill.stable_kd = True  # NeRN's log(p_S + 1e-4)
     c.distill.teacher_checkpoint = ''  # another teacher ('' = the original network)
     c.distill.teacher_model = ''  # its architecture ('' = the target's)
     c.distill.teacher_shortcut = 'A'  # its CIFAR shortcut option
-    # The phase's own optimizer, state kept across cycles. Adam, not Ranger: RAdam's first
-    # un-rectified steps apply raw momentum, and KD/feature-map gradients (weights ~1, not
-    # NeRN's 1e-4) then wreck the predictor (digits: 81 % -> 10 % with Ranger, 99 % with Adam).
-    c.distill.optimizer = 'adam'
-    c.distill.learning_rate = 1e-4  # peak, cosine-decayed per step to final_learning_rate
-    c.distill.final_learning_rate = 1e-6  # where the cosine decay ends
-    c.distill.warmup = 0  # linear warm-up steps
-    c.distill.b1 = 0.9  # first-moment decay (beta1)
-    c.distill.b2 = 0.999  # second-moment decay (beta2)
-    c.distill.eps = 1e-5  # denominator epsilon
-    c.distill.weight_decay = 1e-3  # decoupled (adamw, ranger)
-
+    c.distill.learning_rate = 1e-4  # peak of its Adam, cosine-decayed per step to 1e-6
     # What the rebuilt student's BatchNorm normalises with during distillation: 'running' (the
     # run's current statistics, re-estimated when recalibrate is on) or 'batch' (each
     # distillation batch's own statistics, train mode; the running ones stay as they are).
     c.distill.batch_norm = 'running'
 
-    # BatchNorm re-estimation of the rebuilt network (zero bytes: the artefact stores the
-    # statistics anyway): train-mode passes over unlabeled calibration images, pooled exactly.
+
+def _recalibrate(c: ml_collections.ConfigDict) -> None:
+    """BatchNorm re-estimation of the rebuilt network (zero bytes: the artefact stores the
+    statistics anyway): train-mode passes over unlabeled calibration images, pooled exactly."""
     c.recalibrate = ml_collections.ConfigDict()
     c.recalibrate.images = 256  # calibration images (0 = off; rounded down to whole batches)
     c.recalibrate.batch_size = 256  # images per forward pass (capped at images)
@@ -180,18 +179,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.recalibrate.source = 'auto'
     # When: 'reconstruct' (after every reconstruction round: distillation then trains
     # against these statistics), 'distill' (after distillation, or after the last round
-    # without it), 'both'. A stored (quantized) predictor is re-estimated for the network
-    # its artefact rebuilds when the run ends with a re-estimation. Measured (ResNet20,
-    # 8,000 + 60 steps, 10,000 JPEG test images): a last re-estimation after distillation
-    # moved h=180 79.09 -> 79.26 % but h=140 77.14 -> 76.49 % (and h=180 with fixed
-    # statistics 79.07 -> 78.82 %): distillation fits the weights to the statistics it saw.
+    # without it), 'both'. Distillation fits the weights to the statistics it saw, so a
+    # last re-estimation after it can lose (docs/results.md, "BatchNorm re-estimation").
     c.recalibrate.when = 'reconstruct'
-    # During distillation, also re-estimate every N steps (0 = never): h=180 79.09 % (every
-    # 20) vs 79.07 % (never), re-estimation off 79.04 %, distill.batch_norm=batch 69.78 %.
+    # During distillation, also re-estimate every N steps (0 = never), so the statistics
+    # follow the weights (docs/results.md, "BatchNorm re-estimation").
     c.recalibrate.every = 20
-    c.recalibrate.synthetic_steps = 300  # source='synthetic': Adam steps on the images
-    c.recalibrate.synthetic_learning_rate = 0.1  # their learning rate
+    c.recalibrate.synthetic_steps = 300  # source='synthetic': Adam steps (lr 0.1) on the images
 
+
+def _run(c: ml_collections.ConfigDict) -> None:
+    """How a run is placed, repeated, watched and checkpointed."""
     c.num_devices = 0  # devices in the mesh (0 = all)
     c.model_axis = 1  # mesh 'model' axis: > 1 splits large predictor arrays (FSDP-style)
     c.cycles = 1  # repeat (reconstruction rounds, distillation) this many times
@@ -200,18 +198,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.eval_every = 0  # also evaluate the rebuilt net every N steps (0 = per phase only)
     c.eval_init = False  # also measure the untrained predictor's top-1 (an extra test pass)
 
-    if arg == 'tiny':
-        c.teacher.train_steps = 60
-        c.predictor.hidden = 16
-        c.reconstruct.steps = 40
-        c.reconstruct.batch_size = 512
-        c.distill.steps = 6
-        c.distill.batch_size = 32
-        c.distill.kernel_batch_size = 512
-        c.recalibrate.images = 64
-        c.recalibrate.batch_size = 32
-        c.checkpoint_every = 5
-        c.log_every = 20
-    elif arg:
-        raise ValueError(f"unknown config argument {arg!r}; valid: '' or 'tiny'")
-    return c
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+    """The smoke-test size the tests use."""
+    c.teacher.train_steps = 60
+    c.predictor.hidden = 16
+    c.reconstruct.steps = 40
+    c.reconstruct.batch_size = 512
+    c.distill.steps = 6
+    c.distill.batch_size = 32
+    c.distill.kernel_batch_size = 512
+    c.recalibrate.images = 64
+    c.recalibrate.batch_size = 32
+    c.checkpoint_every = 5
+    c.log_every = 20

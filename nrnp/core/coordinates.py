@@ -4,7 +4,6 @@
   encoded = encodings.make_encoder('nern', levels=40)[0](coords)       # [N, 240]
   positions = layer_positions(layout, coords)   # per layer a permutation; exact inverse:
   coords = positions_to_coordinates(layout, positions)
-  ordering_bytes(layout, 'crossfilter')         # their size in the artefact (permutation_codec)
 
 Orderings only move inputs: row i of `coords` is the coordinate assigned to kernel
 slot i, and the prediction for it is written back to slot i.
@@ -16,11 +15,11 @@ import time
 
 import numpy as np
 
-from nrnp.core import kernels, orderings, permutation_codec
+from nrnp.core import kernel_rows, kernels, orderings
 
 
 def kernel_coordinates(
-    layout: kernels.KernelLayout, table, ordering: str = 'crossfilter', log=None
+    layout: kernel_rows.KernelLayout, table, ordering: str = 'crossfilter', log=None
 ) -> np.ndarray:
     """Coordinates of every table row.
 
@@ -60,14 +59,7 @@ def position_dtype(n: int) -> np.dtype:
     return np.dtype(np.uint8 if n <= 2**8 else np.uint16 if n <= 2**16 else np.uint32)
 
 
-def ordering_bytes(layout: kernels.KernelLayout, ordering: str) -> int:
-    """Bytes the artefact stores for the orderings: each layer's `permutation_codec` bytes."""
-    if ordering == 'none':
-        return 0
-    return sum(permutation_codec.encoded_nbytes(layer.kernel_slots) for layer in layout.layers)
-
-
-def layer_positions(layout: kernels.KernelLayout, coords: np.ndarray) -> list[np.ndarray]:
+def layer_positions(layout: kernel_rows.KernelLayout, coords: np.ndarray) -> list[np.ndarray]:
     """Per layer, the flat position `filter_pos * S + channel_pos` of every kernel slot.
 
     S is the layer's `channel_slots` (I, or ceil(I / 9) for grouped 1x1 rows). The
@@ -90,7 +82,7 @@ def layer_positions(layout: kernels.KernelLayout, coords: np.ndarray) -> list[np
     return out
 
 
-def positions_to_coordinates(layout: kernels.KernelLayout, positions) -> np.ndarray:
+def positions_to_coordinates(layout: kernel_rows.KernelLayout, positions) -> np.ndarray:
     """Inverse of `layer_positions`: the `[N, 3]` int32 coordinates, exactly as computed.
 
     `positions=None` gives the storage order (ordering 'none').

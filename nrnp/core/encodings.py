@@ -19,10 +19,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KINDS = ('nern', 'gaussian')
+from nrnp import choices
+
+# The settings no recipe varies: NeRN's wavelength base; the Fourier features' count and std.
+NERN_BASE = 0.76
+GAUSSIAN_FEATURES = 120
+GAUSSIAN_SCALE = 10.0
 
 
-def nern_encoding(coords, levels: int = 40, base: float = 0.76) -> jax.Array:
+def nern_encoding(coords, levels: int = 40, base: float = NERN_BASE) -> jax.Array:
     """NeRN's sinusoidal encoding of raw integer coordinates.
 
     For each coordinate p and level l the angle is `a = p * base**l * pi`, computed in
@@ -82,9 +87,9 @@ def make_encoder(
     kind: str,
     *,
     levels: int = 40,
-    base: float = 0.76,
-    features: int = 120,
-    scale: float = 10.0,
+    base: float = NERN_BASE,
+    features: int = GAUSSIAN_FEATURES,
+    scale: float = GAUSSIAN_SCALE,
     seed: int = 0,
 ):
     """An encoding as a function `coords [N, 3] int -> [N, F] float32` and its width F.
@@ -110,4 +115,4 @@ def make_encoder(
             return gaussian_encoding(coords, maxima, matrix)
 
         return encode_gaussian, 2 * features
-    raise ValueError(f'unknown encoding {kind!r}; valid kinds: {", ".join(KINDS)}')
+    raise ValueError(f'unknown encoding {kind!r}; valid kinds: {", ".join(choices.ENCODINGS)}')

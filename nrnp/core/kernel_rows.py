@@ -18,7 +18,6 @@ import numpy as np
 
 ROW = 9  # entries per table row: one 3x3 kernel
 GROUP = ROW  # input channels per row of a grouped 1x1 kernel
-POINTWISE_LAYOUTS = ('grouped', 'centre')
 KINDS = ('3x3', 'depthwise', 'pointwise', 'large', 'dense')
 Path = tuple[str, ...]
 

@@ -35,19 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nrnp.core.kernel_rows import (  # noqa: F401  (re-exported: kernels.ROW, kernels.LayerSpec, ...)
-    GROUP,
-    KINDS,
-    POINTWISE_LAYOUTS,
-    ROW,
-    KernelLayout,
-    LayerSpec,
-    layer_mask,
-    layer_rows,
-    rows_to_kernel,
-)
+from nrnp import choices
+from nrnp.core import kernel_rows
+from nrnp.core.kernel_rows import KernelLayout, Path
 
-Path = tuple[str, ...]
 Predicate = Callable[[Path, Any], bool]
 
 
@@ -122,8 +113,8 @@ def kernel_layout(
     Raises:
       ValueError: if nothing is selected, or for an unknown `pointwise` layout.
     """
-    if pointwise not in POINTWISE_LAYOUTS:
-        raise ValueError(f'pointwise must be one of {POINTWISE_LAYOUTS}, got {pointwise!r}')
+    if pointwise not in choices.POINTWISE_LAYOUTS:
+        raise ValueError(f'pointwise must be one of {choices.POINTWISE_LAYOUTS}, got {pointwise!r}')
     depthwise = {tuple(p) for p in depthwise}
     leaves = jax.tree.leaves_with_path(params)
     chosen = []
@@ -144,9 +135,9 @@ def kernel_layout(
         if rank == 2:
             shape = (1, 1) + shape  # a Dense [in, out] as a 1x1 conv
         tiles = math.ceil(shape[0] / 3) ** 2 if shape[0] > 3 else 1
-        group = GROUP if shape[0] == 1 and pointwise == 'grouped' else 1
+        group = kernel_rows.GROUP if shape[0] == 1 and pointwise == 'grouped' else 1
         dtype, deep = str(jnp.dtype(leaf.dtype)), names in depthwise and shape[2] == 1
-        layer = LayerSpec(names, shape, dtype, offset, tiles, rank, group, deep)
+        layer = kernel_rows.LayerSpec(names, shape, dtype, offset, tiles, rank, group, deep)
         layers.append(layer)
         offset += layer.num_rows
     return KernelLayout(tuple(layers))
@@ -161,7 +152,7 @@ def _get(tree, path: Path):
 def gather(layout: KernelLayout, params) -> jax.Array:
     """The represented kernels of `params` as `[num_kernels, 9]` float32 (jittable)."""
     return jnp.concatenate(
-        [layer_rows(layer, _get(params, layer.path)) for layer in layout.layers], axis=0
+        [kernel_rows.layer_rows(layer, _get(params, layer.path)) for layer in layout.layers], axis=0
     )
 
 
@@ -171,12 +162,14 @@ def scatter(layout: KernelLayout, table, params):
     Leaves that are not represented are returned unchanged (the same objects), so
     copied parameters stay exactly the original ones. Jittable.
     """
-    if table.shape != (layout.num_kernels, ROW):
+    if table.shape != (layout.num_kernels, kernel_rows.ROW):
         raise ValueError(
-            f'table has shape {table.shape}, layout expects {(layout.num_kernels, ROW)}'
+            f'table has shape {table.shape}, layout expects {(layout.num_kernels, kernel_rows.ROW)}'
         )
     replaced = {
-        layer.path: rows_to_kernel(layer, table[layer.offset : layer.offset + layer.num_rows])
+        layer.path: kernel_rows.rows_to_kernel(
+            layer, table[layer.offset : layer.offset + layer.num_rows]
+        )
         for layer in layout.layers
     }
 
@@ -199,7 +192,7 @@ def kernels_by_layer(layout: KernelLayout, table) -> list[np.ndarray]:
     table = np.asarray(table)
     return [
         table[layer.offset : layer.offset + layer.num_rows].reshape(
-            layer.filters, layer.channel_slots, layer.tiles * ROW
+            layer.filters, layer.channel_slots, layer.tiles * kernel_rows.ROW
         )
         for layer in layout.layers
     ]
@@ -216,7 +209,7 @@ def params_by_kind(layout: KernelLayout, params) -> dict[str, int]:
       `{'3x3': n, 'depthwise': n, 'pointwise': n, 'large': n, 'dense': n, 'copied': n}`,
       summing to the params' total.
     """
-    out = dict.fromkeys((*KINDS, 'copied'), 0)
+    out = dict.fromkeys((*kernel_rows.KINDS, 'copied'), 0)
     for layer in layout.layers:
         out[layer.kind] += layer.num_params
     total = sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(params))

@@ -27,7 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-MODES = ('none', 'crossfilter', 'infilter', 'separable')
+from nrnp import choices
+
+MODES = choices.ORDERINGS
 
 # Smallest padded item count; below it the whole remaining chain runs in one chunk.
 _MIN_BUCKET = 128

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nrnp.core import kernels
+from nrnp.core import kernel_rows, kernels
 
 
 def torch_uniform_init(fan_in: int):
@@ -43,7 +43,7 @@ class Predictor(nn.Module):
 
     hidden: int
     layers: int = 5
-    outputs: int = kernels.ROW
+    outputs: int = kernel_rows.ROW
     initializer: str = 'torch'
     residual: bool = False
 
@@ -75,7 +75,7 @@ class Predictor(nn.Module):
         return x
 
 
-def num_params(hidden: int, input_dim: int, layers: int = 5, outputs: int = kernels.ROW) -> int:
+def num_params(hidden: int, input_dim: int, layers: int = 5, outputs: int = kernel_rows.ROW) -> int:
     """Parameter count of a `Predictor` (NeRN, 240 inputs, 5 layers: 3h^2 + 253h + 9)."""
     total = (input_dim + 1) * hidden + (layers - 2) * (hidden + 1) * hidden
     return total + (hidden + 1) * outputs
@@ -95,7 +95,7 @@ def predict(model: Predictor, pparams, encoded):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def reconstruct(model: Predictor, layout: kernels.KernelLayout, pparams, encoded, params):
+def reconstruct(model: Predictor, layout: kernel_rows.KernelLayout, pparams, encoded, params):
     """The target params with every represented kernel predicted.
 
     Args:

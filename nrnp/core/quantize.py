@@ -1,8 +1,8 @@
 """Predictor weights at a smaller width: bf16, or 2- to 8-bit integers with per-group scales.
 
   scheme = Scheme('int5', group=16)              # how the artefact stores the predictor
-  stored = quantize_tree(pparams, scheme)        # {..: QuantizedLeaf}, what the artefact keeps
-  pparams_q = dequantize_tree(stored)            # float32 again: what the artefact rebuilds with
+  leaf = quantize_leaf(w, scheme)                # a QuantizedLeaf: what the artefact keeps
+  w_q = dequantize_leaf(leaf)                    # float32 again: what the artefact rebuilds with
   pparams_fq = fake_quantize_tree(pparams, scheme)   # in a jitted step: same values, STE gradient
 
 Modes (`MODES`): 'none' keeps float32; 'bf16' rounds every leaf to bfloat16; 'intB'
@@ -39,8 +39,10 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from nrnp import choices
+
 LOWBIT = 'int6'  # the best sub-8-bit setting measured (docs/results.md, "Per byte")
-MODES = ('none', 'bf16', 'lowbit', *(f'int{b}' for b in range(8, 1, -1)))
+MODES = choices.QUANTIZE_MODES
 SCALE_BITS = 4  # bits of a group's scale multiplier
 MULTIPLIERS = np.arange(2**SCALE_BITS, dtype=np.float32) / np.float32(2**SCALE_BITS - 1)
 FLOAT16_MAX = 65504.0
@@ -256,11 +258,6 @@ def quantize_tree(pparams, scheme: Scheme):
     return {
         n: jax.tree.map(lambda w, s=schemes[n]: quantize_leaf(w, s), v) for n, v in pparams.items()
     }
-
-
-def dequantize_tree(stored):
-    """Inverse direction of `quantize_tree`: float32 numpy leaves, same structure."""
-    return jax.tree.map(dequantize_leaf, stored, is_leaf=lambda x: isinstance(x, QuantizedLeaf))
 
 
 def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:

@@ -1,11 +1,12 @@
 """Image augmentations on uint8 numpy batches: CIFAR crop + flip, ImageNet resized crops.
 
-  images = augment_cifar(images, rng, pad=4)                  # [B, H, W, C] uint8
-  images = random_resized_crop(images, rng, image_size=224)  # [B, 224, 224, C] uint8
-  images = center_crop_resize(images, image_size=224)        # the evaluation transform
+  offsets, flip = crop_flip_draws(rng, batch, pad=4)          # for the whole global batch
+  images = crop_flip(images, offsets[rows], flip[rows], pad=4)  # [b, H, W, C] uint8, its rows
+  images = center_crop_resize(images, image_size=224)          # the evaluation transform
 
-Each augmentation's random draws are a separate `_*_draws` function, so `batching.train_batches`
-can draw for a whole global batch and apply them to this process's rows only.
+Each augmentation's random draws are a separate function (`crop_flip_draws`,
+`resized_crop_uniforms`), so `batching.train_batch` can draw for a whole global batch and
+apply them to this process's rows only (`crop_flip`, `resized_crop_boxes` + `crop_resize`).
 """
 
 from __future__ import annotations
@@ -19,16 +20,21 @@ from nrnp.data import threads
 from nrnp.errors import DataError
 
 
-def _crop_flip_draws(
+def crop_flip_draws(
     rng: np.random.Generator, batch: int, pad: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draws (offsets [B, 2] int, flip [B] bool) for `augment_cifar`, in its documented order."""
+    """CIFAR's random crop + flip draws: `rng.integers(0, 2 * pad + 1, (B, 2))` (row, column
+    offsets into the zero-padded images), then `rng.random(B) < 0.5` (flip).
+
+    Returns:
+      (offsets [B, 2] int, flip [B] bool), for `crop_flip`.
+    """
     offsets = rng.integers(0, 2 * pad + 1, size=(batch, 2))
     flip = rng.random(batch) < 0.5
     return offsets, flip
 
 
-def _crop_flip(images: np.ndarray, offsets: np.ndarray, flip: np.ndarray, pad: int) -> np.ndarray:
+def crop_flip(images: np.ndarray, offsets: np.ndarray, flip: np.ndarray, pad: int) -> np.ndarray:
     """Crops [B, H, W, C] uint8 at offsets [B, 2] of the zero-padded images, flipping where flip."""
     b, h, w, _ = images.shape
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # [B, H+2p, W+2p, C]
@@ -38,37 +44,20 @@ def _crop_flip(images: np.ndarray, offsets: np.ndarray, flip: np.ndarray, pad: i
     return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def augment_cifar(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Random crop from a zero-padded image plus random horizontal flip, vectorised.
-
-    Draws, in this order: `rng.integers(0, 2 * pad + 1, (B, 2))` (row, column offsets into
-    the padded image) and `rng.random(B) < 0.5` (flip).
-
-    Args:
-      images: [B, H, W, C] uint8.
-      rng: numpy generator.
-      pad: zero padding on every side before cropping back to [H, W].
-
-    Returns:
-      [B, H, W, C] uint8.
-    """
-    offsets, flip = _crop_flip_draws(rng, len(images), pad)
-    return _crop_flip(images, offsets, flip, pad)
-
-
-def _resized_crop_uniforms(
+def resized_crop_uniforms(
     rng: np.random.Generator,
     batch: int,
     scale: tuple[float, float],
     ratio: tuple[float, float],
     attempts: int = 10,
 ) -> tuple[np.ndarray, ...]:
-    """The random draws of `_resized_crop_draws`, independent of the images' sizes.
+    """The random draws of an Inception-style random resized crop, independent of the images'
+    sizes (the boxes cover `scale` of the area at aspect ratios w / h in `ratio`).
 
     Draws, in this order: area fractions `rng.uniform(*scale, (B, attempts))`, log aspect
     ratios `rng.uniform(log r0, log r1, (B, attempts))`, offsets `rng.random((B, 2))` and
     flips `rng.random(B) < 0.5`. A global batch draws for all its rows; each process then
-    turns its own rows into boxes with `_resized_crop_boxes`, knowing only its images' sizes.
+    turns its own rows into boxes with `resized_crop_boxes`, knowing only its images' sizes.
 
     Returns:
       (area fraction [B, attempts], aspect [B, attempts], where [B, 2], flip [B] bool).
@@ -80,7 +69,7 @@ def _resized_crop_uniforms(
     return fraction, aspect, where, flip
 
 
-def _resized_crop_boxes(
+def resized_crop_boxes(
     fraction: np.ndarray,
     aspect: np.ndarray,
     where: np.ndarray,
@@ -94,7 +83,7 @@ def _resized_crop_boxes(
     largest central crop with the aspect ratio clipped to `ratio`.
 
     Args:
-      fraction, aspect: [b, attempts] from `_resized_crop_uniforms`.
+      fraction, aspect: [b, attempts] from `resized_crop_uniforms`.
       where: [b, 2] uniform offsets.
       heights, widths: [b] image sizes (each row its own).
       ratio: aspect ratio range, width / height.
@@ -123,26 +112,7 @@ def _resized_crop_boxes(
     return np.stack([top, left, h, w], axis=1).astype(np.int64)  # [b, 4]
 
 
-def _resized_crop_draws(
-    rng: np.random.Generator,
-    batch: int,
-    height: int,
-    width: int,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    attempts: int = 10,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draws crop boxes for `batch` images of one size [height, width] (see the two above).
-
-    Returns:
-      boxes [B, 4] int64 (top, left, crop height, crop width); flip [B] bool.
-    """
-    fraction, aspect, where, flip = _resized_crop_uniforms(rng, batch, scale, ratio, attempts)
-    sizes = np.full(batch, height), np.full(batch, width)
-    return _resized_crop_boxes(fraction, aspect, where, *sizes, ratio), flip
-
-
-def _sizes(images) -> tuple[np.ndarray, np.ndarray]:
+def image_sizes(images) -> tuple[np.ndarray, np.ndarray]:
     """([b] heights, [b] widths) of a [b, H, W, C] array or a list of [H_i, W_i, C] images."""
     if isinstance(images, np.ndarray):
         b, h, w = images.shape[:3]
@@ -153,7 +123,7 @@ def _sizes(images) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _crop_resize(
+def crop_resize(
     images: np.ndarray, boxes: np.ndarray, flip: np.ndarray, image_size: int
 ) -> np.ndarray:
     """Crops boxes [B, 4] (top, left, h, w) out of [B, H, W, C] uint8 (or a list of B
@@ -183,34 +153,6 @@ def _crop_resize(
     return out
 
 
-def random_resized_crop(
-    images: np.ndarray,
-    rng: np.random.Generator,
-    image_size: int,
-    scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-) -> np.ndarray:
-    """ImageNet training augmentation: Inception-style random resized crop + horizontal flip.
-
-    A box covering `scale` of the image area with aspect ratio (w / h) in `ratio` (log-uniform)
-    is cropped and resized to [image_size, image_size] (see `_resized_crop_draws` for the
-    draws and their order), then mirrored with probability 1/2.
-
-    Args:
-      images: [B, H, W, C] uint8, or a list of B [H_i, W_i, C] uint8 images of any sizes.
-      rng: numpy generator.
-      image_size: output side S.
-      scale: range of the crop's fraction of the image area.
-      ratio: range of the crop's aspect ratio, width / height.
-
-    Returns:
-      [B, S, S, C] uint8.
-    """
-    fraction, aspect, where, flip = _resized_crop_uniforms(rng, len(images), scale, ratio)
-    boxes = _resized_crop_boxes(fraction, aspect, where, *_sizes(images), ratio)
-    return _crop_resize(images, boxes, flip, image_size)
-
-
 def center_crop_resize(
     images: np.ndarray, image_size: int, crop_fraction: float = 0.875
 ) -> np.ndarray:
@@ -228,7 +170,7 @@ def center_crop_resize(
     """
     if not 0 < crop_fraction <= 1:
         raise DataError(f'crop_fraction must be in (0, 1], got {crop_fraction}')
-    h, w = _sizes(images)  # [B] each
+    h, w = image_sizes(images)  # [B] each
     side = np.maximum(1, np.round(crop_fraction * np.minimum(h, w))).astype(np.int64)
     boxes = np.stack([(h - side) // 2, (w - side) // 2, side, side], axis=1)  # [B, 4]
-    return _crop_resize(images, boxes, np.zeros(len(images), bool), image_size)
+    return crop_resize(images, boxes, np.zeros(len(images), bool), image_size)

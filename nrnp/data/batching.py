@@ -19,15 +19,16 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from nrnp import choices
 from nrnp.data import threads
 from nrnp.data.augment import (
-    _crop_flip,
-    _crop_flip_draws,
-    _crop_resize,
-    _resized_crop_boxes,
-    _resized_crop_uniforms,
-    _sizes,
     center_crop_resize,
+    crop_flip,
+    crop_flip_draws,
+    crop_resize,
+    image_sizes,
+    resized_crop_boxes,
+    resized_crop_uniforms,
 )
 from nrnp.data.dataset import _check_process
 from nrnp.errors import DataError
@@ -65,9 +66,6 @@ def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
         return out
     threads.for_ranges(rows, len(images), chunk=-(-len(images) // parts))  # numpy frees the GIL
     return out
-
-
-AUGMENTATIONS = ('crop_flip', 'random_resized_crop', 'none')
 
 
 def _local_rows(batch_size: int, process_index: int, process_count: int) -> slice:
@@ -130,8 +128,9 @@ def train_batches(
       batch_size: examples per global batch B (divisible by process_count).
       seed: data seed.
       start_step: first global step to yield (for resume).
-      augment: 'crop_flip' (`augment_cifar`, the CIFAR default), 'random_resized_crop'
-        (`random_resized_crop`, ImageNet; images may differ in size) or 'none'.
+      augment: 'crop_flip' (`augment.crop_flip`, the CIFAR default), 'random_resized_crop'
+        (`augment.crop_resize` of Inception-style boxes, ImageNet; images may differ in
+        size) or 'none'.
       mean, std: per-channel normalisation (see `normalise`).
       pad: crop padding for 'crop_flip'.
       image_size: output side S for 'random_resized_crop' (default: the first image's
@@ -180,8 +179,8 @@ def train_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Batch `step` of `train_batches` (same arguments): a pure function of (seed, step), so
     any worker can produce any step (`grain_loader` does)."""
-    if augment not in AUGMENTATIONS:
-        raise DataError(f'augment must be one of {AUGMENTATIONS}, got {augment!r}')
+    if augment not in choices.AUGMENTATIONS:
+        raise DataError(f'augment must be one of {choices.AUGMENTATIONS}, got {augment!r}')
     rows = _local_rows(batch_size, process_index, process_count)
     n = len(dataset)
     steps_per_epoch = n // batch_size
@@ -193,14 +192,14 @@ def train_batch(
     images, labels = dataset.read(index)  # [B / P, H, W, C] uint8 (or a list), [B / P]
     rng = np.random.default_rng([seed, _AUGMENT_SALT, step])
     if augment == 'random_resized_crop':
-        fraction, aspect, where, flip = _resized_crop_uniforms(
+        fraction, aspect, where, flip = resized_crop_uniforms(
             rng, batch_size, (0.08, 1.0), (3 / 4, 4 / 3)
         )
-        heights, widths = _sizes(images)
-        boxes = _resized_crop_boxes(
+        heights, widths = image_sizes(images)
+        boxes = resized_crop_boxes(
             fraction[rows], aspect[rows], where[rows], heights, widths, (3 / 4, 4 / 3)
         )
-        images = _crop_resize(images, boxes, flip[rows], image_size or int(heights[0]))
+        images = crop_resize(images, boxes, flip[rows], image_size or int(heights[0]))
     else:
         images = _stack(images, 'train_batches')
         height = images.shape[1]
@@ -211,12 +210,9 @@ def train_batch(
                 'dataset or use random_resized_crop'
             )
         if augment == 'crop_flip':
-            offsets, flip = _crop_flip_draws(rng, batch_size, pad)
-            images = _crop_flip(images, offsets[rows], flip[rows], pad)
+            offsets, flip = crop_flip_draws(rng, batch_size, pad)
+            images = crop_flip(images, offsets[rows], flip[rows], pad)
     return normalise(images, mean, std), np.asarray(labels, np.int32)
-
-
-CROPS = ('none', 'center')
 
 
 def eval_batches(
@@ -250,8 +246,8 @@ def eval_batches(
       (images [B / P, S, S, C] float32, labels [B / P] int32, mask [B / P] bool); rows
       past the end are zero images with label 0 where mask is False.
     """
-    if crop not in CROPS:
-        raise DataError(f'crop must be one of {CROPS}, got {crop!r}')
+    if crop not in choices.EVAL_CROPS:
+        raise DataError(f'crop must be one of {choices.EVAL_CROPS}, got {crop!r}')
     if crop == 'center' and not image_size:
         raise DataError("crop='center' needs image_size (data.image_size)")
     for index in range(num_eval_batches(len(dataset), batch_size)):

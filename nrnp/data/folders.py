@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from nrnp import errors, files
 from nrnp.data import npz_cache, threads
-from nrnp.data.dataset import Dataset, check_same_classes
+from nrnp.data.dataset import Dataset
 from nrnp.errors import DataError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -68,31 +67,6 @@ def _list_image_folder(root: str, split: str) -> tuple[list[str], list[str], np.
         paths.extend(os.path.join(class_dir, f) for f in files)
         labels.extend([label] * len(files))
     return class_names, paths, np.asarray(labels, np.int32)
-
-
-def check_splits(root: str, splits: Sequence[str] = ('train', 'test')) -> tuple[str, ...]:
-    """Checks that every split of an image folder has the same class folders.
-
-    Args:
-      root: image folder root, laid out as `<root>/<split>/<class>/*.jpg`.
-      splits: the splits to compare.
-
-    Returns:
-      The shared sorted class names.
-
-    Raises:
-      DataError: a split is missing or the class sets differ (naming the differences).
-    """
-    found = {s: _list_image_folder(root, s)[0] for s in splits}
-    first = splits[0]
-    for split, names in found.items():
-        check_same_classes(
-            (first, found[first]),
-            (split, names),
-            f'class folders differ between {os.path.join(root, first)!r} and '
-            f'{os.path.join(root, split)!r}',
-        )
-    return tuple(found[first])
 
 
 _MODES = {1: 'L', 3: 'RGB'}  # channels -> PIL mode

@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nrnp import choices
+
 MOMENTS = 'nrnp_moments'
 
 
@@ -179,7 +181,6 @@ def combine(pooled: Pooled, moments: dict) -> Pooled:
     return Pooled(count, new_mean, new_m2)
 
 
-MODES = ('relative', 'plain')
 RELATIVE_RANGE = 4.0  # variance ratios beyond which a channel takes the plain estimate
 
 
@@ -195,9 +196,9 @@ def estimated_stats(stored: dict, rebuilt: dict, original: dict | None, mode: st
         variance: stored x (rebuilt + eps) / (original + eps), eps = 1e-5), so the
         original network gets its stored statistics back exactly. A channel whose variance
         ratio leaves [1 / RELATIVE_RANGE, RELATIVE_RANGE] takes the plain estimate: there
-        the additive mean and multiplicative variance disagree (magnitude-pruned ResNet20:
-        relative 27.17 %, plain 77.54 %, this rule 79.92 %; nrnp's rebuilt nets within
-        0.03 points of the relative estimate; docs/results.md).
+        the additive mean and multiplicative variance disagree (a magnitude-pruned
+        ResNet20 gains most from the rule, nrnp's rebuilt nets keep the relative estimate;
+        docs/results.md, "BatchNorm re-estimation").
 
     Returns:
       A tree like `stored`.
@@ -205,7 +206,7 @@ def estimated_stats(stored: dict, rebuilt: dict, original: dict | None, mode: st
     if mode == 'plain':
         return jax.tree.map(lambda s, r: r.astype(s.dtype), stored, rebuilt)
     if mode != 'relative':
-        raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+        raise ValueError(f'mode must be one of {choices.RECALIBRATE_MODES}, got {mode!r}')
     if original is None:
         raise ValueError("mode 'relative' needs the original network's moments")
 

@@ -16,10 +16,11 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
+from nrnp import choices
+
 LAYOUTS = ('nrnp', 'akamaster', 'chenyaofo')
 # The config fields a hint sets, for the target (teacher.*) or distill.teacher_checkpoint.
 TEACHER_FLAGS = {'model': 'teacher.model', 'shortcut': 'teacher.shortcut', 'width': 'teacher.width'}
-_SCALABLE = ('resnet50', 'cifar_resnet50', 'mobilenet_v2')  # what `teacher.width` scales
 DISTILL_TEACHER_FLAGS = {'model': 'distill.teacher_model', 'shortcut': 'distill.teacher_shortcut'}
 _CLASSES_FLAG = 'data.num_classes'
 
@@ -163,7 +164,7 @@ def width_hint(mismatches: list[tuple[tuple, tuple]], expected: Architecture | N
       flags: the fields to name (`TEACHER_FLAGS`: the teacher has a width).
     """
     field = (flags or TEACHER_FLAGS).get('width')
-    scalable = expected is not None and expected.model in _SCALABLE
+    scalable = expected is not None and expected.model in choices.WIDTH_MODELS
     if not (field and scalable and mismatches):
         return ''
     ratios = []

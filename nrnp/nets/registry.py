@@ -1,7 +1,6 @@
 """Well-known public checkpoints by name: where they are, what they are, how to feed them.
 
   entry = registry.get('cifar100_resnet56')     # url, arch, shortcut, mean/std, published top-1
-  registry.config_overrides('cifar100_resnet56')  # {'teacher.model': 'resnet56', ...}
   --config.teacher.checkpoint=cifar100_resnet56   # nets.loading downloads, verifies, loads it
 
 Entries were read from the repositories' source: chenyaofo/pytorch-cifar-models (option B
@@ -165,26 +164,3 @@ def get(name: str) -> Entry:
     if name not in ENTRIES:
         raise CheckpointError(f'no registered checkpoint {name!r}; known: {", ".join(names())}')
     return ENTRIES[name]
-
-
-def config_overrides(name: str) -> dict:
-    """The config fields that make a run use entry `name` as it was trained.
-
-    Returns:
-      {'teacher.checkpoint', 'teacher.model', 'teacher.shortcut' (when the net has the
-      choice), 'data.name', 'data.num_classes', 'data.mean', 'data.std',
-      'data.crop_fraction' (ImageNet)} -> values, e.g. for a recipe
-      (`c[section][field] = value`) or as `--config.<key>=<value>` flags.
-    """
-    entry = get(name)
-    out = {
-        'teacher.checkpoint': entry.name,
-        'teacher.model': entry.arch,
-        'teacher.shortcut': entry.shortcut,
-        'data.name': entry.dataset,
-        'data.num_classes': entry.num_classes,
-        'data.mean': entry.mean,
-        'data.std': entry.std,
-        'data.crop_fraction': entry.crop_fraction,
-    }
-    return {k: v for k, v in out.items() if v not in ('', None)}

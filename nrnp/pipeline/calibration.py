@@ -1,21 +1,23 @@
-"""A run's BatchNorm re-estimation, from the `recalibrate` config section.
+"""Which images a run re-estimates its BatchNorm statistics on (the `recalibrate` section).
 
-  recal = make(config, model, variables, input_shape=(1, 32, 32, 3),
-               train_images=split_images(config, train), mesh=mesh, log=print)
-  recal.info                      # {'images': 256, 'mode': 'relative', 'source': 'train'}
-  batch_stats = recal(params)     # re-estimated for the network with these params
+  reestimate = reestimation(config, model, variables, input_shape=(1, 32, 32, 3),
+                            train_images=split_images(config, train), mesh=mesh, log=print)
+  reestimate.info                 # {'images': 256, 'mode': 'relative', 'source': 'train'}
+  batch_stats = reestimate(params)   # `training.recalibration.Reestimation`
+  batches = calibration_images('noise', 1, 256, (32, 32, 3), seed=0)   # what benchmarks use
 
 The calibration images are chosen once per run and reused for every re-estimation (and
 for the original network's moments in 'relative' mode): `source='train'` takes a seeded
 subset of the training split (CLI) or the library's data, without labels or augmentation;
 'noise' seeded standard-normal inputs; 'synthetic' noise optimised to match the stored
 BatchNorm statistics; 'auto' is 'train' when there are training images, else 'noise'.
-They are built on first use, so a resumed run past every re-estimation never builds them.
+They are made on first use (`Reestimation` is lazy), so a resumed run past every
+re-estimation never makes them.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -25,8 +27,6 @@ from nrnp.data import batching, dataset
 from nrnp.errors import ConfigError
 from nrnp.nets import batchnorm
 from nrnp.training import evaluation, recalibration
-
-SOURCES = ('auto', 'train', 'noise', 'synthetic')
 
 
 def needs_train_split(config, variables: dict) -> bool:
@@ -95,28 +95,6 @@ def array_images(batches: list) -> Callable[[int, int], list[np.ndarray]]:
     return images
 
 
-@dataclasses.dataclass
-class Recalibrator:
-    """`params -> batch_stats` re-estimated on the run's calibration images (see `make`)."""
-
-    model: object
-    variables: dict
-    make_batches: Callable[[], list]
-    mode: str
-    mesh: object
-    info: dict
-    calibration: recalibration.Calibration | None = None
-
-    def __call__(self, params: dict) -> dict:
-        if self.calibration is None:
-            stored = self.variables['batch_stats']
-            batches = self.make_batches()
-            self.calibration = recalibration.Calibration(
-                self.model, batches, stored, self.mode, self.mesh
-            )
-        return self.calibration.stats(params, self.variables['params'])
-
-
 def resolve_source(config, has_train: bool) -> str:
     """The calibration source a run uses ('auto' resolved)."""
     source = config.recalibrate.source
@@ -130,8 +108,38 @@ def resolve_source(config, has_train: bool) -> str:
     return source
 
 
-def make(config, model, variables, *, input_shape, train_images, mesh, log) -> Recalibrator | None:
-    """The run's `Recalibrator`, or None when re-estimation is off or impossible (logged).
+def calibration_images(
+    source: str,
+    batches: int,
+    batch_size: int,
+    image_shape: tuple[int, ...],
+    seed: int,
+    *,
+    train_images: Callable | None = None,
+    model=None,
+    variables: dict | None = None,
+    synthetic_steps: int = 300,
+    log: Callable[[str], None] | None = None,
+) -> list[np.ndarray]:
+    """`batches` equal batches of `batch_size` calibration images (this process's rows of
+    each) from `source`: 'train' (`train_images`, `split_images` or `array_images`),
+    'noise', or 'synthetic' (matched to `model` with `variables`' BatchNorm statistics)."""
+    if source == 'train':
+        return train_images(batches, batch_size)
+    shape = (batches * batch_size, *image_shape)
+    if source == 'noise':
+        images = recalibration.noise_images(shape, seed)
+    else:
+        images = recalibration.synthetic_images(
+            model, variables, shape, seed, steps=synthetic_steps, log=log
+        )
+    return [_local_rows(images[i * batch_size : (i + 1) * batch_size]) for i in range(batches)]
+
+
+def reestimation(
+    config, model, variables, input_shape, train_images, mesh, log
+) -> recalibration.Reestimation | None:
+    """The run's BatchNorm re-estimation, or None when it is off or impossible (logged).
 
     Args:
       config: the run's config (`recalibrate`, `seed`).
@@ -153,6 +161,27 @@ def make(config, model, variables, *, input_shape, train_images, mesh, log) -> R
         return None
     source = resolve_source(config, train_images is not None)
     available = train_images.available if source == 'train' else None
+    count, size = _plan(r, available, mesh, log)
+    images = functools.partial(
+        calibration_images,
+        source,
+        count,
+        size,
+        input_shape[1:],
+        config.seed,
+        train_images=train_images,
+        model=model,
+        variables=variables,
+        synthetic_steps=r.synthetic_steps,
+        log=log,
+    )
+    info = {'images': count * size, 'mode': r.mode, 'source': source}
+    log(f'BatchNorm re-estimation: {info["images"]} {source} images ({r.mode}), when {r.when}')
+    return recalibration.Reestimation(model, variables, images, r.mode, mesh, info)
+
+
+def _plan(r, available: int | None, mesh, log) -> tuple[int, int]:
+    """`batch_plan` of the `recalibrate` section `r` over `available` training images."""
     if available is not None and r.images > available:
         log(
             f'note: recalibrate.images={r.images} is more than the {available} training '
@@ -165,25 +194,4 @@ def make(config, model, variables, *, input_shape, train_images, mesh, log) -> R
             f'devices and processes) but the training images number {available}: give more '
             'images, or set recalibrate.source=noise (or recalibrate.images=0: off)'
         )
-    shape = (count * size, *input_shape[1:])
-
-    def batches() -> list:
-        if source == 'train':
-            return train_images(count, size)
-        if source == 'noise':
-            images = recalibration.noise_images(shape, config.seed)
-        else:
-            images = recalibration.synthetic_images(
-                model,
-                variables,
-                shape,
-                config.seed,
-                steps=r.synthetic_steps,
-                learning_rate=r.synthetic_learning_rate,
-                log=log,
-            )
-        return [_local_rows(images[i * size : (i + 1) * size]) for i in range(count)]
-
-    info = {'images': count * size, 'mode': r.mode, 'source': source}
-    log(f'BatchNorm re-estimation: {info["images"]} {source} images ({r.mode}), when {r.when}')
-    return Recalibrator(model, variables, batches, r.mode, mesh, info)
+    return count, size

@@ -3,6 +3,7 @@
   environment.safe_printing()              # a C locale: print any character (escaped)
   environment.check_locale([*args, workdir])   # errors.ConfigError for paths it cannot encode
   environment.quiet_libraries(debug=False)  # orbax's and asyncio's logging off unless --debug
+  message, status = environment.unexpected(e)   # any other exception, in one line
 
 Standard library only at import (the command line calls it before JAX is imported).
 """
@@ -14,7 +15,7 @@ import logging
 import os
 import sys
 
-from nrnp import errors
+from nrnp import errors, signals
 
 
 def utf8() -> bool:
@@ -82,3 +83,27 @@ def multi_process_launch() -> bool:
     slurm = int(os.environ.get('SLURM_NTASKS', '1')) > 1
     tpu_pod = len(os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1
     return slurm or tpu_pod or bool(os.environ.get('JAX_COORDINATOR_ADDRESS'))
+
+
+def unexpected(e: Exception) -> tuple[str, int]:
+    """The command line's one line and exit status for an exception no nrnp error class
+    names: a full or read-only disk and a locale that cannot encode a name are bad input
+    (2, with the fix), anything else a bug (1)."""
+    text = (str(e).strip().splitlines() or [''])[0][:400]
+    number = errors.storage_errno(e, errors.FULL_OR_READ_ONLY)
+    if number is not None:
+        where = signals.workdir() or os.getcwd()
+        return (
+            f'error: a write failed: {errors.reason(number, where)} ({text}); free some space '
+            'or choose a writable --workdir, then rerun the same command (it resumes from the '
+            'last checkpoint)'
+        ), errors.EXIT_BAD_INPUT
+    if isinstance(e, UnicodeError) and not utf8():
+        return (
+            f'error: {text}: the locale encodes text as {sys.getfilesystemencoding()} '
+            f'({locale_variables()}); set LC_ALL=C.UTF-8 (or PYTHONUTF8=1) and rerun'
+        ), errors.EXIT_BAD_INPUT
+    return (
+        f'internal error: {type(e).__name__}: {e}\n'
+        '  This is a bug in nrnp; rerun with --debug for the traceback and report it.'
+    ), errors.EXIT_FAILURE

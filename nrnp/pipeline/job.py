@@ -1,10 +1,10 @@
-"""The command line's job: target and data from the config, then the run, then the report.
+"""The command line's door: a run described from the config, prepared, run, stored, reported.
 
   report = job.run(config, workdir)     # what `python -m nrnp.main` calls
 
-It loads (or trains) the target and opens the test and training data as the config
-says, hands them to `assemble.compress_target` (the same run `nrnp.compress` does),
-then writes `compressed.nrnp`, `report.json`, `report.md` and `report.png`.
+`describe` loads (or trains) the target and opens the test and training splits as the
+config says (`cli_data`); `compression` prepares, runs and stores it (what `nrnp.compress`
+runs too); then `compressed.nrnp`, `report.json`, `report.md` and `report.png` are written.
 """
 
 from __future__ import annotations
@@ -21,20 +21,10 @@ from nrnp.core import kernels
 from nrnp.data.dataset import balanced_subset, check_same_classes
 from nrnp.errors import ConfigError, DataError
 from nrnp.nets import models
-from nrnp.pipeline import assemble, calibration, run_inputs, targets, workdirs
+from nrnp.pipeline import calibration, cli_data, compression, targets, workdirs
+from nrnp.pipeline.description import Data, RunDescription
 from nrnp.reporting import plots, reports
 from nrnp.training import sharding
-
-# The byte counts report.json repeats from `Compressed.size_report()`: every part of the file.
-SIZE_KEYS = (
-    'predictor_bytes',
-    'ordering_bytes',
-    'copied_bytes',
-    'header_bytes',
-    'framing_bytes',
-    'artifact_bytes',
-    'original_bytes',
-)
 
 
 class Logger:
@@ -54,19 +44,11 @@ class Logger:
 
 
 def build_target(config):
+    """The target network `config.teacher` names."""
+    t = config.teacher
     return models.build_model(
-        config.teacher.model,
-        config.data.num_classes,
-        shortcut=config.teacher.shortcut,
-        width_mult=config.teacher.width,
+        t.model, config.data.num_classes, shortcut=t.shortcut, width_mult=t.width
     )
-
-
-def best_seen(records) -> float | None:
-    """Best rebuilt top-1 seen at any evaluation of the run (selected on the test set)."""
-    seen = [r['top1'] for r in records if r['kind'] != 'init']
-    seen += [e['top1'] for r in records for e in r.get('evals', [])]
-    return max((s for s in seen if s is not None), default=None)
 
 
 def run(
@@ -81,25 +63,59 @@ def run(
     Returns:
       The report dictionary.
     """
-    start = time.time()
-    workdir = os.path.abspath(workdir)
-    fingerprint = workdirs.fingerprint(config, run_inputs.input_identities(config))
+    start, workdir = time.time(), os.path.abspath(workdir)
+    fingerprint = workdirs.fingerprint(config, cli_data.input_identities(config))
     claim = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='cli')
     signals.claimed()  # from here a signal inside an import waits for it: files to unwind
     try:
-        return _run(config, workdir, echo, claim, start)
+        log = Logger(workdir, echo)
+        _log_claim(log, config, workdir, claim)
+        return _run(config, workdir, log, start)
     finally:
         claim.release()
 
 
-def _pct(value) -> str:
-    return '-' if value is None else f'{value:.2f} %'
+def _run(config, workdir: str, log, start: float) -> dict:
+    description, source = describe(config, workdir, log)
+    outcome = compression.run(compression.prepare(description))
+    artifact = compression.store(outcome)
+    path = os.path.join(workdir, 'compressed.nrnp')
+    if jax.process_index() == 0:
+        artifact.save(path)
+    prep = outcome.plan.prep
+    report = reports.build(
+        target=config.teacher.model,
+        target_source=source,
+        dataset=cli_data.dataset_label(config),
+        test_split=config.data.test_split,
+        test_images=description.data.test_images,
+        top1_original=outcome.plan.top1_original,
+        records=outcome.records,
+        layout=prep.layout,
+        represented_by_kind=kernels.params_by_kind(prep.layout, description.variables['params']),
+        pointwise_layout=config.kernels.pointwise,
+        predictor_params=prep.predictor_params,
+        ordering=config.kernels.ordering,
+        ordering_seconds=prep.ordering_seconds,
+        quantize=artifact.quantize,
+        artifact=path,
+        sizes=artifact.size_report(),
+        wall_seconds=time.time() - start,
+        devices=[str(d) for d in jax.devices()],
+        config=config.to_json_best_effort(indent=2),
+    )
+    if jax.process_index() == 0:
+        with errors.writing(workdir, 'the report in'):
+            reports.write_report(workdir, report)
+            plots.plot_report(report, os.path.join(workdir, 'report.png'))
+    for line in reports.summary(report, workdir):
+        log(line)
+    return report
 
 
-def _run(config, workdir: str, echo, claim, start: float) -> dict:
-    log = Logger(workdir, echo)
+def _log_claim(log, config, workdir: str, claim) -> None:
     log(
-        f'nrnp: {config.teacher.model} on {run_inputs.dataset_label(config)}, workdir {workdir} '
+        f'nrnp: {config.teacher.model} on {cli_data.dataset_label(config)}, workdir {workdir} '
         f'({"resuming" if claim.status == "resume" else "new run"}), devices {jax.devices()}'
     )
     if claim.lock is not None and not claim.lock.held:
@@ -107,128 +123,71 @@ def _run(config, workdir: str, echo, claim, start: float) -> dict:
     if claim.removed:
         log(f'removed what an interrupted run left: {", ".join(claim.removed[:5])}')
 
-    test = run_inputs.load_split(
-        config, config.data.test_split, workdir, crops=config.data.eval_crop == 'center', log=log
-    )
-    if config.data.test_limit:
-        test = balanced_subset(test, config.data.test_limit, config.seed)
-    if test.num_classes > config.data.num_classes:
-        raise ConfigError(
-            f'the dataset has {test.num_classes} classes but data.num_classes is '
-            f'{config.data.num_classes}'
-        )
-    found = test.read(np.arange(1))[0][0].shape[-1]
-    if found != config.data.channels:
-        raise DataError(
-            f'{run_inputs.dataset_label(config)} has {found}-channel images but data.channels is '
-            f'{config.data.channels}; set --config.data.channels={found}'
-        )
-    how = 'streamed' if config.data.streaming else 'in memory'
-    subset = ' (a class-balanced subset, data.test_limit)' if config.data.test_limit else ''
-    log(f'test split {config.data.test_split!r}: {len(test)} images{subset} ({how})')
 
-    resized = config.data.augment == 'random_resized_crop'  # the only one for mixed sizes
+def describe(config, workdir: str, log) -> tuple[RunDescription, str]:
+    """The run the config describes, and where its target came from: the test split, the
+    target (loaded, or trained and cached in the workdir), the mesh and, when distillation
+    or re-estimation reads it, the training split."""
+    test = _test_split(config, workdir, log)
+    label, how = cli_data.dataset_label(config), cli_data.how_held(config)
 
     def train_split():
-        train = run_inputs.load_split(
-            config, config.data.train_split, workdir, crops=resized, log=log
-        )
+        resized = config.data.augment == 'random_resized_crop'  # the one for mixed sizes
+        train = cli_data.load_split(config, config.data.train_split, workdir, resized, log)
         check_same_classes(
             (config.data.train_split, train.class_names),
             (config.data.test_split, test.class_names),
-            f'{run_inputs.dataset_label(config)}: the splits have different classes',
+            f'{label}: the splits have different classes',
         )
         return train
 
     model = build_target(config)
-    input_shape = (1, config.data.image_size, config.data.image_size, config.data.channels)
+    shape = (1, config.data.image_size, config.data.image_size, config.data.channels)
     variables, source = targets.load_or_train(
         config,
         model,
-        input_shape,
+        shape,
         workdir=workdir,
         train_data_fn=train_split,
-        test_top1=lambda mesh: run_inputs.test_top1(config, test, model, mesh),
+        test_top1=lambda mesh: cli_data.test_top1(config, test, model, mesh),
         test_images=len(test),
         log=log,
     )
     log(f'target: {source}')
-
     mesh = sharding.make_mesh(config.num_devices, config.model_axis)
     log(f'mesh: {dict(mesh.shape)} over {jax.process_count()} process(es)')
-    top1 = run_inputs.test_top1(config, test, model, mesh)
-    train_batches = device_batches = calibration_images = None
+    data = Data(shape, cli_data.test_top1(config, test, model, mesh), len(test))
     if config.distill.steps or calibration.needs_train_split(config, variables):
-        train_data = train_split()
-        calibration_images = calibration.split_images(config, train_data)
+        train = train_split()
+        data.calibration_images = calibration.split_images(config, train)
         where = ''
         if config.distill.steps:
-            train_batches, device_batches = run_inputs.distillation_images(config, train_data, mesh)
-            where = ', drawn on the device' if device_batches else ', host pipeline'
-        log(f'train split {config.data.train_split!r}: {len(train_data)} images ({how}{where})')
-    outcome = assemble.compress_target(
-        variables,
-        model,
-        config,
-        workdir=workdir,
-        mesh=mesh,
-        input_shape=input_shape,
-        top1=top1,
-        train_batches=train_batches,
-        device_batches=device_batches,
-        calibration_images=calibration_images,
-        log=log,
-    )
-    prep, records, compressed = outcome.prep, outcome.records, outcome.compressed
-    layout, n_pred, top1_original = prep.layout, prep.predictor_params, outcome.top1_original
-    artifact_path = os.path.join(workdir, 'compressed.nrnp')
-    if jax.process_index() == 0:
-        compressed.save(artifact_path)
-    sizes = compressed.size_report()
+            data.train_batches, data.device_batches = cli_data.distillation_images(
+                config, train, mesh
+            )
+            where = ', drawn on the device' if data.device_batches else ', host pipeline'
+        log(f'train split {config.data.train_split!r}: {len(train)} images ({how}{where})')
+    return RunDescription(config, model, variables, data, workdir, mesh, log), source
 
-    final_acc, final_rmse = records[-1]['top1'], records[-1]['rmse']
-    out = {
-        'target': config.teacher.model,
-        'target_source': source,
-        'dataset': run_inputs.dataset_label(config),
-        'test_split': config.data.test_split,
-        'test_images': len(test),
-        'top1_original': top1_original,
-        'top1_reconstructed': final_acc,
-        'top1_reconstructed_best_seen': best_seen(records),
-        'represented_params': int(layout.num_params),
-        'represented_layers': len(layout.layers),
-        'num_kernels': int(layout.num_kernels),
-        'kernel_rows': int(layout.num_kernels),
-        'represented_by_kind': kernels.params_by_kind(layout, variables['params']),
-        'pointwise_layout': config.kernels.pointwise,
-        'predictor_params': int(n_pred),
-        'ratio': n_pred / layout.num_params,
-        'ordering': config.kernels.ordering,
-        'ordering_seconds': prep.ordering_seconds,
-        'reconstruction_rmse': final_rmse,
-        'quantize': compressed.quantize,
-        'artifact': artifact_path,
-        **{k: sizes[k] for k in SIZE_KEYS},
-        'artifact_ratio': sizes['artifact_ratio'],
-        'phases': records,
-        'predictor_seconds': sum(r['seconds'] for r in records),
-        'wall_seconds': time.time() - start,
-        'devices': [str(d) for d in jax.devices()],
-        'config': config.to_json_best_effort(indent=2),
-    }
-    if jax.process_index() == 0:
-        with errors.writing(workdir, 'the report in'):
-            reports.write_report(workdir, out)
-            plots.plot_report(out, os.path.join(workdir, 'report.png'))
-    log(
-        f'top1 original {_pct(top1_original)}  rebuilt {_pct(final_acc)}  ratio '
-        f'{out["ratio"]:.4f}  ({n_pred} / {layout.num_params})  -> {workdir}/report.md'
-    )
-    log(
-        f'artefact {sizes["artifact_bytes"]:,} B ({compressed.quantize} predictor '
-        f'{sizes["predictor_bytes"]:,}, orderings {sizes["ordering_bytes"]:,}, copied '
-        f'{sizes["copied_bytes"]:,}, header {sizes["header_bytes"]:,}), artifact_ratio '
-        f'{sizes["artifact_ratio"]:.4f} of the original {sizes["original_bytes"]:,} B'
-    )
-    return out
+
+def _test_split(config, workdir: str, log):
+    """The test split (its class-balanced subset with `data.test_limit`), checked against
+    `data.num_classes` and `data.channels`."""
+    d = config.data
+    test = cli_data.load_split(config, d.test_split, workdir, d.eval_crop == 'center', log)
+    if d.test_limit:
+        test = balanced_subset(test, d.test_limit, config.seed)
+    if test.num_classes > d.num_classes:
+        raise ConfigError(
+            f'the dataset has {test.num_classes} classes but data.num_classes is {d.num_classes}'
+        )
+    found = test.read(np.arange(1))[0][0].shape[-1]
+    if found != d.channels:
+        raise DataError(
+            f'{cli_data.dataset_label(config)} has {found}-channel images but data.channels is '
+            f'{d.channels}; set --config.data.channels={found}'
+        )
+    subset = ' (a class-balanced subset, data.test_limit)' if d.test_limit else ''
+    how = cli_data.how_held(config)
+    log(f'test split {d.test_split!r}: {len(test)} images{subset} ({how})')
+    return test

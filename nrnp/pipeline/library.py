@@ -1,16 +1,18 @@
-"""The library API: compress any Flax CNN's variables into a `Compressed` artefact.
+"""The library's door: compress any Flax CNN's variables into a `Compressed` artefact.
 
   compressed = nrnp.compress(variables, model, data=batches, predictor__hidden=32)
   compressed.save('net.nrnp'); variables = nrnp.load('net.nrnp').reconstruct()
   print(compressed.size_report())
 
-It runs the CLI's code (`assemble.compress_target`) on the caller's variables, model
-and data. Config overrides are keyword arguments with `__` for the dot:
-`reconstruct__steps=500` sets `config.reconstruct.steps`.
+`describe` turns the caller's variables, model, data and config overrides into the run's
+`RunDescription`; `compression` prepares, runs and stores it, as for the command line.
+Config overrides are keyword arguments with `__` for the dot: `reconstruct__steps=500`
+sets `config.reconstruct.steps`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -26,48 +28,9 @@ from nrnp import errors
 from nrnp.artifact import compressed
 from nrnp.configs import catalog
 from nrnp.configs import default as defaults
-from nrnp.pipeline import assemble, inputs, problem, user_data, validation, workdirs
+from nrnp.pipeline import compression, library_checks, library_data, problem, validation, workdirs
+from nrnp.pipeline.description import RunDescription
 from nrnp.training import sharding
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
-    """Sets `section__field=value` overrides on `config` in place.
-
-    Raises:
-      ValueError: for a key naming no existing field (the message lists the valid ones).
-      TypeError: for a value of the wrong type (ml_collections' type check).
-    """
-    for key, value in overrides.items():
-        names = key.split('__')
-        dotted = '.'.join(names)
-        node = config
-        for depth, name in enumerate(names):
-            if not isinstance(node, ml_collections.ConfigDict) or name not in node:
-                valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-                where = '.'.join(names[:depth]) or 'the config'
-                raise errors.ConfigError(
-                    f'unknown config field {dotted!r} (override {key}=...); fields of {where}: '
-                    f'{", ".join(valid)}. Overrides are written section__field=value.'
-                )
-            if depth < len(names) - 1:
-                node = node[name]
-        if isinstance(node[names[-1]], ml_collections.ConfigDict):
-            raise errors.ConfigError(
-                f'{key} is a config section; override its fields instead ({key}__field=...)'
-            )
-        if isinstance(node[names[-1]], tuple) and isinstance(value, list):
-            value = tuple(value)
-        try:
-            node[names[-1]] = value
-        except TypeError as e:
-            raise TypeError(f'config field {dotted!r} (keyword {key}): {e}') from None
-
-
-def _sows_features(model, variables: dict, input_shape: tuple[int, ...]) -> bool:
-    x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
-    apply = lambda x: model.apply(variables, x, train=False, mutable=['intermediates'])
-    _, state = jax.eval_shape(apply, x)
-    return bool(jax.tree.leaves(state.get('intermediates', {})))
 
 
 def compress(
@@ -80,7 +43,6 @@ def compress(
     workdir: str | os.PathLike | None = None,
     overwrite: bool = False,
     input_shape: tuple[int, ...] | None = None,
-    callback: Callable[[dict], None] | None = None,
     log: Callable[[str], None] | None = print,
     **overrides,
 ) -> compressed.Compressed:
@@ -123,8 +85,6 @@ def compress(
       input_shape: `(H, W, C)` of one input image, for data-free BatchNorm re-estimation
         when neither `data` nor `test_data` shows it (default: 32 x 32 x the first conv's
         input channels, logged).
-      callback: called with every phase record (dicts as in `report.json`'s
-        'phases', the 'init' record first) once the schedule has run.
       log: progress sink (None: silent).
       **overrides: config fields as `section__field=value`, e.g.
         `predictor__hidden=180`, `reconstruct__steps=20000`, `kernels__dense=True`.
@@ -134,7 +94,8 @@ def compress(
 
     Returns:
       The `Compressed` artefact; `reconstruct()` returns the input's tree (a FrozenDict
-      when a FrozenDict was given).
+      when a FrozenDict was given); its `history` holds every phase record (as in
+      `report.json`'s 'phases', the 'init' record first).
 
     Raises:
       errors.BadInput (a ValueError) before any training: an unknown override or a
@@ -149,13 +110,26 @@ def compress(
       TypeError: an override of the wrong type.
     """
     log = log or (lambda message: None)
+    description, frozen = describe(
+        variables, model, data, test_data, config, input_shape, log, overrides
+    )
+    with _workdir(description, workdir, overwrite, data, test_data):
+        outcome = compression.run(compression.prepare(description))
+    result = compression.store(outcome)
+    result.frozen = frozen
+    return result
+
+
+def describe(variables, model, data, test_data, config, input_shape, log, overrides):
+    """The run `compress`'s arguments describe (its workdir still unset), and whether the
+    caller's variables were a FrozenDict."""
     if config is not None:
         catalog.check_complete(config, 'config=')
     config = copy.deepcopy(defaults.get_config() if config is None else config)
-    apply_overrides(config, overrides)
+    catalog.apply_overrides(config, overrides)
     validation.check(config, style='library')
-    variables, bare, frozen = inputs.split_variables(variables)
-    inputs.check_leaves(variables)  # every leaf a numeric array
+    variables, bare, frozen = library_checks.split_variables(variables)
+    library_checks.check_leaves(variables)  # every leaf a numeric array
     problem.layout_of(variables['params'], config.kernels, style='library')  # or the options
     if model is None and (data is not None or test_data is not None):
         raise errors.BadInput('data and test_data need the model (model=, a Linen module)')
@@ -163,53 +137,41 @@ def compress(
         steps = config.distill.steps
         log(f'no data: data-free compression, reconstruction only (distill__steps {steps} -> 0)')
         config.distill.steps = 0
-    full = {**variables, 'batch_stats': variables.get('batch_stats', {})}
-    given = user_data.given_shape(input_shape)
+    variables = {**variables, 'batch_stats': variables.get('batch_stats', {})}
     mesh = sharding.make_mesh(config.num_devices, config.model_axis)
-    train = top1 = test_shape = None
-    if data is not None:
-        train = user_data.training_data(config, data, model, full, mesh, log)
-    if test_data is not None:
-        top1, test_shape = user_data.test_data_top1(config, test_data, model, full, mesh, log)
-    input_shape = user_data.input_shape(
-        model, full, given, train and train.input_shape, test_shape, log, config
-    )
-    if config.distill.steps:
-        if not _sows_features(model, full, input_shape) and config.distill.fm_weight:
+    run_data = library_data.data(config, data, test_data, model, variables, mesh, input_shape, log)
+    if config.distill.steps and config.distill.fm_weight:
+        if not _sows_features(model, variables, run_data.input_shape):
             log('the model sows no intermediates: distill__fm_weight -> 0 (logits only)')
             config.distill.fm_weight = 0.0
+    description = RunDescription(config, model, variables, run_data, '', mesh, log, bare)
+    return description, frozen
 
-    temporary = workdir is None
-    workdir = tempfile.mkdtemp(prefix='nrnp-') if temporary else os.path.abspath(workdir)
-    claim = None
-    if not temporary:
-        fingerprint = workdirs.fingerprint(config, inputs.inputs_identity(full, data, test_data))
-        claim = workdirs.claim(workdir, fingerprint, overwrite=overwrite, style='library')
+
+@contextlib.contextmanager
+def _workdir(description: RunDescription, workdir, overwrite: bool, data, test_data):
+    """`description` with its workdir: `workdir` claimed for the run (a rerun resumes), or
+    a temporary directory deleted afterwards (None)."""
+    description.temporary = workdir is None
+    if description.temporary:
+        description.workdir = tempfile.mkdtemp(prefix='nrnp-')
+        try:
+            yield description
+        finally:
+            shutil.rmtree(description.workdir, ignore_errors=True)
+        return
+    description.workdir = os.path.abspath(workdir)
+    identity = library_checks.inputs_identity(description.variables, data, test_data)
+    fingerprint = workdirs.fingerprint(description.config, identity)
+    claim = workdirs.claim(description.workdir, fingerprint, overwrite=overwrite, style='library')
     try:
-        outcome = assemble.compress_target(
-            full,
-            model,
-            config,
-            workdir=workdir,
-            mesh=mesh,
-            input_shape=input_shape,
-            top1=top1,
-            train_batches=train and train.batches,
-            device_batches=train and train.device_batches,
-            calibration_images=train and train.calibration,
-            bare=bare,
-            write_metrics=not temporary,
-            temporary=temporary,
-            log=log,
-        )
+        yield description
     finally:
-        if temporary:
-            shutil.rmtree(workdir, ignore_errors=True)
-        if claim is not None:
-            claim.release()
-    for record in outcome.records:
-        if callback is not None:
-            callback(record)
-    result = outcome.compressed
-    result.frozen = frozen
-    return result
+        claim.release()
+
+
+def _sows_features(model, variables: dict, input_shape: tuple[int, ...]) -> bool:
+    x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
+    apply = lambda x: model.apply(variables, x, train=False, mutable=['intermediates'])
+    _, state = jax.eval_shape(apply, x)
+    return bool(jax.tree.leaves(state.get('intermediates', {})))

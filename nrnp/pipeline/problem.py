@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nrnp.core import coordinates, encodings, kernels, predictor
+from nrnp.core import coordinates, encodings, kernel_rows, kernels, predictor
 from nrnp.errors import ConfigError
 from nrnp.training import reconstruction, schedule
 
@@ -28,7 +28,7 @@ from nrnp.training import reconstruction, schedule
 class Prepared:
     """Everything computed once per target (see module docstring)."""
 
-    layout: kernels.KernelLayout
+    layout: kernel_rows.KernelLayout
     table: np.ndarray  # [N, 9] original rows
     mask: np.ndarray  # [N, 9]
     coords: np.ndarray  # [N, 3] int32
@@ -44,9 +44,7 @@ class Prepared:
 
 def predictor_module(p, hidden: int | None = None) -> predictor.Predictor:
     """The predictor section as a module (of width `hidden`, default `p.hidden`)."""
-    return predictor.Predictor(
-        hidden=hidden or p.hidden, layers=p.layers, initializer=p.init, residual=p.residual
-    )
+    return predictor.Predictor(hidden=hidden or p.hidden, layers=p.layers)
 
 
 def named_keys(seed: int) -> dict:
@@ -67,7 +65,7 @@ def _option(name: str, value, style: str) -> str:
     )
 
 
-def layout_of(params, k, style: str = 'cli', depthwise=()) -> kernels.KernelLayout:
+def layout_of(params, k, style: str = 'cli', depthwise=()) -> kernel_rows.KernelLayout:
     """The kernel layout the `kernels` section `k` selects from `params`.
 
     `depthwise`: paths of depthwise kernels (`nets.layers.depthwise_kernels`), for their kind.
@@ -128,9 +126,7 @@ def prepare(params, config, log=print, depthwise=()) -> Prepared:
     coords = coordinates.kernel_coordinates(layout, table, config.kernels.ordering, log)
     ordering_seconds = time.time() - start
     e = config.encoding
-    encode, input_dim = encodings.make_encoder(
-        e.kind, levels=e.levels, base=e.base, features=e.features, scale=e.scale, seed=config.seed
-    )
+    encode, input_dim = encodings.make_encoder(e.kind, levels=e.levels, seed=config.seed)
     encoded = jnp.asarray(encode(coords), jnp.float32)  # [N, input_dim]
     kinds = kernels.params_by_kind(layout, params)
     shown = ', '.join(f'{kind} {n}' for kind, n in kinds.items() if n and kind != 'copied')
@@ -143,7 +139,7 @@ def prepare(params, config, log=print, depthwise=()) -> Prepared:
     pmodel = predictor_module(config.predictor, hidden)
     keys = named_keys(config.seed)
     predictor_seed = int(jax.random.randint(keys['predictor'], (), 0, 2**30))
-    n_pred = predictor.num_params(hidden, input_dim, config.predictor.layers, kernels.ROW)
+    n_pred = predictor.num_params(hidden, input_dim, config.predictor.layers, kernel_rows.ROW)
     rounds = schedule.rounds_of(config)
     if len(rounds) > 1:
         log(

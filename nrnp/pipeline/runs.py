@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from nrnp.artifact import reader
-from nrnp.core import kernels, predictor
+from nrnp.core import kernel_rows, kernels, predictor
 from nrnp.nets import loading, models
 from nrnp.pipeline import job, problem
 
@@ -41,7 +41,7 @@ class Run:
     report: dict
     model: object
     variables: dict
-    layout: kernels.KernelLayout
+    layout: kernel_rows.KernelLayout
     table: np.ndarray
     mask: np.ndarray
     coords: np.ndarray

@@ -11,7 +11,6 @@ error they cost nothing measurable (docs/results.md, "Per byte").
 
 from __future__ import annotations
 
-import functools
 import json
 
 import jax
@@ -19,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nrnp.artifact import compressed
-from nrnp.core import coordinates, quantize
+from nrnp.core import coordinates, encodings, quantize
 from nrnp.nets import trees
 
 
@@ -52,12 +51,6 @@ def _half(value):
     if getattr(value, 'dtype', None) != jnp.float32:
         return value
     return value.astype(jnp.float16).astype(jnp.float32)
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def view(pparams, scheme: quantize.Scheme):
-    """The predictor as the artefact stores it (`quantize.fake_quantize_tree`, jitted)."""
-    return quantize.fake_quantize_tree(pparams, scheme)
 
 
 def make_artifact(
@@ -99,16 +92,16 @@ def make_artifact(
         encoding={
             'kind': enc.kind,
             'levels': enc.levels,
-            'base': enc.base,
-            'features': enc.features,
-            'scale': enc.scale,
+            'base': encodings.NERN_BASE,
+            'features': encodings.GAUSSIAN_FEATURES,
+            'scale': encodings.GAUSSIAN_SCALE,
             'seed': config.seed,
         },
         predictor_settings={
             'hidden': prep.pmodel.hidden,
             'layers': config.predictor.layers,
-            'init': config.predictor.init,
-            'residual': config.predictor.residual,
+            'init': prep.pmodel.initializer,
+            'residual': prep.pmodel.residual,
             'input_dim': prep.input_dim,
             'quantize': scheme_of(config).mode,
             'quantize_group': config.predictor.quantize_group,

@@ -39,8 +39,6 @@ def recipe_from_config(config) -> classifier.Recipe:
         optimizer=t.train_optimizer,
         learning_rate=float(t.train_learning_rate),
         schedule=t.train_schedule,
-        momentum=float(t.train_momentum),
-        nesterov=bool(t.train_nesterov),
         weight_decay=float(t.train_weight_decay),
         steps=int(t.train_steps),
         batch_size=int(t.train_batch_size),
@@ -91,7 +89,7 @@ def _cached(cache: str, wanted: dict, model, input_shape, seed: int, log):
     try:
         with open(meta_path, **files.ENCODING) as f:
             meta = json.load(f)
-        changed = classifier.differences(meta['training'], wanted)
+        changed = files.differences(meta['training'], wanted)
     except (OSError, ValueError, KeyError, TypeError) as e:
         return _set_aside(cache, f'{meta_path} is unreadable: {e}', log)
     if changed:
@@ -147,7 +145,7 @@ def load_or_train(
     Returns:
       (variables, provenance): a local `teacher.checkpoint` itself; for a URL or registry
       name what it is, the URL, its sha256 and the cached file; or e.g. 'trained: sgd lr 0.1
-      momentum 0.9 wd 0.0005 cosine, 2000 steps of 128, crop_flip; top-1 71.30 % on the
+      momentum 0.9 wd 0.0005 cosine, 2000 steps of 128, crop_flip; top-1 NN.NN % on the
       10000 test images, cached in W/teacher'.
 
     Raises:
@@ -195,14 +193,19 @@ def load_or_train(
     split = f'{config.data.test_split!r}'
     source = f'trained: {recipe.describe()}; top-1 {top1:.2f} % on the {test_images} {split} images'
     log(f'teacher: eval/top1 {top1:.2f} % on the {test_images} {split} images')
-    # The JSON first: a run killed between the two writes finds no `cache` directory, trains
-    # again from the final checkpoint (nothing left to do) and writes both.
+    meta = {'training': wanted, 'top1': top1, 'test_images': test_images, 'source': source}
+    _cache(cache, variables, meta)
+    return variables, source + f', cached in {cache}'
+
+
+def _cache(cache: str, variables: dict, meta: dict) -> None:
+    """Writes the trained teacher to `cache` (sealed: verified on every reuse) and its
+    training config to `cache.json`. The JSON first: a run killed between the two writes
+    finds no `cache` directory, trains again from the final checkpoint (nothing left to do)
+    and writes both."""
     with errors.writing(cache, 'the trained teacher'):
         if jax.process_index() == 0:
-            meta = {'training': wanted, 'top1': top1, 'test_images': test_images}
-            meta['source'] = source
             files.atomic_write(cache + '.json', json.dumps(meta, indent=2) + '\n')
         loading.save_variables(cache, variables)
         if jax.process_index() == 0:
-            files.seal(cache)  # verified on every reuse
-    return variables, source + f', cached in {cache}'
+            files.seal(cache)

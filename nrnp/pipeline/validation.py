@@ -14,59 +14,41 @@ from __future__ import annotations
 import os
 import re
 
-from nrnp import errors
+from nrnp import choices, errors
+from nrnp.configs.catalog import field_name
 from nrnp.nets import registry
 
-# The choices of the enumerated fields (tests check they match the code that uses them).
-MODEL_NAMES = (
-    'resnet20',
-    'resnet32',
-    'resnet44',
-    'resnet56',
-    'resnet110',
-    'resnet18',
-    'resnet34',
-    'resnet50',
-    'mobilenet_v2',
-    'cifar_resnet50',
-    'cifar_mobilenet_v2',
-    'smallcnn',
-)
-# The models `teacher.width` (a channel multiplier) applies to (`models.build_model`).
-WIDTH_MODELS = ('resnet50', 'mobilenet_v2', 'cifar_resnet50', 'cifar_mobilenet_v2')
-CHOICES = {
-    'teacher.model': MODEL_NAMES,
-    'teacher.shortcut': ('A', 'B'),
-    'data.augment': ('crop_flip', 'random_resized_crop', 'none'),
-    'data.eval_crop': ('none', 'center'),
-    'data.on_device': ('auto', 'true', 'false'),
-    'data.loader': ('grain', 'threads'),
-    'data.channels': (1, 3),
-    'kernels.large': ('copy', 'tile'),
-    'kernels.pointwise': ('grouped', 'centre'),
-    'kernels.ordering': ('none', 'infilter', 'crossfilter', 'separable'),
-    'encoding.kind': ('nern', 'gaussian'),
-    'predictor.init': ('torch', 'lecun'),
-    'predictor.quantize': ('none', 'bf16', 'lowbit', *(f'int{b}' for b in range(8, 1, -1))),
-    'predictor.quantize_edge_bits': (0, *range(8, 1, -1)),
-    'reconstruct.optimizer': ('ranger', 'adam', 'adamw'),
-    'distill.optimizer': ('ranger', 'adam', 'adamw'),
-    'distill.grad_through': ('batch', 'all'),
-    'distill.teacher_model': ('', *MODEL_NAMES),
-    'distill.teacher_shortcut': ('A', 'B'),
-    'distill.batch_norm': ('running', 'batch'),
-    'recalibrate.mode': ('relative', 'plain'),
-    'recalibrate.source': ('auto', 'train', 'noise', 'synthetic'),
-    'recalibrate.when': ('reconstruct', 'distill', 'both'),
+CHOICES = {  # the enumerated fields and their choices (`nrnp.choices`)
+    'teacher.model': choices.MODEL_NAMES,
+    'teacher.shortcut': choices.SHORTCUTS,
+    'teacher.train_optimizer': choices.TEACHER_OPTIMIZERS,
+    'teacher.train_schedule': choices.TEACHER_SCHEDULES,
+    'data.augment': choices.AUGMENTATIONS,
+    'data.eval_crop': choices.EVAL_CROPS,
+    'data.on_device': choices.ON_DEVICE,
+    'data.loader': choices.LOADERS,
+    'data.channels': choices.CHANNELS,
+    'kernels.large': choices.LARGE_KERNELS,
+    'kernels.pointwise': choices.POINTWISE_LAYOUTS,
+    'kernels.ordering': choices.ORDERINGS,
+    'encoding.kind': choices.ENCODINGS,
+    'predictor.quantize': choices.QUANTIZE_MODES,
+    'predictor.quantize_edge_bits': choices.EDGE_BITS,
+    'reconstruct.optimizer': choices.OPTIMIZERS,
+    'distill.grad_through': choices.GRAD_THROUGH,
+    'distill.teacher_model': ('', *choices.MODEL_NAMES),
+    'distill.teacher_shortcut': choices.SHORTCUTS,
+    'distill.batch_norm': choices.DISTILL_BATCH_NORM,
+    'recalibrate.mode': choices.RECALIBRATE_MODES,
+    'recalibrate.source': choices.CALIBRATION_SOURCES,
+    'recalibrate.when': choices.RECALIBRATE_WHEN,
 }
 AT_LEAST = {  # field: smallest allowed value
     **dict.fromkeys(
         (
             'seed',
             'reconstruct.steps',
-            'reconstruct.warmup',
             'distill.steps',
-            'distill.warmup',
             'teacher.train_steps',
             'data.test_limit',
             'data.pad',
@@ -74,10 +56,6 @@ AT_LEAST = {  # field: smallest allowed value
             'checkpoint_every',
             'eval_every',
             'num_devices',
-            'reconstruct.final_learning_rate',
-            'distill.final_learning_rate',
-            'reconstruct.weight_decay',
-            'distill.weight_decay',
             'distill.kd_weight',
             'distill.fm_weight',
             'distill.reconstruction_weight',
@@ -101,7 +79,6 @@ AT_LEAST = {  # field: smallest allowed value
             'data.image_size',
             'data.eval_batch_size',
             'encoding.levels',
-            'encoding.features',
             'cycles',
             'log_every',
             'model_axis',
@@ -115,28 +92,13 @@ POSITIVE = (
     'teacher.width',
     'reconstruct.learning_rate',
     'distill.learning_rate',
-    'predictor.quantize_learning_rate',
     'teacher.train_learning_rate',
-    'reconstruct.eps',
-    'distill.eps',
     'distill.temperature',
-    'encoding.base',
-    'encoding.scale',
-    'recalibrate.synthetic_learning_rate',
 )
 FRACTIONS = {  # field: (low, high, high included)
     'reconstruct.magnitude_fraction': (0.0, 1.0, True),
     'distill.magnitude_fraction': (0.0, 1.0, True),
-    'reconstruct.b1': (0.0, 1.0, False),
-    'reconstruct.b2': (0.0, 1.0, False),
-    'distill.b1': (0.0, 1.0, False),
-    'distill.b2': (0.0, 1.0, False),
 }
-
-
-def field_name(dotted: str, style: str) -> str:
-    """A field as the caller writes it: `--config.a.b` (cli) or `a__b` (library)."""
-    return f'--config.{dotted}' if style == 'cli' else dotted.replace('.', '__')
 
 
 def _get(config, dotted: str):
@@ -161,37 +123,9 @@ def problems(config, style: str = 'cli') -> list[str]:
     def bad(dotted, value, allowed):
         out.append(f'{field_name(dotted, style)}={value!r}: {allowed}')
 
-    def has(dotted):
-        try:
-            _get(config, dotted)
-        except (KeyError, AttributeError):
-            return False
-        return True
-
-    for dotted, choices in CHOICES.items():
-        if has(dotted) and _get(config, dotted) not in choices:
-            bad(dotted, _get(config, dotted), f'must be one of {", ".join(map(repr, choices))}')
-    for dotted, low in AT_LEAST.items():
-        value = _get(config, dotted) if has(dotted) else low
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
-            bad(dotted, value, f'must be a number >= {low}')
-    for dotted in POSITIVE:
-        value = _get(config, dotted) if has(dotted) else 1
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            bad(dotted, value, 'must be a number > 0')
-    for dotted, (low, high, closed) in FRACTIONS.items():
-        value = _get(config, dotted) if has(dotted) else low
-        if not (low <= value <= high if closed else low <= value < high):
-            bad(dotted, value, f'must be in [{low}, {high}{"]" if closed else ")"}')
-    data = config.data
-    if not 0 < data.crop_fraction <= 1:
-        bad('data.crop_fraction', data.crop_fraction, 'must be in (0, 1]')
-    for name in ('mean', 'std'):
-        values = tuple(data[name])
-        if len(values) not in (1, data.channels):
-            bad(f'data.{name}', values, f'needs 1 or data.channels={data.channels} values')
-    if any(s <= 0 for s in data.std):
-        bad('data.std', tuple(data.std), 'every value must be > 0')
+    _value_problems(config, bad)
+    _data_problems(config.data, bad)
+    _round_problems(config, bad)
     sizes = tuple(config.kernels.sizes)
     if not sizes or any(not isinstance(k, int) or k < 1 for k in sizes):
         bad('kernels.sizes', sizes, 'must be one or more kernel sizes >= 1, e.g. (1, 3)')
@@ -199,10 +133,13 @@ def problems(config, style: str = 'cli') -> list[str]:
         re.compile(config.kernels.exclude)
     except re.error as e:
         bad('kernels.exclude', config.kernels.exclude, f'is not a regular expression ({e})')
-    _round_problems(config, bad)
-    if config.teacher.width != 1.0 and config.teacher.model not in WIDTH_MODELS:
-        allowed = f'only {", ".join(WIDTH_MODELS)} have a width multiplier; 1.0 for the others'
-        bad('teacher.width', config.teacher.width, allowed)
+    if config.teacher.width != 1.0 and config.teacher.model not in choices.WIDTH_MODELS:
+        models = ', '.join(choices.WIDTH_MODELS)
+        bad(
+            'teacher.width',
+            config.teacher.width,
+            f'only {models} have a width multiplier; 1.0 for the others',
+        )
     d = config.distill
     if d.teacher_model and not d.teacher_checkpoint:
         bad('distill.teacher_model', d.teacher_model, 'needs distill.teacher_checkpoint too')
@@ -211,12 +148,50 @@ def problems(config, style: str = 'cli') -> list[str]:
         bad(
             'recalibrate.mode',
             r.mode,
-            'on noise measures the statistics of noise (ResNet20: 11.7 % top-1, relative '
-            "74.5 %): use mode 'relative', or source 'train' or 'synthetic'",
+            'on noise measures the statistics of noise, not of images (docs/results.md, '
+            "BatchNorm re-estimation): use mode 'relative', or source 'train' or 'synthetic'",
         )
     if style == 'cli':
         out += _input_problems(config)
     return out
+
+
+def _value_problems(config, bad) -> None:
+    """The enumerated fields, the lower bounds, the positive and the fractional fields."""
+
+    def value(dotted, otherwise):
+        try:
+            return _get(config, dotted)
+        except (KeyError, AttributeError):  # a partial config: its absence is not this check's
+            return otherwise
+
+    for dotted, allowed in CHOICES.items():
+        if value(dotted, allowed[0]) not in allowed:
+            bad(dotted, _get(config, dotted), f'must be one of {", ".join(map(repr, allowed))}')
+    for dotted, low in AT_LEAST.items():
+        v = value(dotted, low)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < low:
+            bad(dotted, v, f'must be a number >= {low}')
+    for dotted in POSITIVE:
+        v = value(dotted, 1)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+            bad(dotted, v, 'must be a number > 0')
+    for dotted, (low, high, closed) in FRACTIONS.items():
+        v = value(dotted, low)
+        if not (low <= v <= high if closed else low <= v < high):
+            bad(dotted, v, f'must be in [{low}, {high}{"]" if closed else ")"}')
+
+
+def _data_problems(data, bad) -> None:
+    """The crop fraction and the normalisation of the `data` section."""
+    if not 0 < data.crop_fraction <= 1:
+        bad('data.crop_fraction', data.crop_fraction, 'must be in (0, 1]')
+    for name in ('mean', 'std'):
+        values = tuple(data[name])
+        if len(values) not in (1, data.channels):
+            bad(f'data.{name}', values, f'needs 1 or data.channels={data.channels} values')
+    if any(s <= 0 for s in data.std):
+        bad('data.std', tuple(data.std), 'every value must be > 0')
 
 
 def _round_problems(config, bad) -> None:

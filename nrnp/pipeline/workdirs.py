@@ -97,18 +97,13 @@ def fingerprint(config, inputs: dict) -> dict:
 
 
 def file_identity(path: str) -> str:
-    """'sha256:<hex>' of a file, or of a directory's file names, sizes and contents."""
+    """'sha256:<hex>' of a file, or of a directory's files (`files.checksums`: every file's
+    relative path and sha256)."""
     path = os.path.expanduser(path)
     if os.path.isfile(path):
         return 'sha256:' + files.sha256_file(path)
-    digest = hashlib.sha256()
-    for root, dirs, names in sorted(os.walk(path)):
-        dirs.sort()
-        for name in sorted(names):
-            full = os.path.join(root, name)
-            digest.update(f'{os.path.relpath(full, path)}\0'.encode(**files.ENCODING))
-            digest.update(files.sha256_file(full).encode())
-    return 'sha256-dir:' + digest.hexdigest()
+    listing = json.dumps(files.checksums(path), sort_keys=True).encode()
+    return 'sha256-dir:' + hashlib.sha256(listing).hexdigest()
 
 
 def folder_identity(root: str) -> str:
@@ -125,17 +120,11 @@ def folder_identity(root: str) -> str:
 
 
 def differences(old: dict, new: dict) -> list[str]:
-    """'field: old -> new' for every entry that differs between two fingerprints."""
-    out = []
-    if old.get('nrnp') != new.get('nrnp'):
-        out.append(f'nrnp version: {old.get("nrnp")} -> {new.get("nrnp")}')
-    for part in ('config', 'inputs'):
-        a, b = old.get(part, {}), new.get(part, {})
-        for key in sorted(set(a) | set(b)):
-            if a.get(key, '<absent>') != b.get(key, '<absent>'):
-                name = key if part == 'config' else f'input {key}'
-                out.append(f'{name}: {a.get(key, "<absent>")!r} -> {b.get(key, "<absent>")!r}')
-    return out
+    """'field: old -> new' for every entry that differs between two fingerprints
+    (`files.differences`, the one same-run rule)."""
+    out = files.differences({'nrnp version': old.get('nrnp')}, {'nrnp version': new.get('nrnp')})
+    out += files.differences(old.get('config', {}), new.get('config', {}))
+    return out + files.differences(old.get('inputs', {}), new.get('inputs', {}), 'input ')
 
 
 def _remove_outputs(workdir: str) -> None:

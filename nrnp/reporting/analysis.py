@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from nrnp.core import coordinates, kernels, orderings
+from nrnp.core import coordinates, kernel_rows, orderings
 
 
-def _layer_slice(layer: kernels.LayerSpec) -> slice:
+def _layer_slice(layer: kernel_rows.LayerSpec) -> slice:
     return slice(layer.offset, layer.offset + layer.num_rows)
 
 
-def per_layer_rmse(layout: kernels.KernelLayout, original_rows, rebuilt_rows, mask) -> list[dict]:
+def per_layer_rmse(
+    layout: kernel_rows.KernelLayout, original_rows, rebuilt_rows, mask
+) -> list[dict]:
     """Reconstruction error of every represented layer.
 
     Args:
@@ -37,9 +39,9 @@ def per_layer_rmse(layout: kernels.KernelLayout, original_rows, rebuilt_rows, ma
     original = np.asarray(original_rows, np.float64)
     rebuilt = np.asarray(rebuilt_rows, np.float64)
     mask = np.asarray(mask, np.float64)
-    if not original.shape == rebuilt.shape == mask.shape == (layout.num_kernels, kernels.ROW):
+    if not original.shape == rebuilt.shape == mask.shape == (layout.num_kernels, kernel_rows.ROW):
         raise ValueError(
-            f'expected [{layout.num_kernels}, {kernels.ROW}] tables, got original '
+            f'expected [{layout.num_kernels}, {kernel_rows.ROW}] tables, got original '
             f'{original.shape}, rebuilt {rebuilt.shape}, mask {mask.shape}'
         )
     out = []
@@ -62,7 +64,7 @@ def per_layer_rmse(layout: kernels.KernelLayout, original_rows, rebuilt_rows, ma
 
 
 def kernel_pairs(
-    layout: kernels.KernelLayout, original_rows, rebuilt_rows, layer_index: int, count: int
+    layout: kernel_rows.KernelLayout, original_rows, rebuilt_rows, layer_index: int, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` kernels of one layer, original and rebuilt, as 3x3 squares.
 
@@ -91,7 +93,7 @@ def kernel_pairs(
     return original.reshape(count, 3, 3), rebuilt.reshape(count, 3, 3)
 
 
-def ordering_smoothness(layout: kernels.KernelLayout, rows, coords) -> dict:
+def ordering_smoothness(layout: kernel_rows.KernelLayout, rows, coords) -> dict:
     """How similar the kernels at neighbouring coordinates are, along the channel axis.
 
     For every layer, kernel rows are placed on the grid their coordinates give and
@@ -112,7 +114,10 @@ def ordering_smoothness(layout: kernels.KernelLayout, rows, coords) -> dict:
     """
     rows = np.asarray(rows, np.float64)
     coords = np.asarray(coords)
-    if rows.shape != (layout.num_kernels, kernels.ROW) or coords.shape != (layout.num_kernels, 3):
+    if rows.shape != (layout.num_kernels, kernel_rows.ROW) or coords.shape != (
+        layout.num_kernels,
+        3,
+    ):
         raise ValueError(
             f'expected rows [{layout.num_kernels}, 9] and coords [{layout.num_kernels}, 3], '
             f'got {rows.shape} and {coords.shape}'
@@ -123,7 +128,7 @@ def ordering_smoothness(layout: kernels.KernelLayout, rows, coords) -> dict:
     for layer in layout.layers:
         sl = _layer_slice(layer)
         f, c = coords[sl, 1], coords[sl, 2]
-        grid = np.zeros((f.max() + 1, c.max() + 1, kernels.ROW))  # [F, C, 9]
+        grid = np.zeros((f.max() + 1, c.max() + 1, kernel_rows.ROW))  # [F, C, 9]
         filled = np.zeros(grid.shape[:2], bool)  # [F, C]
         grid[f, c] = unit[sl]
         filled[f, c] = True
@@ -147,7 +152,9 @@ def ordering_smoothness(layout: kernels.KernelLayout, rows, coords) -> dict:
     }
 
 
-def compare_orderings(layout: kernels.KernelLayout, rows, modes=orderings.MODES) -> dict[str, dict]:
+def compare_orderings(
+    layout: kernel_rows.KernelLayout, rows, modes=orderings.MODES
+) -> dict[str, dict]:
     """`ordering_smoothness` of each ordering mode, computed from `rows` `[N, 9]`."""
     return {
         mode: ordering_smoothness(

@@ -1,7 +1,6 @@
-"""PNG plots of run reports: top-1 after each phase, and accuracy delta against compression ratio.
+"""PNG plots of run reports: top-1 after each phase.
 
-  plot_report(json.load(open('workdir/report.json')), 'workdir/phases.png')
-  plot_curve([{'ratio': 0.1, 'delta': -0.8, 'method': 'nern'}, ...], 'curve.png')
+  plot_report(json.load(open('workdir/report.json')), 'workdir/report.png')
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no display, no global
 state), so plotting works in threads, on servers and in tests. PNGs are written atomically.
@@ -10,8 +9,7 @@ state), so plotting works in threads, on servers and in tests. PNGs are written 
 from __future__ import annotations
 
 import io
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -107,41 +105,4 @@ def plot_report(report: Mapping, path: str) -> None:
     if isinstance(report.get('ratio'), (int, float)):
         extras.append(f'ratio {report["ratio"]:.3f}')
     ax.set_title(f'{title}: ' + ', '.join(extras) if extras else title)
-    _save(fig, path)
-
-
-def plot_curve(rows: Sequence[Mapping], path: str) -> None:
-    """Writes a PNG of top-1 delta (rebuilt - original, points) against compression ratio.
-
-    One line per method, points sorted by ratio; a horizontal line marks no loss.
-
-    Args:
-      rows: records with 'ratio' (predictor params / represented params), 'delta' (top-1
-        percentage points) and 'method' (legend name).
-      path: output PNG path.
-
-    Raises:
-      ValueError: no rows, or a row lacks one of the keys.
-    """
-    if not rows:
-        raise ValueError('plot_curve needs at least one row with ratio, delta and method')
-    series: dict[str, list[tuple[float, float]]] = {}
-    for i, row in enumerate(rows):
-        if 'method' not in row:
-            raise ValueError(f'row {i} {dict(row)} has no "method"')
-        point = (_number(row, 'ratio', f'row {i}'), _number(row, 'delta', f'row {i}'))
-        if not all(math.isfinite(v) for v in point):
-            raise ValueError(f'row {i} {dict(row)} has a non-finite ratio or delta')
-        series.setdefault(str(row['method']), []).append(point)
-
-    fig = Figure(figsize=(6.4, 4.2), layout='constrained')
-    ax = fig.add_subplot()
-    ax.axhline(0.0, color='0.3', linestyle='--', linewidth=1)
-    for method, points in series.items():
-        points.sort()
-        ax.plot([r for r, _ in points], [d for _, d in points], 'o-', label=method)
-    ax.set_xlabel('compression ratio (predictor / original params)')
-    ax.set_ylabel('top-1 delta (points)')
-    ax.grid(alpha=0.3)
-    ax.legend()
     _save(fig, path)

@@ -1,7 +1,8 @@
 """Run reports: `report.json` (every number of a run) and `report.md` (the same, readable).
 
+report = build(target='resnet20', records=records, sizes=size_report, ...)   # its keys
 write_report(workdir, report)      # both files, written atomically
-text = markdown(report)
+text = markdown(report); lines = summary(report)
 """
 
 from __future__ import annotations
@@ -10,6 +11,98 @@ import json
 import os
 
 from nrnp import files
+from nrnp.core import kernel_rows
+
+# The byte counts report.json repeats from `Compressed.size_report()`: every part of the file.
+SIZE_KEYS = (
+    'predictor_bytes',
+    'ordering_bytes',
+    'copied_bytes',
+    'header_bytes',
+    'framing_bytes',
+    'artifact_bytes',
+    'original_bytes',
+)
+
+
+def build(
+    *,
+    target: str,
+    target_source: str,
+    dataset: str,
+    test_split: str,
+    test_images: int,
+    top1_original: float | None,
+    records: list[dict],
+    layout: kernel_rows.KernelLayout,
+    represented_by_kind: dict,
+    pointwise_layout: str,
+    predictor_params: int,
+    ordering: str,
+    ordering_seconds: float,
+    quantize: str,
+    artifact: str,
+    sizes: dict,
+    wall_seconds: float,
+    devices: list[str],
+    config: str,
+) -> dict:
+    """report.json's dictionary: every number of a finished run (the phase records, the
+    artefact's `size_report`, the config as JSON text), under the keys the docs list."""
+    return {
+        'target': target,
+        'target_source': target_source,
+        'dataset': dataset,
+        'test_split': test_split,
+        'test_images': test_images,
+        'top1_original': top1_original,
+        'top1_reconstructed': records[-1]['top1'],
+        'top1_reconstructed_best_seen': best_seen(records),
+        'represented_params': int(layout.num_params),
+        'represented_layers': len(layout.layers),
+        'num_kernels': int(layout.num_kernels),
+        'represented_by_kind': represented_by_kind,
+        'pointwise_layout': pointwise_layout,
+        'predictor_params': int(predictor_params),
+        'ratio': predictor_params / layout.num_params,
+        'ordering': ordering,
+        'ordering_seconds': ordering_seconds,
+        'reconstruction_rmse': records[-1]['rmse'],
+        'quantize': quantize,
+        'artifact': artifact,
+        **{k: sizes[k] for k in SIZE_KEYS},
+        'artifact_ratio': sizes['artifact_ratio'],
+        'phases': records,
+        'predictor_seconds': sum(r['seconds'] for r in records),
+        'wall_seconds': wall_seconds,
+        'devices': devices,
+        'config': config,
+    }
+
+
+def best_seen(records: list[dict]) -> float | None:
+    """Best rebuilt top-1 seen at any evaluation of the run (selected on the test set)."""
+    seen = [r['top1'] for r in records if r['kind'] != 'init']
+    seen += [e['top1'] for r in records for e in r.get('evals', [])]
+    return max((s for s in seen if s is not None), default=None)
+
+
+def summary(r: dict, workdir: str) -> list[str]:
+    """The two lines a finished run ends its log with: accuracy and sizes."""
+    return [
+        f'top1 original {percent(r["top1_original"])}  rebuilt {percent(r["top1_reconstructed"])}'
+        f'  ratio {r["ratio"]:.4f}  ({r["predictor_params"]} / {r["represented_params"]})  -> '
+        f'{workdir}/report.md',
+        f'artefact {r["artifact_bytes"]:,} B ({r["quantize"]} predictor '
+        f'{r["predictor_bytes"]:,}, orderings {r["ordering_bytes"]:,}, copied '
+        f'{r["copied_bytes"]:,}, header {r["header_bytes"]:,}), artifact_ratio '
+        f'{r["artifact_ratio"]:.4f} of the original {r["original_bytes"]:,} B',
+    ]
+
+
+def percent(value: float | None) -> str:
+    """A top-1 as the logs and reports show it ('NN.NN %'), or '-' when it was not measured."""
+    return '-' if value is None else f'{value:.2f} %'
 
 
 def _fmt(value, digits=2):
@@ -23,9 +116,30 @@ def _fmt(value, digits=2):
 def markdown(report: dict) -> str:
     """A readable summary of `report` (the same numbers as report.json)."""
     r = report
-    lines = [
-        f'# nrnp report: {r.get("target", "?")} on {r.get("dataset", "?")}',
+    lines = [f'# nrnp report: {r.get("target", "?")} on {r.get("dataset", "?")}', '']
+    lines += _summary_table(r)
+    lines += [
         '',
+        '## Phases',
+        '',
+        '| # | kind | predictor h | steps | seconds | top-1 | RMSE |',
+        '| --- | --- | --- | --- | --- | --- | --- |',
+    ]
+    for i, p in enumerate(r.get('phases', [])):
+        lines.append(
+            f'| {i} | {p["kind"]} | {_fmt(p.get("hidden"))} | {p["steps"]} | '
+            f'{_fmt(p.get("seconds"), 1)} | {_fmt(p.get("top1"))} | {_fmt(p.get("rmse"), 6)} |'
+        )
+    if r.get('notes'):
+        lines += ['', '## Notes', ''] + [f'- {n}' for n in r['notes']]
+    if r.get('config'):
+        lines += ['', '## Config', '', '```', r['config'].rstrip(), '```']
+    return '\n'.join(lines) + '\n'
+
+
+def _summary_table(r: dict) -> list[str]:
+    """The report's first table: accuracy, what is represented, sizes, time."""
+    lines = [
         '| | value |',
         '| --- | --- |',
         f'| top-1 original | {_fmt(r.get("top1_original"))} % |',
@@ -50,7 +164,7 @@ def markdown(report: dict) -> str:
     ]
     if r.get('represented_by_kind'):
         kinds = ', '.join(f'{k} {v:,}' for k, v in r['represented_by_kind'].items() if v)
-        rows = f'{r.get("kernel_rows"):,} (1x1 rows {r.get("pointwise_layout", "?")})'
+        rows = f'{r.get("num_kernels"):,} (1x1 rows {r.get("pointwise_layout", "?")})'
         lines += [f'| params by kind | {kinds} |', f'| kernel table rows | {rows} |']
     lines += [
         f'| predictor params | {r.get("predictor_params"):,} |',
@@ -71,22 +185,8 @@ def markdown(report: dict) -> str:
     lines += [
         f'| reconstruction RMSE | {_fmt(r.get("reconstruction_rmse"), 6)} |',
         f'| wall time | {_fmt(r.get("wall_seconds"), 1)} s |',
-        '',
-        '## Phases',
-        '',
-        '| # | kind | predictor h | steps | seconds | top-1 | RMSE |',
-        '| --- | --- | --- | --- | --- | --- | --- |',
     ]
-    for i, p in enumerate(r.get('phases', [])):
-        lines.append(
-            f'| {i} | {p["kind"]} | {_fmt(p.get("hidden"))} | {p["steps"]} | '
-            f'{_fmt(p.get("seconds"), 1)} | {_fmt(p.get("top1"))} | {_fmt(p.get("rmse"), 6)} |'
-        )
-    if r.get('notes'):
-        lines += ['', '## Notes', ''] + [f'- {n}' for n in r['notes']]
-    if r.get('config'):
-        lines += ['', '## Config', '', '```', r['config'].rstrip(), '```']
-    return '\n'.join(lines) + '\n'
+    return lines
 
 
 def write_report(workdir: str, report: dict):

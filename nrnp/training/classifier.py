@@ -31,13 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nrnp import choices, files
 from nrnp.data import batching, threads
 from nrnp.errors import ConfigError, NonFiniteError, Preempted, WorkdirError
 from nrnp.reporting import progress as progress_lines
 from nrnp.training import checkpoints, interrupts, sharding
 
-OPTIMIZERS = ('sgd', 'adam')
-SCHEDULES = ('cosine', 'step')
 STEP_DECAY = {0.5: 0.1, 0.75: 0.1}  # 'step': x0.1 at 50 % and 75 % (He et al.: 32k, 48k of 64k)
 
 
@@ -74,13 +73,15 @@ class Recipe:
     image_size: int | None = None
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
+        if self.optimizer not in choices.TEACHER_OPTIMIZERS:
             raise ConfigError(
-                f'teacher.train_optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}'
+                f'teacher.train_optimizer must be one of {choices.TEACHER_OPTIMIZERS}, '
+                f'got {self.optimizer!r}'
             )
-        if self.schedule not in SCHEDULES:
+        if self.schedule not in choices.TEACHER_SCHEDULES:
             raise ConfigError(
-                f'teacher.train_schedule must be one of {SCHEDULES}, got {self.schedule!r}'
+                f'teacher.train_schedule must be one of {choices.TEACHER_SCHEDULES}, '
+                f'got {self.schedule!r}'
             )
         if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError(
@@ -191,30 +192,18 @@ def _check_finite(losses: list, first_step: int, last_good: int | None):
         )
 
 
-def differences(saved: dict, wanted: dict, prefix: str = '') -> list[str]:
-    """'field: saved -> wanted' for every (nested) field where two training configs differ."""
-    out = []
-    for key in sorted(set(saved) | set(wanted)):
-        a, b = saved.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += differences(a, b, f'{prefix}{key}.')
-        elif a != b:
-            out.append(f'{prefix}{key}: {a!r} -> {b!r}')
-    return out
-
-
 def _resume(ckpt, state: TrainState, fingerprint: dict, workdir, log) -> TrainState:
     """`state`, or the newest good checkpoint's when `ckpt` holds one of the same fingerprint
     (damaged checkpoints are set aside by the checkpointer)."""
     saved = ckpt.latest_meta() if ckpt else None
     if saved is None:
         return state
-    saved = saved.get('fingerprint', {})
-    if saved != fingerprint:
+    changed = files.differences(saved.get('fingerprint', {}), fingerprint)
+    if changed:
         ckpt.close()
         raise WorkdirError(
             f'{workdir} holds a teacher training of another config ('
-            + '; '.join(differences(saved, fingerprint))
+            + '; '.join(changed)
             + f'); delete {workdir} to start over, or use a new --workdir'
         )
     restored = ckpt.restore_latest({'state': state})
@@ -243,6 +232,48 @@ def _batches(dataset, recipe: Recipe, first: int, mean, std):
         process_count=jax.process_count(),
     )
     return threads.prefetch(batches)
+
+
+def _steps(state, step_fn, batches, recipe: Recipe, first: int, mesh, ckpt, meta, every, log):
+    """Steps `first + 1 .. recipe.steps`: the losses checked, logged (every `every[0]`
+    steps) and checkpointed (`ckpt`, every `every[1]` steps) as `train_classifier` says;
+    returns the last state."""
+    log_every, checkpoint_every = every
+    progress = progress_lines.Progress(
+        recipe.steps, 'teacher training', log, log_every, first=first
+    )
+    last_saved = first or None
+    losses, checked = [], first + 1  # device scalars since the last finiteness check
+    # XLA:CPU over 8 simulated devices deadlocked twice at a collective's rendezvous (ResNet20,
+    # steps queued ahead unwaited): there each step is waited for; elsewhere one runs ahead.
+    cpu_mesh = mesh.devices.size > 1 and mesh.devices.flat[0].platform == 'cpu'
+    with interrupts.catch(log) as stop:
+        for step in range(first + 1, recipe.steps + 1):
+            images, labels = next(batches)
+            images = sharding.global_batch(images, mesh)
+            state, metrics = step_fn(state, images, sharding.global_batch(labels, mesh))
+            if cpu_mesh:
+                metrics['train/loss'].block_until_ready()
+            elif losses:
+                losses[-1].block_until_ready()  # the previous step
+            losses.append(metrics['train/loss'])
+            logging = step % log_every == 0 or step == recipe.steps
+            saving = step == recipe.steps or step % checkpoint_every == 0 or stop.requested
+            if logging or saving:
+                _check_finite(losses, checked, last_saved)
+                losses, checked = [], step + 1
+            if logging:
+                progress.update(step, metrics, force=True)
+            if saving and ckpt:
+                ckpt.save(step, {'state': state}, meta)
+                last_saved = step
+            if stop.requested and step < recipe.steps:
+                raise Preempted(
+                    f'{stop.requested}: teacher training stopped at step {step}, checkpoint '
+                    f'in {ckpt.directory if ckpt else "none"}; run the same command again to '
+                    'resume'
+                )
+    return state
 
 
 def train_classifier(
@@ -298,45 +329,14 @@ def train_classifier(
         out_shardings=(sharding.replicated(mesh),) * 2,
     )
     batches = _batches(dataset, recipe, first, mean, std)
-    progress = progress_lines.Progress(
-        recipe.steps, 'teacher training', log, log_every, first=first
-    )
-    last_saved = first or None
-    losses, checked = [], first + 1  # device scalars since the last finiteness check
-    # XLA:CPU over 8 simulated devices deadlocked twice at a collective's rendezvous (ResNet20,
-    # steps queued ahead unwaited): there each step is waited for; elsewhere one runs ahead.
-    cpu_mesh = mesh.devices.size > 1 and mesh.devices.flat[0].platform == 'cpu'
     start = time.time()
-    with interrupts.catch(log) as stop:
-        try:
-            for step in range(first + 1, recipe.steps + 1):
-                images, labels = next(batches)
-                images = sharding.global_batch(images, mesh)
-                state, metrics = step_fn(state, images, sharding.global_batch(labels, mesh))
-                if cpu_mesh:
-                    metrics['train/loss'].block_until_ready()
-                elif losses:
-                    losses[-1].block_until_ready()  # the previous step
-                losses.append(metrics['train/loss'])
-                logging = step % log_every == 0 or step == recipe.steps
-                saving = step == recipe.steps or step % checkpoint_every == 0 or stop.requested
-                if logging or saving:
-                    _check_finite(losses, checked, last_saved)
-                    losses, checked = [], step + 1
-                if logging:
-                    progress.update(step, metrics, force=True)
-                if saving and ckpt:
-                    ckpt.save(step, {'state': state}, meta)
-                    last_saved = step
-                if stop.requested and step < recipe.steps:
-                    raise Preempted(
-                        f'{stop.requested}: teacher training stopped at step {step}, checkpoint '
-                        f'in {workdir}; run the same command again to resume'
-                    )
-        finally:
-            batches.close()
-            if ckpt:
-                ckpt.close()
+    try:
+        every = (log_every, checkpoint_every)
+        state = _steps(state, step_fn, batches, recipe, first, mesh, ckpt, meta, every, log)
+    finally:
+        batches.close()
+        if ckpt:
+            ckpt.close()
     done, seconds = recipe.steps - first, time.time() - start
     if done:
         log(

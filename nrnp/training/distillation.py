@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nrnp.core import kernels, quantize
+from nrnp.core import kernel_rows, kernels, quantize
 from nrnp.nets import batchnorm, models
-from nrnp.training import device_data, losses, reconstruction, sharding
+from nrnp.training import device_data, losses, optim, reconstruction, sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +52,7 @@ class DistillSetup:
     predictor: object
     target: object
     teacher: object
-    layout: kernels.KernelLayout
+    layout: kernel_rows.KernelLayout
     batch_size: int
     magnitude_fraction: float = 0.2
     grad_through: str = 'batch'
@@ -171,7 +171,8 @@ def distillation_step(
       loss_weights: (kd, feature maps, reconstruction) weights.
 
     Returns:
-      (new state, metrics including 'distill/loss').
+      (new state, metrics: 'distill/loss', its terms and 'distill/lr', the learning rate
+      applied (none for an optimizer that does not keep it, `optim.learning_rate`)).
     """
     w_kd, w_fm, w_rec = loss_weights
     step_key = jax.random.fold_in(key, state.step)
@@ -189,7 +190,8 @@ def distillation_step(
         pparams=optax.apply_updates(state.pparams, updates),
         opt_state=opt_state,
     )
-    return new_state, {'distill/loss': loss, **terms}
+    lr = optim.learning_rate(opt_state, tx)
+    return new_state, {'distill/loss': loss, **terms, **({} if lr is None else {'distill/lr': lr})}
 
 
 def distillation_step_on_device(

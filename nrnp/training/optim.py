@@ -6,6 +6,11 @@ decay, and `phase_switch`, which holds one optimizer per training phase.
   state = tx.init(pparams)                        # both phases' states, phase 0 active
   state = select_phase(state, 'distill', tx)      # at a phase switch (host side, no compile)
   updates, state = tx.update(grads, state, pparams)   # params are required (Lookahead)
+  lr = learning_rate(state, tx)                   # what the active phase's last update applied
+
+Every optimizer here scales its updates with `scale_by_learning_rate`, which keeps the
+learning rate it applied in its state, so the steps report the learning rate the optimizer
+used (`recon/lr`, `distill/lr`) instead of the host recomputing it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
+
+from nrnp import choices
 
 
 class LookaheadState(NamedTuple):
@@ -62,6 +69,33 @@ def lookahead(
     return optax.GradientTransformation(init, update)
 
 
+class ScheduleState(NamedTuple):
+    """State of `scale_by_learning_rate`: updates applied, and the last learning rate."""
+
+    count: jax.Array
+    learning_rate: jax.Array
+
+
+def scale_by_learning_rate(schedule: optax.Schedule) -> optax.GradientTransformation:
+    """`optax.scale_by_learning_rate(schedule)` that keeps the rate it applied in its state.
+
+    The same arithmetic as optax's (updates times `-schedule(count)` in their dtype), so an
+    optimizer built on it computes the same updates bit for bit.
+    """
+
+    def init(params):
+        del params
+        return ScheduleState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32))
+
+    def update(updates, state, params=None):
+        del params
+        rate = schedule(state.count)
+        updates = jax.tree.map(lambda g: jnp.array(-rate, dtype=g.dtype) * g, updates)
+        return updates, ScheduleState(optax.safe_increment(state.count), jnp.float32(rate))
+
+    return optax.GradientTransformation(init, update)
+
+
 def cosine_schedule(
     learning_rate: float, steps: int, final: float = 1e-6, warmup: int = 0
 ) -> optax.Schedule:
@@ -103,19 +137,21 @@ def make_optimizer(
     Returns:
       An optax GradientTransformation; its `update` needs params.
     """
-    schedule = cosine_schedule(learning_rate, steps, final_learning_rate, warmup)
+    scale = scale_by_learning_rate(
+        cosine_schedule(learning_rate, steps, final_learning_rate, warmup)
+    )
     if name == 'ranger':
         inner = optax.chain(
-            optax.scale_by_radam(b1, b2, eps),
-            optax.add_decayed_weights(weight_decay),
-            optax.scale_by_learning_rate(schedule),
+            optax.scale_by_radam(b1, b2, eps), optax.add_decayed_weights(weight_decay), scale
         )
         return lookahead(inner, lookahead_k, lookahead_alpha)
-    if name == 'adam':
-        return optax.adam(schedule, b1, b2, eps)
-    if name == 'adamw':
-        return optax.adamw(schedule, b1, b2, eps, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be 'ranger', 'adam' or 'adamw', got {name!r}")
+    if name == 'adam':  # optax.adam, keeping its learning rate
+        return optax.chain(optax.scale_by_adam(b1, b2, eps), scale)
+    if name == 'adamw':  # optax.adamw
+        return optax.chain(
+            optax.scale_by_adam(b1, b2, eps), optax.add_decayed_weights(weight_decay), scale
+        )
+    raise ValueError(f'optimizer must be one of {", ".join(choices.OPTIMIZERS)}, got {name!r}')
 
 
 class PhaseSwitchState(NamedTuple):
@@ -190,6 +226,18 @@ def select_phase(state: PhaseSwitchState, name: str, tx: PhaseSwitch) -> PhaseSw
     if name not in tx.phases:
         raise ValueError(f'unknown phase {name!r}; phases: {", ".join(tx.phases)}')
     return state._replace(phase=jnp.asarray(tx.phases.index(name), jnp.int32))
+
+
+def learning_rate(state, tx: optax.GradientTransformation | None = None) -> jax.Array | None:
+    """The learning rate the last update applied (a float32 scalar): the active phase's for
+    a `phase_switch` state (`tx` its transformation), else the one `scale_by_learning_rate`
+    in `state` holds; None for an optimizer without one (e.g. a plain `optax.sgd`)."""
+    if isinstance(tx, PhaseSwitch):
+        rates = [learning_rate(state.inner[name]) for name in tx.phases]
+        return None if None in rates else jnp.stack(rates)[state.phase]
+    found = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, ScheduleState))
+    rates = [leaf.learning_rate for leaf in found if isinstance(leaf, ScheduleState)]
+    return rates[0] if len(rates) == 1 else None
 
 
 def reset_phase(state: PhaseSwitchState, name: str, tx: PhaseSwitch, params) -> PhaseSwitchState:

@@ -1,6 +1,6 @@
 """The jitted step of each phase: reconstruction, or distillation on host or device images.
 
-  run, inputs = make_step(ctx, config, phase, first, problem, tx, state)
+  run, inputs = make_step(ctx, settings, phase, first, problem, tx, state)
   state, metrics = run(state, *inputs(k, frozen))      # step k (1-based) of the phase
 
 Each phase's step is jitted once (its static settings bound with functools.partial, the
@@ -22,15 +22,20 @@ from nrnp.data import threads
 from nrnp.training import distillation, reconstruction, sharding
 
 
-def make_step(ctx, config, phase, first: int, problem, tx, state):
+def metric_prefix(kind: str) -> str:
+    """The namespace of a training phase's metrics: 'recon', 'quantize' or 'distill'."""
+    return {'reconstruct': 'recon'}.get(kind, kind)
+
+
+def make_step(ctx, settings, phase, first: int, problem, tx, state):
     """`(run, inputs)` for the steps of `phase` after step `first`.
 
     The jitted step's new state keeps `state`'s placement (`out_shardings`), and the PRNG
     keys are placed on the mesh once, so a step costs no per-step copies on the host.
 
     Args:
-      ctx: the loop's `Context` (predictor, frozen arrays, batches or device batches, keys).
-      config: the run's config (the phase's section).
+      ctx: the phases' `Context` (predictor, frozen arrays, batches or device batches, keys).
+      settings: the run's `schedule.Settings` (batch size, loss weights).
       phase: the `schedule.Phase`.
       first: steps of the phase already done (host batches start there).
       problem: the `ReconstructionProblem` with this round's target rows.
@@ -54,15 +59,15 @@ def make_step(ctx, config, phase, first: int, problem, tx, state):
                 reconstruction.reconstruction_step,
                 model=ctx.pmodel,
                 tx=tx,
-                batch_size=min(config.reconstruct.batch_size, problem.target.shape[0]),
-                magnitude_fraction=config.reconstruct.magnitude_fraction,
+                batch_size=min(settings.reconstruct_batch_size, problem.target.shape[0]),
+                magnitude_fraction=settings.reconstruct_magnitude_fraction,
                 mesh=ctx.mesh,
                 scheme=ctx.scheme if phase.kind == 'quantize' else quantize.NONE,
+                name=metric_prefix(phase.kind),
             )
         )
         return run, lambda k, frozen: (problem, keys['reconstruct'])
-    d = config.distill
-    weights = (d.kd_weight, d.fm_weight, d.reconstruction_weight)
+    weights = settings.loss_weights
     if ctx.device_batches is not None:  # images drawn and augmented inside the step
         db = ctx.device_batches
         run = jit(

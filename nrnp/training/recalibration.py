@@ -1,12 +1,12 @@
 """BatchNorm re-estimation of a rebuilt network: new running statistics at zero bytes.
 
-  cal = Calibration(model, batches, stored=variables['batch_stats'], mode='relative', mesh=m)
-  stats = cal.stats(params_rebuilt)       # the rebuilt network's new 'batch_stats'
+  reestimate = Reestimation(model, variables, images=batches, mode='relative', mesh=m)
+  stats = reestimate(params_rebuilt)      # the rebuilt network's new 'batch_stats'
   images = noise_images((256, 32, 32, 3), seed=0)                  # data-free inputs
   images = synthetic_images(model, variables, (256, 32, 32, 3), seed=0)   # BN-matched inputs
 
 The rebuilt convolutions shift the activation statistics that the copied running
-statistics assume. `Calibration` runs train-mode forward passes (`nets.batchnorm`) over a
+statistics assume. `Reestimation` runs train-mode forward passes (`nets.batchnorm`) over a
 fixed set of unlabeled calibration batches, pools each BatchNorm's input moments exactly,
 and turns them into new statistics: 'plain' takes the rebuilt network's moments, 'relative'
 moves the stored statistics by the shift between the rebuilt and the original network on
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from collections.abc import Callable, Sequence
 
 import jax
@@ -67,44 +66,46 @@ def pooled_moments(
 
 
 @dataclasses.dataclass
-class Calibration:
-    """Re-estimates running statistics for rebuilt params on a fixed set of batches.
+class Reestimation:
+    """`params -> batch_stats`: the running statistics of the network with `params`,
+    re-estimated on one fixed set of calibration batches (see the module docstring).
+
+    Built lazily: `images` may be a zero-argument callable, called on first use (a resumed
+    run past every re-estimation never makes its images), and the original network's
+    moments ('relative') are measured once, on first use, and kept.
 
     Attributes:
       model: the target network.
-      batches: the calibration batches (see the module docstring).
-      stored: the original network's `batch_stats`.
+      variables: the original network's `{'params', 'batch_stats', ...}`.
+      images: equal-shape calibration batches, or a callable returning them.
       mode: 'relative' or 'plain' (`nets.batchnorm.estimated_stats`).
-      mesh: optional mesh.
-      original: the original network's pooled moments (measured on first use, 'relative').
+      mesh: optional mesh (see `pooled_moments`).
+      info: what it uses (`{'images', 'mode', 'source'}`), for records and logs.
     """
 
     model: object
-    batches: Sequence
-    stored: dict
+    variables: dict
+    images: Sequence | Callable[[], Sequence]
     mode: str = 'relative'
     mesh: object = None
-    original: batchnorm.Pooled | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+    original: batchnorm.Pooled | None = dataclasses.field(default=None, repr=False)
 
-    def stats(self, params: dict, original_params: dict | None = None) -> dict:
-        """The new `batch_stats` for a network with `params`.
-
-        Args:
-          params: the rebuilt network's params.
-          original_params: the original network's params ('relative', first call only).
-        """
+    def __call__(self, params: dict) -> dict:
+        """The new `batch_stats` for the network with `params` (the rebuilt params)."""
+        if callable(self.images):
+            self.images = self.images()
+        stored = self.variables['batch_stats']
         rebuilt = pooled_moments(
-            self.model, {'params': params, 'batch_stats': self.stored}, self.batches, self.mesh
+            self.model, {'params': params, 'batch_stats': stored}, self.images, self.mesh
         )
         original = None
         if self.mode == 'relative':
             if self.original is None:
-                if original_params is None:
-                    raise ValueError("mode 'relative' needs original_params on the first call")
-                variables = {'params': original_params, 'batch_stats': self.stored}
-                self.original = pooled_moments(self.model, variables, self.batches, self.mesh)
+                variables = {'params': self.variables['params'], 'batch_stats': stored}
+                self.original = pooled_moments(self.model, variables, self.images, self.mesh)
             original = self.original.as_stats()
-        return batchnorm.estimated_stats(self.stored, rebuilt.as_stats(), original, self.mode)
+        return batchnorm.estimated_stats(stored, rebuilt.as_stats(), original, self.mode)
 
 
 def noise_images(shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -155,46 +156,3 @@ def synthetic_images(
         if log is not None and (k + 1) % 100 == 0:
             log(f'synthetic calibration images: step {k + 1}/{steps}, BN mismatch {loss:.4f}')
     return np.asarray(x)
-
-
-def _pct(value) -> str:
-    return '-' if value is None else f'{value:.2f} %'
-
-
-def phase(ctx, phase, state, pparams, records: list) -> tuple[dict, dict]:
-    """A 'recalibrate' phase of the loop: (new batch_stats, its record).
-
-    Args:
-      ctx: the loop's `Context` (`recalibrate`, `evaluate`, `recalibration`, log, metrics).
-      phase: the `schedule.Phase`.
-      state: the run's `PredictorState` (its step numbers the metrics).
-      pparams: the predictor whose rebuilt network is re-estimated (`Context.seen`).
-      records: the run's records so far (the last one measured the statistics held so far).
-
-    The record has the top-1 before (the last record's) and after, and the seconds the
-    re-estimation took (evaluation excluded).
-    """
-    start = time.time()
-    stats = jax.block_until_ready(ctx.recalibrate(pparams))
-    seconds = time.time() - start
-    top1 = ctx.evaluate(pparams, stats)
-    before = records[-1]['top1'] if records else None
-    info = ctx.recalibration
-    ctx.metrics.write(int(state.step), {'eval/top1_recalibrated': top1})
-    ctx.log(
-        f'{phase.label}: BatchNorm statistics re-estimated in {seconds:.1f}s '
-        f'({info.get("images")} {info.get("source")} images, {info.get("mode")}): '
-        f'eval/top1_reconstructed {_pct(before)} -> {_pct(top1)}'
-    )
-    record = {
-        'kind': 'recalibrate',
-        'round': phase.round,
-        'cycle': phase.cycle,
-        'steps': 0,
-        'seconds': seconds,
-        'top1_before': before,
-        'top1': top1,
-        'rmse': records[-1]['rmse'] if records else None,  # the weights did not change
-        **info,
-    }
-    return stats, record

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from nrnp.core import predictor, quantize
-from nrnp.training import losses, sharding
+from nrnp.training import losses, optim, sharding
 
 
 @flax.struct.dataclass
@@ -112,6 +112,7 @@ def reconstruction_step(
     magnitude_fraction: float = 0.2,
     mesh=None,
     scheme: quantize.Scheme = quantize.NONE,
+    name: str = 'recon',
 ):
     """One reconstruction update on a magnitude-oriented batch of kernels.
 
@@ -125,9 +126,11 @@ def reconstruction_step(
       magnitude_fraction: share of magnitude-sampled batches.
       mesh: optional mesh; the kernel batch is split over its 'data' axis.
       scheme: fit through this storage rounding (`core.quantize.Scheme`; NONE: float).
+      name: the metrics' namespace ('quantize' for the quantize phase).
 
     Returns:
-      (new state, {'recon/loss': batch RMSE}).
+      (new state, {'recon/loss': batch RMSE, 'recon/lr': the learning rate applied}); no
+      'lr' for an optimizer that does not keep it (`optim.learning_rate`).
     """
     chex.assert_rank([problem.encoded, problem.target, problem.mask, problem.probs], [2, 2, 2, 1])
     chex.assert_equal_shape([problem.target, problem.mask])  # [N, 9]
@@ -144,12 +147,9 @@ def reconstruction_step(
     loss, grads = jax.value_and_grad(loss_fn)(state.pparams)
     updates, opt_state = tx.update(grads, state.opt_state, state.pparams)
     pparams = optax.apply_updates(state.pparams, updates)
-    new_state = state.replace(
-        step=state.step + 1,
-        pparams=pparams,
-        opt_state=opt_state,
-    )
-    return new_state, {'recon/loss': loss}
+    new_state = state.replace(step=state.step + 1, pparams=pparams, opt_state=opt_state)
+    metrics = {f'{name}/loss': loss, f'{name}/lr': optim.learning_rate(opt_state, tx)}
+    return new_state, {k: v for k, v in metrics.items() if v is not None}
 
 
 def predictor_for(model, pparams):

@@ -53,7 +53,6 @@ def start_round(
     input_dim: int,
     predictor_seed: int,
     tx: optim.PhaseSwitch,
-    restart: bool,
 ):
     """The state and target rows a reconstruction round starts from.
 
@@ -63,8 +62,8 @@ def start_round(
       pmodel: the predictor module at the round's width.
       problem: the run's problem; `problem.target` `[N, 9]` holds the original rows.
       input_dim: the encodings' width; predictor_seed: the run's predictor seed.
-      tx: the phase's optimizer.
-      restart: re-initialise the reconstruction optimizer (`schedule.restarts`).
+      tx: the phase's optimizer (its reconstruction optimizer starts afresh: every round
+        runs its own cosine).
 
     Returns:
       (state, round target rows `[N, 9]` float32). For round r > 1 the predictor is
@@ -83,6 +82,5 @@ def start_round(
         pparams = predictor.init_predictor(pmodel, input_dim, round_key(predictor_seed, phase))
         if last.hidden != pmodel.hidden:
             opt_state = optim.select_phase(tx.init(pparams), 'reconstruct', tx)
-    if restart:
-        opt_state = optim.reset_phase(opt_state, 'reconstruct', tx, pparams)
+    opt_state = optim.reset_phase(opt_state, 'reconstruct', tx, pparams)
     return state.replace(pparams=pparams, opt_state=opt_state), target

@@ -1,7 +1,8 @@
 """What a run trains, in order: reconstruction rounds, distillation, cycles; and their optimizer.
 
 schedule = build_schedule(config)          # [Phase(kind, steps, round, cycle, hidden), ...]
-tx = optimizer(config, schedule, index)    # optim.phase_switch: one optimizer per phase kind
+run = settings(config)                     # what the loop takes: phases, cadences, ...
+tx = run.optimizer(index)                  # optim.phase_switch: one optimizer per phase kind
                                            #   (reconstruct, quantize, distill)
 
 Each reconstruction round has its own steps and predictor width
@@ -15,9 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from nrnp import choices
 from nrnp.training import optim
-
-QUANTIZE_FINAL = 0.01  # the quantize phase's cosine ends at this fraction of its peak
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +29,10 @@ class Phase:
     round: int = 1  # reconstruction round within its cycle (1-based)
     cycle: int = 1
     hidden: int = 0  # width h of the predictor this phase trains
+
+    def __post_init__(self):
+        if self.kind not in choices.PHASE_KINDS:
+            raise ValueError(f'phase kind {self.kind!r}: one of {", ".join(choices.PHASE_KINDS)}')
 
     @property
     def label(self) -> str:
@@ -134,109 +138,107 @@ def build_schedule(config, batch_norm: bool = True) -> list[Phase]:
     return phases
 
 
-def first_hidden(config, schedule: list[Phase]) -> int:
-    """Width of the predictor a run starts with (round 1's, or the final one)."""
-    return schedule[0].hidden if schedule else final_hidden(config)
+def first_hidden(phases, final: int) -> int:
+    """Width of the predictor a run starts with: its first phase's, else `final` (the width
+    the run ends with, `final_hidden`)."""
+    return phases[0].hidden if phases else final
 
 
-def _optimizer(section, steps: int):
-    return optim.make_optimizer(
-        section.optimizer,
-        steps=steps,
-        learning_rate=section.learning_rate,
-        b1=section.b1,
-        b2=section.b2,
-        eps=section.eps,
-        weight_decay=section.weight_decay,
-        final_learning_rate=section.final_learning_rate,
-        warmup=section.warmup,
-    )
+# The optimizers' settings no recipe varies. Reconstruction: NeRN's (Ranger: RAdam b1 0.5,
+# decoupled weight decay, Lookahead; the same moments for 'adam' and 'adamw'); each round
+# starts its optimizer and cosine afresh. Distillation: Adam, not Ranger: RAdam's first
+# un-rectified steps apply raw momentum, and KD gradients at weight ~1 (not NeRN's 1e-4)
+# wreck the predictor (docs/results.md, "Distillation's optimizer"); its state and cosine
+# span every distillation step of the run. The quantize phase: Adam from the float
+# predictor, cosine to 1 % of its peak.
+RECONSTRUCT_OPTIMIZER = dict(b1=0.5, b2=0.999, eps=1e-5, weight_decay=1e-3)
+DISTILL_OPTIMIZER = dict(b1=0.9, b2=0.999, eps=1e-5, weight_decay=1e-3)
+FINAL_LEARNING_RATE = 1e-6  # where the reconstruction and distillation cosines end
+QUANTIZE_LEARNING_RATE = 1e-4
+QUANTIZE_FINAL = 0.01  # the quantize phase's cosine ends at this fraction of its peak
+TRAINED = ('reconstruct', 'quantize', 'distill')  # the kinds that train: one optimizer each
 
 
-def _kind_steps(schedule: list[Phase], kind: str) -> int:
-    return max(sum(p.steps for p in schedule if p.kind == kind), 1)
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the loop takes from the config: the phases, their optimizers, and its cadences.
 
-
-def restarts(config, phase: Phase) -> bool:
-    """Whether `phase` starts its kind's optimizer (and learning-rate schedule) afresh.
-
-    Rounds r > 1 always do (each trains a fresh predictor); round 1 of a cycle does
-    with `reconstruct.restart_each_round`.
+    Attributes:
+      phases: the schedule (`build_schedule`).
+      reconstruct_optimizer: 'ranger', 'adam' or 'adamw'.
+      reconstruct_learning_rate, distill_learning_rate: the cosines' peaks.
+      reconstruct_batch_size: kernels per reconstruction step (capped at the table).
+      reconstruct_magnitude_fraction: share of norm-weighted reconstruction batches.
+      loss_weights: distillation's (kd, feature maps, reconstruction) weights.
+      log_every, checkpoint_every, eval_every: cadences in steps (0: never).
+      recalibrate_every: re-estimate BatchNorm every N distillation steps (0: never).
     """
-    restart = phase.round > 1 or config.reconstruct.restart_each_round
-    return phase.kind == 'reconstruct' and restart
 
+    phases: tuple[Phase, ...]
+    reconstruct_optimizer: str = 'ranger'
+    reconstruct_learning_rate: float = 5e-3
+    distill_learning_rate: float = 1e-4
+    reconstruct_batch_size: int = 4096
+    reconstruct_magnitude_fraction: float = 0.2
+    loss_weights: tuple[float, float, float] = (1.0, 1.0, 0.0)
+    log_every: int = 200
+    checkpoint_every: int = 1000
+    eval_every: int = 0
+    recalibrate_every: int = 0
 
-def _span(config, schedule: list[Phase], index: int) -> int:
-    """Length of the cosine that phase `index`'s optimizer follows.
+    def optimizer(self, index: int | None = None) -> optim.PhaseSwitch:
+        """Phase `index`'s optimizer: `optim.phase_switch` over one optimizer per kind.
 
-    Distillation and quantize phases: all steps of their kind in the run. Reconstruction:
-    the steps from the round's last restart (`restarts`) to the next one (one round,
-    unless round 1 of a later cycle continues without restart_each_round).
-    """
-    phase = schedule[index]
-    if phase.kind != 'reconstruct':
-        return _kind_steps(schedule, phase.kind)
-    recon = [i for i, p in enumerate(schedule) if p.kind == 'reconstruct']
-    at = recon.index(index)
-    start = at
-    while start > 0 and not restarts(config, schedule[recon[start]]):
-        start -= 1
-    end = at + 1
-    while end < len(recon) and not restarts(config, schedule[recon[end]]):
-        end += 1
-    return max(sum(schedule[i].steps for i in recon[start:end]), 1)
-
-
-def learning_rate(config, schedule: list[Phase], index: int, step: int) -> float:
-    """The learning rate step `step` (1-based) of phase `index` applies, for the logs."""
-    phase = schedule[index]
-    count = step - 1  # optimizer updates of this kind since its schedule (re)started
-    if not restarts(config, phase):
-        for earlier in reversed(schedule[:index]):
-            if earlier.kind != phase.kind:
-                continue
-            count += earlier.steps
-            if restarts(config, earlier):
-                break
-    if phase.kind == 'quantize':
-        lr = config.predictor.quantize_learning_rate
-        fn = optim.cosine_schedule(lr, _span(config, schedule, index), lr * QUANTIZE_FINAL)
-        return float(fn(count))
-    section = config.reconstruct if phase.kind == 'reconstruct' else config.distill
-    fn = optim.cosine_schedule(
-        section.learning_rate,
-        _span(config, schedule, index),
-        section.final_learning_rate,
-        section.warmup,
-    )
-    return float(fn(count))
-
-
-def optimizer(config, schedule: list[Phase], index: int | None) -> optim.PhaseSwitch:
-    """The optimizer of phase `index`: `optim.phase_switch` over one optimizer per kind.
-
-    The optimizers of a run's phases differ only in the length of the reconstruction
-    cosine (`_span`; `index=None` gives any), so their states have one structure and a
-    state carries over from one phase's optimizer to the next.
-    """
-    recon_span = 1
-    if index is not None and schedule[index].kind == 'reconstruct':
-        recon_span = _span(config, schedule, index)
-    lr = config.predictor.quantize_learning_rate
-    return optim.phase_switch(
-        {
-            'reconstruct': _optimizer(config.reconstruct, recon_span),
-            # Adam from the float predictor; the cosine ends at QUANTIZE_FINAL of the peak.
-            'quantize': optim.make_optimizer(
-                'adam',
-                steps=_kind_steps(schedule, 'quantize'),
-                learning_rate=lr,
-                b1=0.9,
-                b2=0.999,
-                eps=1e-8,
-                final_learning_rate=lr * QUANTIZE_FINAL,
-            ),
-            'distill': _optimizer(config.distill, _kind_steps(schedule, 'distill')),
+        They differ only in the length of the reconstruction cosine (the round's steps;
+        `index=None` gives any), so their states have one structure and a state carries
+        over from one phase's optimizer to the next.
+        """
+        steps = {
+            kind: max(sum(p.steps for p in self.phases if p.kind == kind), 1) for kind in TRAINED
         }
+        if index is not None and self.phases[index].kind == 'reconstruct':
+            steps['reconstruct'] = self.phases[index].steps
+        reconstruct = optim.make_optimizer(
+            self.reconstruct_optimizer,
+            steps=steps['reconstruct'],
+            learning_rate=self.reconstruct_learning_rate,
+            final_learning_rate=FINAL_LEARNING_RATE,
+            **RECONSTRUCT_OPTIMIZER,
+        )
+        quantize = optim.make_optimizer(
+            'adam',
+            steps=steps['quantize'],
+            learning_rate=QUANTIZE_LEARNING_RATE,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            final_learning_rate=QUANTIZE_LEARNING_RATE * QUANTIZE_FINAL,
+        )
+        distill = optim.make_optimizer(
+            'adam',
+            steps=steps['distill'],
+            learning_rate=self.distill_learning_rate,
+            final_learning_rate=FINAL_LEARNING_RATE,
+            **DISTILL_OPTIMIZER,
+        )
+        return optim.phase_switch(
+            {'reconstruct': reconstruct, 'quantize': quantize, 'distill': distill}
+        )
+
+
+def settings(config, batch_norm: bool = True) -> Settings:
+    """The loop's `Settings` from `config` (`build_schedule(config, batch_norm)`'s phases)."""
+    d = config.distill
+    return Settings(
+        phases=tuple(build_schedule(config, batch_norm)),
+        reconstruct_optimizer=config.reconstruct.optimizer,
+        reconstruct_learning_rate=config.reconstruct.learning_rate,
+        distill_learning_rate=d.learning_rate,
+        reconstruct_batch_size=config.reconstruct.batch_size,
+        reconstruct_magnitude_fraction=config.reconstruct.magnitude_fraction,
+        loss_weights=(d.kd_weight, d.fm_weight, d.reconstruction_weight),
+        log_every=config.log_every,
+        checkpoint_every=config.checkpoint_every,
+        eval_every=config.eval_every,
+        recalibrate_every=config.recalibrate.every,
     )

@@ -1,4 +1,5 @@
-"""What a library caller passes to `nrnp.compress`, checked and adapted before any training.
+"""The library's checks: what a caller passes to `nrnp.compress`, checked and adapted before
+any training.
 
   variables, bare, frozen = split_variables(variables)      # {'params', ...}; input kind
   check_leaves(variables)                                   # every leaf a numeric array
@@ -176,21 +177,6 @@ def check_model(model, variables: dict, images: np.ndarray, what: str = 'data ba
         raise errors.BadInput(
             'the model returns probabilities (every row is >= 0 and sums to 1), but '
             'distillation compares logits: return the output before the softmax'
-        )
-
-
-def check_finite(variables: dict) -> None:
-    """Raises errors.NonFiniteError naming the leaves of `variables` holding NaN or inf."""
-    bad = [
-        jax.tree_util.keystr(path, simple=True, separator='/')
-        for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]
-        if np.asarray(leaf).dtype.kind == 'f' and not np.isfinite(np.asarray(leaf)).all()
-    ]
-    if bad:
-        shown = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
-        raise errors.NonFiniteError(
-            f'the network to compress holds NaN or infinite values in {shown}: fix or '
-            'retrain it (nothing nrnp does can rebuild them)'
         )
 
 

@@ -1,22 +1,20 @@
-"""The library's data as users hold it: image arrays, nrnp Datasets, or ready batches.
+"""The library's data as users hold it (image arrays, nrnp Datasets, or ready batches), as
+the run's `description.Data`.
 
-  train = training_data(config, data, model, variables, mesh, log)
-  train.input_shape, train.batches, train.device_batches, train.calibration
-  top1, shape = test_data_top1(config, test_data, model, variables, mesh, log)
+  data = library_data.data(config, data, test_data, model, variables, mesh, input_shape, log)
+  data.train_batches, data.device_batches, data.calibration_images, data.top1, data.input_shape
 
 `data=(images, labels)` (arrays) or a `data.dataset.Dataset` is used exactly as the CLI uses
 its training split: seeded, shuffled batches of `distill.batch_size`, augmented with
 `data.augment` and normalised with `data.mean`/`data.std`, drawn on the device when the
 images fit (`data.on_device`), and a seeded subset of them for BatchNorm re-estimation.
 uint8 images are normalised as the CLI does; float images are taken as already normalised
-(crops pad them with zeros). A list of batches is used as given (`inputs.batch_source`);
+(crops pad them with zeros). A list of batches is used as given (`library_checks.batch_source`);
 when its first images hold few of the model's classes (batches cut from a class-sorted
 array), a warning says so.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import numpy as np
@@ -24,7 +22,8 @@ import numpy as np
 from nrnp import errors
 from nrnp.data import batching
 from nrnp.data.dataset import Dataset
-from nrnp.pipeline import calibration, inputs, pixels, run_inputs
+from nrnp.pipeline import calibration, cli_data, library_checks, pixels
+from nrnp.pipeline.description import Data
 from nrnp.training import evaluation
 
 
@@ -60,47 +59,51 @@ def normalised(config, images: np.ndarray) -> np.ndarray:
     return batching.normalise(images, tuple(config.data.mean), tuple(config.data.std))
 
 
-@dataclasses.dataclass
-class TrainingData:
-    """What a library run draws its distillation and calibration images from.
+def data(config, data, test_data, model, variables: dict, mesh, input_shape, log) -> Data:
+    """`nrnp.compress`'s `data`, `test_data` and `input_shape` as the run's `Data`.
 
-    Attributes:
-      input_shape: `(1, H, W, C)` of one image.
-      batches: host batches `(start_step, cycle) -> iterator`, or None.
-      device_batches: `device_data.DeviceBatches` (images drawn on the device), or None.
-      calibration: `calibration.split_images` / `array_images` for re-estimation.
+    Raises:
+      errors.BadInput: data or test data that nrnp cannot use (see the module docstring),
+        or image sizes that disagree.
     """
+    given = given_shape(input_shape)
+    out = Data() if data is None else _training_data(config, data, model, variables, mesh, log)
+    test_shape = None
+    if test_data is not None:
+        out.top1, test_shape, out.test_images = _test_data(
+            config, test_data, model, variables, mesh, log
+        )
+    out.input_shape = _input_shape(
+        model, variables, given, out.input_shape, test_shape, log, config
+    )
+    return out
 
-    input_shape: tuple[int, ...]
-    batches: object = None
-    device_batches: object = None
-    calibration: object = None
 
-
-def training_data(config, data, model, variables: dict, mesh, log) -> TrainingData:
-    """The library's `data` in the form `assemble.compress_target` takes (see the module)."""
+def _training_data(config, data, model, variables: dict, mesh, log) -> Data:
+    """The library's `data` as distillation batches and calibration images."""
     held = held_data(data)
     if held is None:
-        first, batches = inputs.batch_source(data)
+        first, batches = library_checks.batch_source(data)
         pixels.check_batches(data, 'data')
-        inputs.check_model(model, variables, first)
+        library_checks.check_model(model, variables, first)
         warn_few_classes(data, model, variables, log)
-        return TrainingData((1, *first.shape[1:]), batches, None, calibration.array_images(data))
+        images = calibration.array_images(data)
+        return Data((1, *first.shape[1:]), train_batches=batches, calibration_images=images)
     if held.images.dtype != np.uint8 and config.data.augment == 'random_resized_crop':
         raise errors.BadInput(
             "float images cannot go through data__augment='random_resized_crop': pass uint8 "
             "images, or use 'crop_flip' or 'none'"
         )
     pixels.check_images(held.images, 'data')
-    inputs.check_model(model, variables, normalised(config, held.images[:8]))
-    batches, device = run_inputs.distillation_images(config, held, mesh)
+    library_checks.check_model(model, variables, normalised(config, held.images[:8]))
+    batches, device = cli_data.distillation_images(config, held, mesh)
     where = 'drawn on the device' if device else 'host pipeline'
     log(
         f'data: {len(held)} images, shuffled batches of {config.distill.batch_size} '
         f'(data__augment={config.data.augment!r}, {where})'
     )
-    shape = (1, *held.images.shape[1:])
-    return TrainingData(shape, batches, device, calibration.split_images(config, held))
+    images = calibration.split_images(config, held)
+    return Data((1, *held.images.shape[1:]), None, 0, batches, device, images)
 
 
 def warn_few_classes(data, model, variables: dict, log, limit: int = 2048) -> None:
@@ -132,8 +135,8 @@ def warn_few_classes(data, model, variables: dict, log, limit: int = 2048) -> No
         )
 
 
-def test_data_top1(config, test_data, model, variables: dict, mesh, log):
-    """(`variables -> top-1 percent` on `test_data`, `(1, H, W, C)`)."""
+def _test_data(config, test_data, model, variables: dict, mesh, log):
+    """(`variables -> top-1 percent` on `test_data`, `(1, H, W, C)`, its image count)."""
     held = held_data(test_data, 'test_data')
     if held is None:
         raise errors.BadInput(
@@ -141,14 +144,14 @@ def test_data_top1(config, test_data, model, variables: dict, mesh, log):
         )
     pixels.check_images(held.images, 'test_data')
     images, labels = normalised(config, held.images), held.labels
-    inputs.check_model(model, variables, images, what='the test_data images')
+    library_checks.check_model(model, variables, images, what='the test_data images')
     log(f'test data: {len(labels)} images')
 
     def top1(v):
         batches = evaluation.array_batches(images, labels, config.data.eval_batch_size, mesh)
         return evaluation.top1_batches(model, v, batches, mesh)
 
-    return top1, (1, *images.shape[1:])
+    return top1, (1, *images.shape[1:]), len(labels)
 
 
 def given_shape(input_shape) -> tuple[int, ...] | None:
@@ -167,7 +170,7 @@ def given_shape(input_shape) -> tuple[int, ...] | None:
     return (1, *shape)
 
 
-def input_shape(model, variables: dict, given, train_shape, test_shape, log, config):
+def _input_shape(model, variables: dict, given, train_shape, test_shape, log, config):
     """The run's `(1, H, W, C)`: from `data`, `test_data` and `input_shape`, which must
     agree; checked against the model when only `input_shape` gives it; guessed (logged)
     when none does and data-free re-estimation needs it; else None.
@@ -182,5 +185,5 @@ def input_shape(model, variables: dict, given, train_shape, test_shape, log, con
         pixels.check_input_shape(model, variables, given)
     shape = shape or given
     if shape is None and model is not None and config.recalibrate.images:
-        shape = inputs.guess_input_shape(model, variables, log)
+        shape = library_checks.guess_input_shape(model, variables, log)
     return shape

@@ -1,4 +1,5 @@
-"""The run's data from the config: the splits, how accuracy is measured, the distillation images.
+"""The command line's data, from the config: the splits, how accuracy is measured, the
+distillation images, and what the run reads (for its fingerprint).
 
   test = load_split(config, 'test', workdir, crops=False)
   top1 = test_top1(config, test, model, mesh)            # variables -> percent
@@ -27,9 +28,15 @@ from nrnp.training import device_data, evaluation
 
 
 def dataset_label(config) -> str:
+    """The data source as the logs and the report name it."""
     if config.data.image_folder:
         return f'image folder {config.data.image_folder}'
     return config.data.name
+
+
+def how_held(config) -> str:
+    """'streamed' or 'in memory' (`data.streaming`), for the logs."""
+    return 'streamed' if config.data.streaming else 'in memory'
 
 
 def load_split(config, split: str, workdir: str, crops: bool, log=print):

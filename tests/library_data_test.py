@@ -12,7 +12,7 @@ from nrnp import errors
 from nrnp.configs import default
 from nrnp.data import dataset
 from nrnp.nets import loading
-from nrnp.pipeline import job, user_data
+from nrnp.pipeline import job, library_data
 
 
 @pytest.fixture(scope='module')
@@ -50,29 +50,29 @@ def test_a_class_sorted_list_of_batches_is_warned_about(cli_run):
     teacher = loading.load_variables(os.path.join(workdir, 'teacher'))
     train = dataset.load_digits('train')
     order = np.argsort(train.labels, kind='stable')
-    images, labels = user_data.normalised(config, train.images[order]), train.labels[order]
+    images, labels = library_data.normalised(config, train.images[order]), train.labels[order]
     cut = lambda x: [x[i : i + 64] for i in range(0, 512, 64)]  # the first 512: 4 classes
     for batches in (list(zip(cut(images), cut(labels))), cut(images)):  # labels or none
         lines = []
-        user_data.warn_few_classes(batches, model, teacher, lines.append)
+        library_data.warn_few_classes(batches, model, teacher, lines.append)
         assert len(lines) == 1 and "hold 4 of the model's 10 classes" in lines[0], lines
     mixed = np.random.default_rng(0).permutation(len(images))
     lines = []
-    user_data.warn_few_classes(cut(images[mixed]), model, teacher, lines.append)
+    library_data.warn_few_classes(cut(images[mixed]), model, teacher, lines.append)
     assert lines == []  # the teacher sees every class in shuffled images
 
 
 def test_held_data_forms_and_their_errors():
     images = np.zeros((6, 8, 8, 1), np.uint8)
-    held = user_data.held_data((images, np.arange(6) % 3))
+    held = library_data.held_data((images, np.arange(6) % 3))
     assert isinstance(held, dataset.Dataset) and held.num_classes == 3
     assert held.images.dtype == np.uint8
-    floats = user_data.held_data((images.astype(np.float64), np.zeros(6, np.int64)))
+    floats = library_data.held_data((images.astype(np.float64), np.zeros(6, np.int64)))
     assert floats.images.dtype == np.float32  # taken as normalised
-    assert user_data.held_data([images, images]) is None  # a list of batches
-    assert user_data.held_data((images, images)) is None  # a tuple of two batches
+    assert library_data.held_data([images, images]) is None  # a list of batches
+    assert library_data.held_data((images, images)) is None  # a tuple of two batches
     with pytest.raises(errors.BadInput, match=r'data must be \(images'):
-        user_data.held_data((images, np.zeros(5, np.int32)))
-    assert user_data.held_data((images, np.ones(6, np.float32))).labels.dtype == np.int32
+        library_data.held_data((images, np.zeros(5, np.int32)))
+    assert library_data.held_data((images, np.ones(6, np.float32))).labels.dtype == np.int32
     with pytest.raises(errors.BadInput, match='labels must be whole numbers'):
-        user_data.held_data((images, np.full(6, 0.5)))
+        library_data.held_data((images, np.full(6, 0.5)))
