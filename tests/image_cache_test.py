@@ -64,7 +64,7 @@ def test_a_second_workdir_reads_the_images_the_first_decoded(tmp_path, monkeypat
     assert not (tmp_path / 'w1').exists() and not (tmp_path / 'w2').exists()  # nothing per run
 
     # Keyed by content: a moved copy that keeps modification times is the same entry ...
-    moved = tmp_path / 'elsewhere' / 'imgs'
+    moved = tmp_path / 'elsewhere' / 'renamed'
     shutil.copytree(root, moved)  # copy2: contents and modification times
     run_inputs.load_split(_config(moved), 'train', str(tmp_path / 'w3'), False, print)
     assert len(decoded) == count and os.listdir(path.parent) == [entry]
@@ -79,16 +79,16 @@ def test_the_key_covers_every_file_and_the_decoding_settings(tmp_path):
     root = tmp_path / 'imgs'
     _folder(root)
     paths = sorted(str(p) for p in (root / 'train').rglob('*.png'))
-    key = image_cache.content_key(str(root), paths, None, 3)[0]
-    assert image_cache.content_key(str(root), paths, None, 3)[0] == key  # deterministic
-    assert image_cache.content_key(str(root), paths, 8, 3)[0] != key  # resized
-    assert image_cache.content_key(str(root), paths, None, 1)[0] != key  # grey
-    assert image_cache.content_key(str(root), paths[:-1], None, 3)[0] != key  # one file less
+    key = image_cache.content_key(str(root), paths, None, 3)
+    assert image_cache.content_key(str(root), paths, None, 3) == key  # deterministic
+    assert image_cache.content_key(str(root), paths, 8, 3) != key  # resized
+    assert image_cache.content_key(str(root), paths, None, 1) != key  # grey
+    assert image_cache.content_key(str(root), paths[:-1], None, 3) != key  # one file less
     os.utime(paths[0], ns=(1, 1))
-    assert image_cache.content_key(str(root), paths, None, 3)[0] != key  # touched
+    assert image_cache.content_key(str(root), paths, None, 3) != key  # touched
     os.rename(paths[1], paths[1] + '.png')
     renamed = [*paths[:1], paths[1] + '.png', *paths[2:]]
-    assert image_cache.content_key(str(root), renamed, None, 3)[0] != key
+    assert image_cache.content_key(str(root), renamed, None, 3) != key
 
 
 def test_an_unwritable_cache_is_a_warning_and_the_images_still_load(tmp_path):

@@ -1,6 +1,6 @@
 """The decoded-image cache of image folders, one per user, shared by every workdir.
 
-  path = entry(default_dir(), root, paths, image_size=32, channels=3)   # keyed by content
+  path = entry(default_dir(), root, 'train', paths, 32, channels=3)     # keyed by content
   arrays = npz_cache.read(path, ('images', 'labels'), log)             # None: decode
   store(path, {'images': images, 'labels': labels}, log)               # atomic
 
@@ -44,10 +44,8 @@ def default_dir() -> str:
     return os.path.join(files.cache_dir(), 'images')
 
 
-def content_key(
-    root: str, paths: list[str], image_size: int | None, channels: int
-) -> tuple[str, int]:
-    """(hex sha256 naming the decoded folder, total bytes of its files).
+def content_key(root: str, paths: list[str], image_size: int | None, channels: int) -> str:
+    """The hex sha256 naming `paths` decoded with these settings.
 
     Args:
       root: the image folder's root (paths are keyed relative to it).
@@ -56,22 +54,19 @@ def content_key(
       channels: 1 or 3, what images are converted to.
     """
     digest = hashlib.sha256(repr((KEY_VERSION, image_size, channels, len(paths))).encode())
-    total = 0
     for path in paths:
         st = os.stat(path)
-        total += st.st_size
         relative = os.path.relpath(path, root)
         digest.update(f'{relative}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode(**files.ENCODING))
-    return digest.hexdigest(), total
+    return digest.hexdigest()
 
 
 def entry(
     cache_dir: str, root: str, split: str, paths: list[str], image_size: int | None, channels: int
 ) -> str:
     """The cache file of `paths` decoded with these settings (`content_key`)."""
-    key, _ = content_key(root, paths, image_size, channels)
-    base = os.path.basename(os.path.normpath(root)) or 'root'  # for people reading the dir
-    return os.path.join(cache_dir, f'imagefolder-{base}-{split}-{key[:24]}.npz')
+    key = content_key(root, paths, image_size, channels)
+    return os.path.join(cache_dir, f'imagefolder-{split}-{key[:24]}.npz')
 
 
 def store(path: str, arrays: dict[str, np.ndarray], log=print) -> bool:
