@@ -16,6 +16,7 @@ import nrnp
 from nrnp import errors
 from nrnp.artifact import storage
 from nrnp.core import coordinates, kernels, permutation_codec, predictor, quantize
+from nrnp.data import batching
 from nrnp.nets import loading, models, state_dicts
 from nrnp.nets.trees import flatten_variables
 
@@ -81,6 +82,29 @@ def test_save_load_keeps_everything(compressed, saved):
         assert all(f[k].dtype == np.uint8 and f[k].ndim == 1 for k in f.files)
         assert f['header'][0] == 0x78  # zlib
         assert storage.decode_header(f['header'])['version'] == 2
+
+
+def test_evaluate_is_the_top1_of_the_rebuilt_network(compressed, saved):
+    model, _, comp = compressed
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (23, 8, 8, 1), np.uint8)
+    rebuilt = comp.reconstruct()
+    normalised = batching.normalise(images, (0.5,), (0.25,))  # the run's (default) mean/std
+    labels = np.array(jnp.argmax(model.apply(rebuilt, normalised, train=False), -1))
+    labels[::3] = (labels[::3] + 1) % 10  # 8 of 23 wrong
+    expected = 100 * 15 / 23
+    assert comp.evaluate(model, images, labels) == pytest.approx(expected)
+    assert comp.evaluate(model, images, labels, batch_size=5) == pytest.approx(expected)  # padded
+    assert comp.evaluate(model, normalised, labels) == pytest.approx(expected)
+    assert nrnp.load(saved).evaluate(model, images, labels) == pytest.approx(expected)
+    other = comp.evaluate(model, images, labels, mean=(0.0,), std=(1.0,))
+    manual = (images / 255).astype(np.float32)
+    hits = jnp.argmax(model.apply(rebuilt, manual, train=False), -1) == labels
+    assert other == pytest.approx(100 * float(jnp.mean(hits)))
+    with pytest.raises(ValueError, match=r'labels \[N\]'):
+        comp.evaluate(model, images, labels[:-1])
+    with pytest.raises(ValueError, match='pass mean= and std='):
+        dataclasses.replace(comp, config={}).evaluate(model, images, labels)
 
 
 def test_foreign_truncated_and_wrong_version_files_raise(saved, tmp_path, monkeypatch):

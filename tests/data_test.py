@@ -181,14 +181,15 @@ def test_a_damaged_image_cache_is_set_aside_and_decoded_again(tmp_path, damage):
     logs = []
     again = folders.load_image_folder(root, 'train', cache_dir=str(cache), log=logs.append)
     np.testing.assert_array_equal(again.images, first.images)
-    assert len(logs) == 1 and f'decoded-image cache {cache / name} is damaged' in logs[0], logs
+    assert len(logs) == 2 and f'decoded-image cache {cache / name} is damaged' in logs[0], logs
     expected = 'no checksum' if damage == 'no checksum' else 'do not match|unreadable'
     assert re.search(expected, logs[0]), logs
+    assert 'images decoded in' in logs[1] and str(cache / name) in logs[1], logs
     assert sorted(os.listdir(cache))[0] == name  # rebuilt, verified from now on
     assert len(glob.glob(f'{cache}/{name}.corrupt-*')) == 1  # the damaged one kept aside
     logs.clear()
     folders.load_image_folder(root, 'train', cache_dir=str(cache), log=logs.append)
-    assert logs == []
+    assert logs == [f'{root}/train: 9 images reused from the decoded-image cache {cache / name}']
 
 
 def test_image_folder_cache_hit_skips_decoding(tmp_path, monkeypatch):

@@ -188,7 +188,8 @@ def test_a_second_run_is_refused_and_sigterm_while_decoding_leaves_nothing_half(
         'from nrnp import main\n'
         'main.run(sys.argv)\n'
     )
-    env = {**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'}
+    cache = tmp_path / 'nrnp_cache'  # the decoded-image cache is $NRNP_CACHE/images
+    env = {**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu', 'NRNP_CACHE': str(cache)}
     first = subprocess.Popen(
         [sys.executable, '-c', patch, *flags],
         env=env,
@@ -202,7 +203,7 @@ def test_a_second_run_is_refused_and_sigterm_while_decoding_leaves_nothing_half(
             lines.append(line)
             if 'writing the cache' in line:
                 break
-        assert glob.glob(f'{workdir}/cache/*.tmp'), ''.join(lines)
+        assert glob.glob(f'{cache}/images/*.tmp'), ''.join(lines)
         code, output, seconds = nrnp_cli(*flags[:2], '--config.seed=1')  # another config too
         assert code == 2, output
         line = _one_error_line(output, f'{workdir} is in use by another nrnp run (pid {first.pid}')
@@ -214,8 +215,8 @@ def test_a_second_run_is_refused_and_sigterm_while_decoding_leaves_nothing_half(
             first.kill()
     assert first.returncode == 75, ''.join(lines) + rest
     _one_error_line(rest, 'stopped by SIGTERM before the first checkpoint: nothing to save yet')
-    assert os.listdir(workdir / 'cache') == []  # no .tmp left behind
-    assert sorted(os.listdir(workdir)) == ['.lock', 'cache', 'log.txt', 'run.json']
+    assert os.listdir(cache / 'images') == []  # no .tmp left behind
+    assert sorted(os.listdir(workdir)) == ['.lock', 'log.txt', 'run.json']
 
 
 CONFIG_FILES = {

@@ -239,7 +239,8 @@ def _mixed_size_folder(root, per_class: dict[str, int], seed=0, size=None):
                 Image.fromarray(img).save(os.path.join(root, split, name, f'{i}.png'))
 
 
-def test_streamed_folder_of_mixed_sizes_runs_both_phases(tmp_path):
+def test_streamed_folder_of_mixed_sizes_runs_both_phases(tmp_path, monkeypatch):
+    monkeypatch.setenv('NRNP_CACHE', str(tmp_path / 'cache'))
     root = str(tmp_path / 'imgs')
     _mixed_size_folder(root, {'train': 16, 'test': 5})
     c = _config(
@@ -261,7 +262,7 @@ def test_streamed_folder_of_mixed_sizes_runs_both_phases(tmp_path):
     assert kinds == ['init', 'reconstruct', 'recalibrate', 'distill']
     assert report['phases'][2]['images'] == 32  # whole batches of 32 of the 48 (centre-cropped)
     assert report['top1_original'] > 60.0  # colours are easy, even from random crops
-    assert not os.path.exists(tmp_path / 'run' / 'cache')  # streamed: nothing decoded ahead
+    assert not os.path.exists(tmp_path / 'cache' / 'images')  # streamed: nothing decoded ahead
     # Held in memory instead, the differing sizes are refused with the way out.
     c.data.streaming = False
     with pytest.raises(errors.DataError, match=r'(?s)pass image_size.*data.streaming=True'):

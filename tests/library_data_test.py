@@ -44,6 +44,14 @@ def test_arrays_give_the_cli_run_bit_for_bit(cli_run):
     assert any('shuffled batches of 32' in line for line in lines)
 
 
+def test_evaluate_gives_the_top1_the_run_measured(cli_run):
+    config, workdir, report = cli_run
+    model = job.build_target(config)
+    test = dataset.load_digits('test')
+    compressed = nrnp.load(os.path.join(workdir, 'compressed.nrnp'))
+    assert compressed.evaluate(model, test.images, test.labels) == report['top1_reconstructed']
+
+
 def test_a_class_sorted_list_of_batches_is_warned_about(cli_run):
     config, workdir, _ = cli_run
     model = job.build_target(config)

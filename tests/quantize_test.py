@@ -171,7 +171,9 @@ def test_edge_bits_give_the_first_and_last_layers_their_own_width():
         np.testing.assert_array_equal,
         jax.tree.map(np.asarray, fake),
         jax.tree.map(
-            quantize.dequantize_leaf, stored, is_leaf=lambda x: isinstance(x, quantize.QuantizedLeaf)
+            quantize.dequantize_leaf,
+            stored,
+            is_leaf=lambda x: isinstance(x, quantize.QuantizedLeaf),
         ),
     )
     assert quantize.Scheme('int4', 4).layers(tree)['dense0'].bits == 4

@@ -3,6 +3,7 @@
   compressed.save('r20.nrnp')                 # one uncompressed .npz, written atomically
   variables = nrnp.load('r20.nrnp').reconstruct()     # reader.load
   compressed.size_report()                    # bytes per part, NeRN and on-disk ratios
+  compressed.evaluate(model, images, labels)  # top-1 % of the rebuilt network (`scoring`)
 
 File format (`FORMAT`, versions 2 to 4): an uncompressed `.npz` (a zip of `.npy`
 members, read with `np.load(allow_pickle=False)`, so nothing is ever unpickled) of four
@@ -45,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nrnp import errors, files
-from nrnp.artifact import provenance, sizes, storage
+from nrnp.artifact import provenance, scoring, sizes, storage
 from nrnp.core import coordinates, encodings, kernel_rows, predictor, quantize
 from nrnp.nets import loading, state_dicts
 from nrnp.nets.trees import flatten_variables, unflatten
@@ -205,6 +206,11 @@ class Compressed:
 
             return freeze(tree)
         return tree
+
+    def evaluate(self, model, images, labels, batch_size: int = 500, mean=None, std=None):
+        """Top-1 percent of the rebuilt network on `images` [N, H, W, C] and `labels` [N]
+        (`scoring.evaluate`: uint8 images normalised with the run's data.mean/std)."""
+        return scoring.evaluate(self, model, images, labels, batch_size, mean, std)
 
     @property
     def batch_stats(self) -> dict | None:

@@ -83,7 +83,7 @@ def _data(c: ml_collections.ConfigDict) -> None:
     c.data.channels = 1  # input channels
     c.data.mean = (0.5,)  # normalisation: (x / 255 - mean) / std, per channel
     c.data.std = (0.25,)  # per-channel std of that normalisation
-    c.data.test_limit = 0  # evaluate on the first N test images only (0 = all)
+    c.data.test_limit = 0  # evaluate on a seeded, class-balanced subset of N test images (0 = all)
     c.data.eval_batch_size = 500  # images per evaluation forward pass
     c.data.augment = 'crop_flip'  # 'crop_flip' (CIFAR-sized), 'random_resized_crop', 'none'
     c.data.pad = 1  # crop padding in pixels (CIFAR: 4)

@@ -1,6 +1,6 @@
 """Image folders, `<root>/<split>/<class>/*.jpg|png`: loaded into memory or read on demand.
 
-  ds = load_image_folder('/data/cifar10-jpeg', 'train', cache_dir='/w/cache')   # a Dataset
+  ds = load_image_folder('/data/cifar10-jpeg', 'train', cache_dir=image_cache.default_dir())
   src = FolderSource('/data/imagenet', 'train', image_size=None)               # streamed
   images, labels = src.read(np.array([5, 17, 3]))  # 3 images [H_i, W_i, 3] uint8, [3] int32
 
@@ -12,15 +12,13 @@ alpha channel dropped (the colours under it kept, as torchvision's ImageFolder d
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
+import time
 
 import numpy as np
 from PIL import Image
 
-from nrnp import errors, files
-from nrnp.data import npz_cache, threads
+from nrnp.data import image_cache, npz_cache, threads
 from nrnp.data.dataset import Dataset
 from nrnp.errors import DataError
 
@@ -119,18 +117,6 @@ def _decode(path: str, image_size: int | None, channels: int = 3) -> np.ndarray:
         raise DataError(f'cannot decode image {path!r} ({e}); delete or replace the file') from e
 
 
-def _cache_path(
-    cache_dir: str, root: str, split: str, paths: list[str], image_size: int | None, channels: int
-) -> str:
-    key = (os.path.abspath(root), split, image_size, channels, len(paths))
-    digest = hashlib.sha256(repr(key).encode())
-    for p in paths:
-        st = os.stat(p)
-        digest.update(f'{p}\0{st.st_mtime_ns}\0{st.st_size}\n'.encode(**files.ENCODING))
-    base = os.path.basename(os.path.normpath(root)) or 'root'
-    return os.path.join(cache_dir, f'imagefolder-{base}-{split}-{digest.hexdigest()[:16]}.npz')
-
-
 def load_image_folder(
     root: str,
     split: str,
@@ -149,11 +135,13 @@ def load_image_folder(
       split: split folder name, e.g. 'train' or 'test'.
       image_size: resize every image to [image_size, image_size]; None requires all
         images to share one size.
-      cache_dir: when set, the decoded arrays are cached there as `.npz`, keyed on the
-        root, split, image_size, channels, file count and every file's mtime and size,
+      cache_dir: when set, the decoded arrays are cached there (`image_cache`; the
+        command line uses the shared `image_cache.default_dir()`), keyed by the folder's
+        content (every file's relative path, size and mtime) and the decoding settings,
         and verified on reading (`npz_cache`: a damaged file is set aside, with a warning).
       channels: 3 (RGB) or 1 (grey).
-      log: sink of the warning about a damaged cache file.
+      log: sink of one line saying whether the images were decoded or read from the cache,
+        and of the warning about a damaged or unwritable cache.
 
     Returns:
       Dataset with images [N, H, W, channels] uint8.
@@ -162,12 +150,15 @@ def load_image_folder(
       DataError: naming the offending path and the fix.
     """
     class_names, paths, labels = _list_image_folder(root, split)
+    where = os.path.join(root, split)
     cache_file = None
     if cache_dir is not None:
-        cache_file = _cache_path(cache_dir, root, split, paths, image_size, channels)
+        cache_file = image_cache.entry(cache_dir, root, split, paths, image_size, channels)
         cached = npz_cache.read(cache_file, ('images', 'labels'), log)
         if cached is not None:
+            log(f'{where}: {len(paths)} images reused from the decoded-image cache {cache_file}')
             return Dataset(cached['images'], cached['labels'], len(class_names), tuple(class_names))
+    start = time.perf_counter()
 
     first = _decode(paths[0], image_size, channels)
     images = np.empty((len(paths),) + first.shape, np.uint8)  # [N, H, W, 3]
@@ -186,34 +177,11 @@ def load_image_folder(
 
     threads.for_ranges(decode_chunk, len(paths), chunk=256)
 
+    seconds = time.perf_counter() - start
     if cache_file is not None:
-        with errors.writing(cache_file, 'the decoded-image cache'):
-            _write_cache(cache_file, images, labels)
+        if image_cache.store(cache_file, {'images': images, 'labels': labels}, log):
+            log(f'{where}: {len(paths)} images decoded in {seconds:.1f} s, cached in {cache_file}')
     return Dataset(images, labels, len(class_names), tuple(class_names))
-
-
-def _write_cache(cache_file: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """The decoded split as a self-verifying `.npz` (`npz_cache`), through
-    `<random>.npz.tmp` + rename: complete or absent (an interrupt, SIGTERM included,
-    removes the temporary file). A full disk is worded before the temporary file goes,
-    so the message gives the free space the write met."""
-    cache_dir = os.path.dirname(cache_file)
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix='.npz.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            npz_cache.write(f, {'images': images, 'labels': labels})
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
-        os.replace(tmp, cache_file)  # Atomic: concurrent readers never see half a file.
-    except Exception as e:
-        error = errors.storage_error(e, cache_file, 'the decoded-image cache')
-        os.unlink(tmp)
-        if error is None:
-            raise
-        raise error from e
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 class FolderSource:

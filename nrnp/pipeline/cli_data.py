@@ -20,7 +20,7 @@ import os
 import jax
 import numpy as np
 
-from nrnp.data import batching, grain_loader, sources, threads
+from nrnp.data import batching, grain_loader, image_cache, sources, threads
 from nrnp.data.dataset import Dataset
 from nrnp.errors import ConfigError
 from nrnp.pipeline import workdirs
@@ -42,7 +42,8 @@ def how_held(config) -> str:
 def load_split(config, split: str, workdir: str, crops: bool, log=print):
     """One split of the configured dataset: streamed (data.streaming) or held in memory.
 
-    In memory, image folders are decoded once and cached under the workdir; streamed, the
+    In memory, image folders are decoded once and cached for every workdir
+    (`data.image_cache`, in $NRNP_CACHE/images); streamed, the
     split is only listed/opened and each batch's images are decoded when it is drawn.
     Images are resized to data.image_size on reading unless `crops` (the split goes
     through random_resized_crop or the centre crop, which resize each image themselves).
@@ -61,7 +62,7 @@ def load_split(config, split: str, workdir: str, crops: bool, log=print):
     )
     if config.data.streaming:
         return sources.open_dataset(**kw)
-    return sources.load_dataset(**kw, cache_dir=os.path.join(workdir, 'cache'))
+    return sources.load_dataset(**kw, cache_dir=image_cache.default_dir())  # shared, issue 25
 
 
 def use_device(config, dataset) -> bool:
