@@ -32,7 +32,8 @@ Stored bytes are the artefact's payload without its JSON header (predictor + ord
 + copied leaves, `Compressed.size_report`), the measure benchmarks/baselines.py counts
 for quantisation and pruning; `--baselines` adds its JSON rows to the table and plot.
 Writes curve.md, curve.csv and curve.png. A variant whose workdir already holds
-report.json is read, not rerun, so the script can be resumed or extended. The shared
+report.json is read, not rerun, so the script can be resumed or extended; `--read_only`
+skips the variants not run yet instead of running them. The shared
 CIFAR-10 is JPEG re-encoded: compare rebuilt vs original on the same images only.
 """
 
@@ -161,6 +162,9 @@ def run_row(args, shared: str, variant: dict) -> list[dict]:
     if os.path.exists(path):
         with open(path) as f:
             report = json.load(f)
+    elif args.read_only:
+        print(f'skipped {variant["name"]}: no finished run in {workdir}', flush=True)
+        return []
     else:
         report = job.run(config, workdir)
     sizes = stored_bytes(workdir)
@@ -345,6 +349,9 @@ def main(argv=None):
     parser.add_argument('--test_limit', type=int, default=0, help='0: all 10,000 test images')
     parser.add_argument('--baselines', default='', help="benchmarks/baselines.py's JSON")
     parser.add_argument('--out', default='runs/curve')
+    parser.add_argument(
+        '--read_only', action='store_true', help='only variants already run in --out (no training)'
+    )
     args = parser.parse_args(argv)
     shared = cifar_targets.shared_dir()
     if shared is None:

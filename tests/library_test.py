@@ -475,3 +475,50 @@ def test_nan_message_names_the_checkpoint_only_when_one_is_kept():
         errors.NonFiniteError, match=r'checkpoint \(step 20\) stays in /w/checkpoints'
     ):
         phases._check_finite(ctx, nan, phase, 3)
+
+
+def test_load_rebuilds_the_weights_the_run_evaluated(tmp_path, monkeypatch):
+    """Issue 24: the coded int6 artefact, loaded from disk, rebuilds bit for bit the
+    variables whose top-1 the run reported (quantized predictor, float16 copies and
+    re-estimated statistics included), not a near copy."""
+    from nrnp.training import evaluation
+
+    evaluated = []
+    real = evaluation.top1_batches
+
+    def recording(model, v, batches, mesh):
+        top1 = real(model, v, batches, mesh)
+        evaluated.append((jax.tree.map(np.asarray, jax.device_get(v)), top1))
+        return top1
+
+    monkeypatch.setattr(evaluation, 'top1_batches', recording)
+    model = VGG()
+    variables = random_variables(model, (1, 8, 8, 3))
+    rng = np.random.default_rng(2)
+    images = rng.standard_normal((8, 8, 8, 3)).astype(np.float32)
+    labels = np.arange(8) % 10
+    comp = nrnp.compress(
+        variables,
+        model,
+        data=(images, labels),
+        test_data=(images, labels),
+        distill__steps=2,
+        distill__batch_size=4,
+        distill__kernel_batch_size=64,
+        predictor__quantize='int6',
+        log=lambda s: None,
+        **FAST,
+    )
+    rebuilt = nrnp.load(comp.save(tmp_path / 'net.nrnp')).reconstruct()
+    assert comp.predictor_settings['quantize'] == 'int6'
+
+    def same(v):
+        a, b = compressed.flatten_variables(v), compressed.flatten_variables(rebuilt)
+        return a.keys() == b.keys() and all(
+            a[k].dtype == b[k].dtype and np.array_equal(bits(a[k]), bits(b[k])) for k in a
+        )
+
+    matches = [top1 for v, top1 in evaluated if same(v)]
+    assert matches, 'no evaluation saw the weights the artefact rebuilds'
+    assert matches[-1] == comp.metrics['top1_reconstructed']
+    assert not same(variables)  # the rebuild is the compressed net, not the original
