@@ -145,3 +145,16 @@ def test_no_function_is_too_long(name):
         and function_lines(node) > MAX_FUNCTION_LINES
     ]
     assert not long, '\n'.join(long) + f' (at most {MAX_FUNCTION_LINES}: split it)'
+
+
+def test_main_is_thin_and_the_config_small():
+    """Issue 26: the CLI module keeps flags, exit statuses and signals only (<= 150 lines);
+    the default config declares at most 90 fields (unvaried ones are constants)."""
+    from nrnp.configs import default
+
+    assert len((PACKAGE / 'main.py').read_text().splitlines()) <= 150
+
+    def leaves(d):
+        return sum(leaves(v) if hasattr(v, 'items') else 1 for v in d.values())
+
+    assert leaves(default.get_config()) <= 90
