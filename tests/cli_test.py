@@ -25,7 +25,7 @@ CONFIG_ERRORS = [
     (('--config=nosuch',), 2, 'no such config file and no recipe of that name; recipes: default'),
     (('--config=configs/nosuch.py',), 2, 'no such config file'),
     (('--config=default:huge',), 2, "unknown config argument 'huge'"),
-    ((TINY, '--config.predictor.hiden=3'), 2, "did you mean 'predictor.hidden'"),
+    ((TINY, '--config.predictor.hiden=3'), 2, "did you mean '--config.predictor.hidden'"),
     ((TINY, '--config.nosuch.x=1'), 2, '--config.nosuch.x: no such config field'),
     ((TINY, '--config.predictor=3'), 2, '--config.predictor is a section'),
     ((TINY, '--config.predictor.hidden=abc'), 2, 'hidden=abc'),
@@ -92,7 +92,7 @@ def test_help_and_fields_list_the_recipes_and_every_field():
     code, output, _ = nrnp_cli('fields')
     assert code == 0
     lines = output.splitlines()
-    assert 'predictor.hidden = 64  # width h of the predictor MLP' in lines
+    assert any(line.startswith('predictor.hidden = 64  # width h of the') for line in lines)
     assert any(
         line.startswith("recalibrate.mode = 'relative'  # 'relative': stored") for line in lines
     )
