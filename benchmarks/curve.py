@@ -212,7 +212,8 @@ def run_row(args, shared: str, variant: dict) -> list[dict]:
             return rows  # the reconstruct record measured the float predictor
         return [recon, row] if 'on' not in args.recalibrate.split(',') else rows
     after = phases[last + 1] if phases[last + 1]['kind'] == 'recalibrate' else None
-    out = [recon]
+    # A quantized run's reconstruct record measured the float predictor: not its bytes.
+    out = [recon] if variant['quantize'] == 'none' else []
     if after is not None:
         out.append({**recon, 'series': recon['series'] + RECAL, 'top1': after['top1']})
     return [*out, row]
