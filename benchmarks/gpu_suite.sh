@@ -18,8 +18,10 @@
 #   1. benchmarks/steps.py for ResNet20 h=180, ResNet56 h=320, ResNet18 h=1256 (65,536 kernels)
 #   2. benchmarks/e2e.py: the full ResNet20 recipe (20,000 + 2,000 steps) alone on the GPU,
 #      its wall time, CLI/bare step-rate ratios and host ms per step (goal: < 60 s in all)
-#   3. the fidelity grid, concurrently: ResNet20 h=120/140/160/180 and ResNet56 h=320 at the
-#      full recipes, top-1 of the original and rebuilt nets on the same 10,000 test images
+#   3. the fidelity grid, concurrently: ResNet20 at widths x bit widths ($SUITE_WIDTHS, default
+#      100 140 180; $SUITE_BITS, default int8 int6 int4: predictor.quantize) and ResNet56 h=320
+#      at the full recipes, top-1 of the original and rebuilt nets on the same 10,000 test
+#      images and the artefact's bytes (compare with benchmarks/results/baselines.md)
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
@@ -77,11 +79,14 @@ echo "{\"wall_seconds\": $(($(date +%s) - e2e_start))}" > "$results/e2e_resnet20
 if [[ "${SUITE_GRID:-1}" != 0 ]]; then
   stage "3/3 fidelity grid (concurrent)"
   pids=()
-  for h in 120 140 160 180; do
-    timeout 330 "$python" -m nrnp.main --config=c10_r20 --workdir="$work/runs/r20_h$h" \
-      --config.predictor.hidden=$h --config.teacher.checkpoint="$r20" \
-      --config.data.image_folder="$data" "${budget[@]}" > "$work/runs/r20_h$h.log" 2>&1 &
-    pids+=($!)
+  for h in ${SUITE_WIDTHS:-100 140 180}; do
+    for q in ${SUITE_BITS:-int8 int6 int4}; do
+      timeout 330 "$python" -m nrnp.main --config=c10_r20 --workdir="$work/runs/r20_h${h}_$q" \
+        --config.predictor.hidden=$h --config.predictor.quantize=$q \
+        --config.teacher.checkpoint="$r20" --config.data.image_folder="$data" "${budget[@]}" \
+        > "$work/runs/r20_h${h}_$q.log" 2>&1 &
+      pids+=($!)
+    done
   done
   timeout 330 "$python" -m nrnp.main --config=c10_r56 --workdir="$work/runs/r56_h320" \
     --config.teacher.checkpoint="$r56" --config.data.image_folder="$data" "${budget[@]}" \
@@ -118,16 +123,17 @@ if os.path.exists(e2e):
             print(f"| {kind} | {k['cli_steps_per_s']:.1f} | {k.get('bare_steps_per_s', 0):.1f} | "
                   f"{k.get('ratio', 0):.2f} | {k['host_ms_per_step']:.3f} |")
 print('\n## Fidelity (same test images; delta = rebuilt - original)\n')
-print('| run | ratio | artifact ratio | original | rebuilt, before BN re-estimation | rebuilt '
-      '| delta | wall s |')
-print('| --- | --- | --- | --- | --- | --- | --- | --- |')
+print('| run | ratio | artifact bytes | artifact ratio | original | rebuilt, before BN '
+      're-estimation | rebuilt | delta | wall s |')
+print('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
 for path in sorted(glob.glob(f'{work}/runs/*/report.json')):
     r = json.load(open(path))
     name = os.path.basename(os.path.dirname(path))
     d = r['top1_reconstructed'] - r['top1_original']
     recal = [p for p in r['phases'] if p['kind'] == 'recalibrate']
     before = f"{recal[-1]['top1_before']:.2f}" if recal else '-'
-    print(f"| {name} | {r['ratio']:.3f} | {r.get('artifact_ratio', float('nan')):.3f} | "
+    print(f"| {name} | {r['ratio']:.3f} | {r.get('artifact_bytes', 0):,} | "
+          f"{r.get('artifact_ratio', float('nan')):.3f} | "
           f"{r['top1_original']:.2f} | {before} | {r['top1_reconstructed']:.2f} | {d:+.2f} | "
           f"{r['wall_seconds']:.0f} |")
 EOF
