@@ -143,17 +143,32 @@ def resolve_config_flag(argv: list[str]) -> tuple[list[str], ConfigSpec]:
         )
     path, arg = _split(argv[index].removeprefix('--config='))
     if not os.path.isfile(path):
-        shipped = HERE / f'{pathlib.Path(path).name.removesuffix(".py")}.py'
-        if os.sep in path or path.endswith('.py') or not shipped.is_file() or path in _NOT_RECIPES:
-            names = ', '.join(n for n, _ in recipes())
-            raise errors.ConfigError(
-                f'--config={path}: no such config file and no recipe of that name; recipes: '
-                f'{names} (or a path to a config file)'
-            )
-        path = str(shipped)
+        path = _shipped(path, f'--config={path}: no such config file and no recipe of that name')
     spec = ConfigSpec(os.path.abspath(path), arg)
     argv[index] = f'--config={spec.path}' + (f':{arg}' if arg else '')
     return argv, spec
+
+
+def _shipped(name: str, problem: str) -> str:
+    """The file of the shipped recipe `name`; errors.ConfigError (`problem`, the recipes)."""
+    shipped = HERE / f'{pathlib.Path(name).name.removesuffix(".py")}.py'
+    if os.sep in name or name.endswith('.py') or not shipped.is_file() or name in _NOT_RECIPES:
+        names = ', '.join(n for n, _ in recipes())
+        raise errors.ConfigError(f'{problem}; recipes: {names} (or a path to a config file)')
+    return str(shipped)
+
+
+def recipe(name: str) -> ml_collections.ConfigDict:
+    """The config of the recipe `name` ('c10_r20', 'c10_r20:tiny' or a config file), as
+    `--config=` gives it: the library's `recipe=`.
+
+    Raises:
+      errors.ConfigError: no recipe of that name (naming them), or a bad argument.
+    """
+    path, arg = _split(name)
+    if not os.path.isfile(path):
+        path = _shipped(path, f'recipe={name!r}: no config file and no recipe of that name')
+    return load(ConfigSpec(os.path.abspath(path), arg))
 
 
 def _line_in(exc: BaseException, path: str) -> str:

@@ -13,7 +13,6 @@ sets `config.reconstruct.steps`.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import shutil
 import tempfile
@@ -27,8 +26,15 @@ import ml_collections
 from nrnp import errors
 from nrnp.artifact import compressed
 from nrnp.configs import catalog
-from nrnp.configs import default as defaults
-from nrnp.pipeline import compression, library_checks, library_data, problem, validation, workdirs
+from nrnp.pipeline import (
+    compression,
+    library_checks,
+    library_data,
+    library_settings,
+    problem,
+    validation,
+    workdirs,
+)
 from nrnp.pipeline.description import RunDescription
 from nrnp.training import sharding
 
@@ -40,6 +46,7 @@ def compress(
     data: Iterable | None = None,
     test_data: tuple | None = None,
     config: ml_collections.ConfigDict | None = None,
+    recipe: str | None = None,
     workdir: str | os.PathLike | None = None,
     overwrite: bool = False,
     input_shape: tuple[int, ...] | None = None,
@@ -72,10 +79,15 @@ def compress(
         normalised with `data.mean`/`data.std`, float ones taken as normalised) or an nrnp
         `Dataset`, for the top-1 of the original and rebuilt networks (per phase, and in
         `metrics`).
-      config: a ConfigDict (default: `nrnp.configs.default.get_config()`); not modified.
-        The `kernels`, `encoding`, `predictor`, `reconstruct`, `distill`, `recalibrate`,
-        `seed`, `cycles`, `num_devices`, `*_every` fields apply, and `data.eval_batch_size`,
-        `data.mean`, `data.std`, `data.augment`, `data.pad`, `data.on_device` for arrays.
+      config: a ConfigDict; not modified. Without it or `recipe`, the images' shape
+        chooses (`library_settings`): 8x8x1 the digits default, 32x32x3 the default with
+        `c10_r20`'s data section (CIFAR normalisation, logged); uint8 images of another
+        shape are refused. The `kernels`, `encoding`, `predictor`, `reconstruct`,
+        `distill`, `recalibrate`, `seed`, `cycles`, `num_devices`, `*_every` fields apply,
+        and `data.eval_batch_size`, `data.mean`, `data.std`, `data.augment`, `data.pad`,
+        `data.on_device` for arrays.
+      recipe: a shipped recipe's name ('c10_r20', 'c10_r20:tiny'; `nrnp --help` lists
+        them) or a config file, instead of `config`.
       workdir: None: checkpoints go to a temporary directory, deleted at the end.
         Given: checkpoints, TensorBoard events and metrics.jsonl stay there, and a
         rerun with the same arguments resumes; a workdir holding another run
@@ -99,7 +111,8 @@ def compress(
 
     Raises:
       errors.BadInput (a ValueError) before any training: an unknown override or a
-        config value out of range (`errors.ConfigError`, naming the keyword), variables
+        config value out of range (`errors.ConfigError`, naming the keyword), uint8 images
+        whose channels or size the config's normalisation does not fit, variables
         that are not a dict of numeric arrays (naming the leaf), kernels settings that
         represent nothing (naming the options that would), a one-pass or empty `data`
         or batches of different shapes, a model that cannot be applied as documented, to
@@ -111,7 +124,7 @@ def compress(
     """
     log = log or (lambda message: None)
     description, frozen = describe(
-        variables, model, data, test_data, config, input_shape, log, overrides
+        variables, model, data, test_data, config, input_shape, log, overrides, recipe
     )
     with _workdir(description, workdir, overwrite, data, test_data):
         outcome = compression.run(compression.prepare(description))
@@ -120,14 +133,13 @@ def compress(
     return result
 
 
-def describe(variables, model, data, test_data, config, input_shape, log, overrides):
+def describe(variables, model, data, test_data, config, input_shape, log, overrides, recipe=None):
     """The run `compress`'s arguments describe (its workdir still unset), and whether the
     caller's variables were a FrozenDict."""
-    if config is not None:
-        catalog.check_complete(config, 'config=')
-    config = copy.deepcopy(defaults.get_config() if config is None else config)
+    config = library_settings.settings(config, recipe, data, test_data, input_shape, log)
     catalog.apply_overrides(config, overrides)
     validation.check(config, style='library')
+    library_settings.check_images(config, data, test_data)
     variables, bare, frozen = library_checks.split_variables(variables)
     library_checks.check_leaves(variables)  # every leaf a numeric array
     problem.layout_of(variables['params'], config.kernels, style='library')  # or the options
