@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 
 import flax.linen as nn
@@ -97,7 +98,8 @@ def compress(
       input_shape: `(H, W, C)` of one input image, for data-free BatchNorm re-estimation
         when neither `data` nor `test_data` shows it (default: 32 x 32 x the first conv's
         input channels, logged).
-      log: progress sink (None: silent).
+      log: progress sink: `print` (the default) prints `[HH:MM:SS] message` lines, as
+        the command line does; another callable gets the bare messages; None: silent.
       **overrides: config fields as `section__field=value`, e.g.
         `predictor__hidden=180`, `reconstruct__steps=20000`, `kernels__dense=True`.
 
@@ -122,7 +124,7 @@ def compress(
       errors.NonFiniteError: NaN or inf in the variables.
       TypeError: an override of the wrong type.
     """
-    log = log or (lambda message: None)
+    log = _stamped if log is print else log or (lambda message: None)
     description, frozen = describe(
         variables, model, data, test_data, config, input_shape, log, overrides, recipe
     )
@@ -180,6 +182,11 @@ def _workdir(description: RunDescription, workdir, overwrite: bool, data, test_d
         yield description
     finally:
         claim.release()
+
+
+def _stamped(message: str) -> None:
+    """The default log: `[HH:MM:SS] message`, as the command line prints it."""
+    print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
 def _sows_features(model, variables: dict, input_shape: tuple[int, ...]) -> bool:
