@@ -11,7 +11,7 @@ from PIL import Image
 
 from nrnp.configs import default
 from nrnp.data import folders, image_cache
-from nrnp.pipeline import run_inputs
+from nrnp.pipeline import cli_data
 
 
 def _folder(root, count=4, seed=0):
@@ -49,14 +49,14 @@ def test_a_second_workdir_reads_the_images_the_first_decoded(tmp_path, monkeypat
     decoded = _counting_decoder(monkeypatch)
     config = _config(root)
     first_log, second_log = [], []
-    first = run_inputs.load_split(config, 'train', str(tmp_path / 'w1'), False, first_log.append)
+    first = cli_data.load_split(config, 'train', str(tmp_path / 'w1'), False, first_log.append)
     assert sorted(set(decoded)) == sorted(str(p) for p in (root / 'train').rglob('*.png'))
     count = len(decoded)
     (entry,) = os.listdir(tmp_path / 'user_cache' / 'images')
     path = tmp_path / 'user_cache' / 'images' / entry
     decoding = re.escape(f'{root}/train: 8 images decoded in ') + r'\d+\.\d s, cached in '
     assert len(first_log) == 1 and re.fullmatch(decoding + re.escape(str(path)), first_log[0])
-    second = run_inputs.load_split(config, 'train', str(tmp_path / 'w2'), False, second_log.append)
+    second = cli_data.load_split(config, 'train', str(tmp_path / 'w2'), False, second_log.append)
     assert len(decoded) == count  # nothing decoded for the second workdir
     assert second_log == [f'{root}/train: 8 images reused from the decoded-image cache {path}']
     np.testing.assert_array_equal(second.images, first.images)
@@ -66,11 +66,11 @@ def test_a_second_workdir_reads_the_images_the_first_decoded(tmp_path, monkeypat
     # Keyed by content: a moved copy that keeps modification times is the same entry ...
     moved = tmp_path / 'elsewhere' / 'renamed'
     shutil.copytree(root, moved)  # copy2: contents and modification times
-    run_inputs.load_split(_config(moved), 'train', str(tmp_path / 'w3'), False, print)
+    cli_data.load_split(_config(moved), 'train', str(tmp_path / 'w3'), False, print)
     assert len(decoded) == count and os.listdir(path.parent) == [entry]
     # ... and a changed image makes a new one (the old stays for folders still like it).
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / 'train' / 'b' / '3.png')
-    changed = run_inputs.load_split(config, 'train', str(tmp_path / 'w4'), False, print)
+    changed = cli_data.load_split(config, 'train', str(tmp_path / 'w4'), False, print)
     assert len(decoded) == 2 * count and len(os.listdir(path.parent)) == 2
     assert (changed.images[-1] == 0).all() and (changed.images[:-1] == first.images[:-1]).all()
 
