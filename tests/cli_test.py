@@ -25,7 +25,7 @@ CONFIG_ERRORS = [
     (('--config=nosuch',), 2, 'no such config file and no recipe of that name; recipes: default'),
     (('--config=configs/nosuch.py',), 2, 'no such config file'),
     (('--config=default:huge',), 2, "unknown config argument 'huge'"),
-    ((TINY, '--config.predictor.hiden=3'), 2, "did you mean 'predictor.hidden'"),
+    ((TINY, '--config.predictor.hiden=3'), 2, "did you mean '--config.predictor.hidden'"),
     ((TINY, '--config.nosuch.x=1'), 2, '--config.nosuch.x: no such config field'),
     ((TINY, '--config.predictor=3'), 2, '--config.predictor is a section'),
     ((TINY, '--config.predictor.hidden=abc'), 2, 'hidden=abc'),
