@@ -126,6 +126,7 @@ def _folder(root, classes=('a', 'b'), size=8, per_class=3, corrupt=None):
         (root / 'test' / classes[0] / corrupt).write_bytes(b'not a png')
 
 
+@pytest.mark.slow
 def test_input_errors_name_the_problem(tmp_path):
     folder = tmp_path / 'imgs'
     _folder(folder)
@@ -161,6 +162,7 @@ def finished(tmp_path_factory):
     return workdir, (workdir / 'compressed.nrnp').read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'change, phrase',
     [
@@ -181,6 +183,7 @@ def test_workdir_of_another_run_is_refused_and_left_alone(finished, change, phra
     assert (workdir / 'report.json').read_bytes() == report
 
 
+@pytest.mark.slow
 def test_workdir_same_command_resumes_and_teacher_checkpoint_change_is_refused(finished, tmp_path):
     workdir, artefact = finished
     code, output, _ = nrnp_cli(TINY, f'--workdir={workdir}', '--config.distill.steps=2')
@@ -196,6 +199,7 @@ def test_workdir_same_command_resumes_and_teacher_checkpoint_change_is_refused(f
     assert code == 2 and 'input teacher' in output, output
 
 
+@pytest.mark.slow
 def test_tensorboard_events_are_readable_by_tensorboard(finished):
     pytest.importorskip('tensorboard', reason='tensorboard is not installed (test extra)')
     from tensorboard.backend.event_processing import event_accumulator

@@ -84,6 +84,7 @@ def _cifar_like_folder(root: pathlib.Path, per_class: int = 4) -> None:
                 Image.fromarray(pixels).save(folder / f'{i}.png')
 
 
+@pytest.mark.slow
 def test_the_library_page_runs_at_a_tiny_size(tmp_path, shared, monkeypatch):
     """Both blocks as written, with these sizes shrunk."""
     first, second = _python_blocks(REPO / 'docs' / 'library.md')[:2]

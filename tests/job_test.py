@@ -17,6 +17,8 @@ from nrnp.data import batching, dataset
 from nrnp.pipeline import cli_data, job
 from nrnp.training import checkpoints, evaluation, schedule
 
+pytestmark = pytest.mark.slow  # runs the CLI job end to end
+
 
 def _config(**overrides):
     c = default.get_config('tiny')
