@@ -59,9 +59,10 @@ def main(argv: list[str]) -> int:
     if not args or {'-h', '--help', '-help', '--helpfull', '--helpshort'} & set(args):
         print(catalog.usage(), end='')
         return 0 if args else errors.EXIT_BAD_INPUT
-    if args[0] == 'fields':
-        for name, default, meaning in catalog.fields():
-            print(f'{name} = {default}' + (f'  # {meaning}' if meaning else ''))
+    if args[0] == 'fields':  # every field's value (--config=R: R's) and meaning
+        from nrnp.configs import listing
+
+        print('\n'.join(listing.lines(catalog.fields_config(args[1:]))))
         return 0
     config, workdir, overwrite, default = _parse([argv[0], *(a for a in args if a != '--debug')])
     signals.set_workdir(os.path.abspath(workdir))  # the exit line names its last checkpoint

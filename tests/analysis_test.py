@@ -108,7 +108,7 @@ def test_compare_orderings_crossfilter_is_smoothest():
     layout = kernels.kernel_layout(params, kernels.select_kernels())
     table = np.asarray(kernels.gather(layout, params))
     result = analysis.compare_orderings(layout, table)
-    assert set(result) == {'none', 'infilter', 'crossfilter', 'separable'}
+    assert set(result) == {'none', 'infilter', 'crossfilter', 'separable'}  # choices.ORDERINGS
     assert all(r['pairs'] == 8 * 15 for r in result.values())
     # One filter chain and one channel chain cannot follow every kernel's neighbour.
     assert result['crossfilter']['mean_cosine'] > result['separable']['mean_cosine']

@@ -99,6 +99,7 @@ def test_state_dict_round_trip_is_bit_exact(tmp_path, name, width):
     assert all(read[k].tobytes() == v.tobytes() for k, v in state_dict.items())
 
 
+@pytest.mark.slow
 def test_fast_pointwise_and_depthwise_equal_conv():
     x = jax.random.normal(jax.random.key(0), (2, 9, 9, 6))
     for stride in (1, 2):
@@ -297,6 +298,7 @@ def test_validation_knows_the_models_and_width():
     assert any("kernels__pointwise='packed': must be one of 'grouped'" in p for p in found)
 
 
+@pytest.mark.slow
 def test_cli_compresses_a_mobilenet_with_every_kind(tmp_path):
     """c10_mobilenetv2:tiny through the CLI's job on a generated image folder (a random-weight
     teacher from an orbax dir: training one is the recipe's own, slower, check): pointwise and

@@ -49,6 +49,7 @@ def _train(recipe, workdir=None, log=lambda s: None, **kw):
     )
 
 
+@pytest.mark.slow
 def test_weight_decay_only_on_kernels():
     recipe = _recipe(learning_rate=0.1, momentum=0.9, weight_decay=0.5)
     variables = models.init_variables(MODEL, (1, 8, 8, 1), seed=0)
@@ -113,6 +114,7 @@ def test_step_schedule_and_adam():
         _recipe(schedule='linear')
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_bit_exact(tmp_path, monkeypatch):
     recipe = _recipe(steps=10)
     whole = _train(recipe, str(tmp_path / 'whole'), checkpoint_every=4)
@@ -169,6 +171,7 @@ def _load_or_train(config, workdir, train_data_fn):
     )
 
 
+@pytest.mark.slow
 def test_cache_reused_only_for_the_same_training_config(tmp_path):
     trained, source = _load_or_train(_config(), tmp_path, lambda: dataset.load_digits('train'))
     assert source.startswith('trained: adam lr 0.003 cosine, 10 steps of 32, none; top-1 ')

@@ -92,7 +92,10 @@ def test_help_and_fields_list_the_recipes_and_every_field():
     code, output, _ = nrnp_cli('fields')
     assert code == 0
     lines = output.splitlines()
-    assert any(line.startswith('predictor.hidden = 64  # width h of the') for line in lines)
+    assert (
+        'predictor.hidden = 64  # width h of the predictor MLP (torch-style init, no skips)'
+        in lines
+    )
     assert any(
         line.startswith("recalibrate.mode = 'relative'  # 'relative': stored") for line in lines
     )
@@ -103,6 +106,13 @@ def test_help_and_fields_list_the_recipes_and_every_field():
     listed = {line.split(' = ')[0] for line in lines}
     assert listed == every  # each field once, none missing, nothing invented
     assert all('  # ' in line for line in lines), [x for x in lines if '  # ' not in x]
+    code, output, _ = nrnp_cli('fields', '--config=c10_r20:tiny')  # the recipe's values
+    assert code == 0 and {line.split(' = ')[0] for line in output.splitlines()} == every
+    assert 'predictor.hidden = 16  # (default 64) width h of the predictor MLP' in output
+    assert 'data.mean = (0.485, 0.456, 0.406)  # (default (0.5,)) normalisation' in output
+    assert output.startswith('seed = 0  # root PRNG seed')  # unchanged: no default named
+    code, output, _ = nrnp_cli('fields', '--config=c10_r21')
+    assert code == 2 and 'no such config file and no recipe of that name' in output
 
 
 def _folder(root, classes=('a', 'b'), size=8, per_class=3, corrupt=None):
@@ -116,6 +126,7 @@ def _folder(root, classes=('a', 'b'), size=8, per_class=3, corrupt=None):
         (root / 'test' / classes[0] / corrupt).write_bytes(b'not a png')
 
 
+@pytest.mark.slow
 def test_input_errors_name_the_problem(tmp_path):
     folder = tmp_path / 'imgs'
     _folder(folder)
@@ -151,6 +162,7 @@ def finished(tmp_path_factory):
     return workdir, (workdir / 'compressed.nrnp').read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'change, phrase',
     [
@@ -171,6 +183,7 @@ def test_workdir_of_another_run_is_refused_and_left_alone(finished, change, phra
     assert (workdir / 'report.json').read_bytes() == report
 
 
+@pytest.mark.slow
 def test_workdir_same_command_resumes_and_teacher_checkpoint_change_is_refused(finished, tmp_path):
     workdir, artefact = finished
     code, output, _ = nrnp_cli(TINY, f'--workdir={workdir}', '--config.distill.steps=2')
@@ -186,6 +199,7 @@ def test_workdir_same_command_resumes_and_teacher_checkpoint_change_is_refused(f
     assert code == 2 and 'input teacher' in output, output
 
 
+@pytest.mark.slow
 def test_tensorboard_events_are_readable_by_tensorboard(finished):
     pytest.importorskip('tensorboard', reason='tensorboard is not installed (test extra)')
     from tensorboard.backend.event_processing import event_accumulator

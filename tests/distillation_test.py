@@ -22,6 +22,7 @@ def _problem(n=40, d=5, seed=0):
     return reconstruction.ReconstructionProblem(encoded, target, mask, probs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('fraction', [0.0, 1.0])  # uniform batches; magnitude with repeats
 def test_gradient_flows_only_through_the_batch_with_multiplicity(fraction):
     problem = _problem()
@@ -54,6 +55,7 @@ def test_gradient_flows_only_through_the_batch_with_multiplicity(fraction):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g, expected)
 
 
+@pytest.mark.slow
 def test_distillation_step_reduces_kd_to_the_original_network():
     model = models.SmallCNN(num_classes=4, widths=(4, 8, 8))
     variables = models.init_variables(model, (1, 8, 8, 1), seed=0)
@@ -98,6 +100,7 @@ def test_distillation_step_reduces_kd_to_the_original_network():
     assert int(state.opt_state.inner['distill'][0].count) == 60
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mode', ['int8', 'int4'])
 def test_quantize_aware_steps_see_the_stored_predictor_and_pass_gradients_straight(mode):
     scheme = quantize.Scheme(mode, 16)

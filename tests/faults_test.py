@@ -23,6 +23,8 @@ import nrnp
 from nrnp import errors, files
 from nrnp.data import folders
 
+pytestmark = pytest.mark.slow  # runs whole compressions and CLI processes
+
 TINY = '--config=default:tiny'
 # Four reconstruction steps, a checkpoint every two: checkpoints 2 and 4, no distillation.
 SHORT = (

@@ -17,6 +17,8 @@ from nrnp.data import batching, dataset
 from nrnp.pipeline import cli_data, job
 from nrnp.training import checkpoints, evaluation, schedule
 
+pytestmark = pytest.mark.slow  # runs the CLI job end to end
+
 
 def _config(**overrides):
     c = default.get_config('tiny')
@@ -76,8 +78,12 @@ def test_report_fields_and_phases(reference):
             assert 0 <= p['top1_before'] <= 100
         else:
             assert p['steps'] > 0
-    assert os.path.exists(os.path.join(workdir, 'report.md'))
     assert os.path.exists(os.path.join(workdir, 'report.png'))
+    with open(os.path.join(workdir, 'report.md')) as f:
+        md = f.read()
+    # the plot linked under the phases, the config dump last
+    assert md.index('## Phases') < md.index('](report.png)') < md.index('## Config')
+    assert md.rstrip().endswith('```') and md.count('## Config') == 1
 
 
 def test_cli_artifact_rebuilds_the_reported_network(reference):

@@ -14,6 +14,8 @@ from nrnp.data import dataset
 from nrnp.nets import loading
 from nrnp.pipeline import job, library_data
 
+pytestmark = pytest.mark.slow  # runs the CLI job and nrnp.compress end to end
+
 
 @pytest.fixture(scope='module')
 def cli_run(tmp_path_factory):

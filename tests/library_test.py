@@ -15,6 +15,8 @@ from nrnp.core import permutation_codec, predictor
 from nrnp.nets import models
 from nrnp.pipeline import problem
 
+pytestmark = pytest.mark.slow  # runs nrnp.compress end to end
+
 FAST = dict(
     reconstruct__steps=3,
     reconstruct__batch_size=256,

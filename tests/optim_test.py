@@ -34,6 +34,7 @@ def test_cosine_schedule_ends_at_final():
     assert float(w(0)) == 0.0 and float(w(10)) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['ranger', 'adam', 'adamw'])
 def test_optimizers_minimise_a_quadratic(name):
     tx = optim.make_optimizer(name, steps=300, learning_rate=0.1, b1=0.9)

@@ -116,7 +116,7 @@ def test_none_and_unknown_mode():
     filter_pos, channel_pos = orderings.layer_positions(np.ones((2, 3, 9)), 'none')
     np.testing.assert_array_equal(filter_pos, [[0, 0, 0], [1, 1, 1]])
     np.testing.assert_array_equal(channel_pos, [[0, 1, 2], [0, 1, 2]])
-    with pytest.raises(ValueError, match='none, crossfilter, infilter'):
+    with pytest.raises(ValueError, match='none, infilter, crossfilter, separable'):
         orderings.layer_positions(np.ones((2, 3, 9)), 'zigzag')
 
 

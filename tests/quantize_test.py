@@ -50,6 +50,7 @@ def test_int_leaves_hold_codes_scales_and_the_least_squares_multiplier(mode, gro
             assert chosen <= np.sum(np.square(q * s - w[rows, 0])) * (1 + 1e-5)
 
 
+@pytest.mark.slow
 def test_smaller_groups_and_more_bits_fit_better():
     w = kernel((64, 32), seed=3)
     error = {}
@@ -156,6 +157,7 @@ def test_fake_quantize_forward_is_the_stored_value_and_gradient_is_identity(mode
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, grads), cotangent)
 
 
+@pytest.mark.slow
 def test_edge_bits_give_the_first_and_last_layers_their_own_width():
     rng = np.random.default_rng(7)
     tree = {

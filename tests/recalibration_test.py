@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import nrnp
 from nrnp.configs import default
@@ -47,6 +48,7 @@ def _leaves_equal(a, b):
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 def test_pooling_over_batches_equals_one_pass_over_the_subset():
     model, variables, images = Net(), _variables(Net()), _images(32)
     batches = [images[i : i + 8] for i in range(0, 32, 8)]
@@ -204,6 +206,7 @@ FAST = dict(
 )
 
 
+@pytest.mark.slow
 def test_artefact_stores_the_reestimated_statistics_at_the_same_bytes():
     model, variables = Net(), _variables(Net())
     data = [_images(16, seed) for seed in range(3)]
@@ -230,6 +233,7 @@ def test_artefact_stores_the_reestimated_statistics_at_the_same_bytes():
     assert abs(on['header_bytes'] - off['header_bytes']) < 200  # one more phase record
 
 
+@pytest.mark.slow
 def test_more_images_than_the_split_holds_are_capped_with_a_note():
     config = default.get_config()
     config.recalibrate.images, config.recalibrate.batch_size = 256, 16
@@ -243,6 +247,7 @@ def test_more_images_than_the_split_holds_are_capped_with_a_note():
     assert any('recalibrate.images=256 is more than the 40 training images' in x for x in lines)
 
 
+@pytest.mark.slow
 def test_data_free_compression_recalibrates_on_noise_and_no_batchnorm_is_a_note():
     model, variables = Net(), _variables(Net())
     lines = []

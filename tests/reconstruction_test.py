@@ -48,6 +48,7 @@ def test_batch_larger_than_table():
         reconstruction.sample_kernel_batch(jax.random.key(0), jnp.ones(4) / 4, 5)
 
 
+@pytest.mark.slow
 def test_step_reduces_rmse_and_counts_steps():
     rng = np.random.default_rng(0)
     n = 256

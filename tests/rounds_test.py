@@ -14,6 +14,8 @@ from nrnp.nets import models
 from nrnp.pipeline import validation
 from nrnp.training import checkpoints, optim, reconstruction, rounds, schedule
 
+pytestmark = pytest.mark.slow  # runs progressive rounds end to end, with crashes and resumes
+
 # Rounds of widths 12 then 8 (6 steps each), 2 distillation steps, a checkpoint every 2.
 RUN = dict(
     reconstruct__steps=12,

@@ -14,6 +14,8 @@ from helpers import REPO
 
 from nrnp import errors, signals
 
+pytestmark = pytest.mark.slow  # runs the CLI and sends it signals
+
 TINY = '--config=default:tiny'
 
 

@@ -10,6 +10,8 @@ import time
 import pytest
 from helpers import REPO
 
+pytestmark = pytest.mark.slow  # runs pytest sessions in subprocesses
+
 INNER = """
 import os, subprocess, sys, time
 

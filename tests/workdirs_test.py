@@ -11,6 +11,8 @@ import pytest
 from nrnp import errors
 from nrnp.pipeline import locks, workdirs
 
+pytestmark = pytest.mark.slow  # runs whole compressions in workdirs
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FP = {'nrnp': 'x', 'config': {'seed': 0}, 'inputs': {}}
 

@@ -2,12 +2,14 @@
 
   catalog.usage()         # `nrnp --help`
   catalog.recipes()       # [('c100', 'ResNet56 on CIFAR-100 ...'), ...]
-  catalog.fields()        # [('predictor.hidden', '64', 'width h of the predictor MLP'), ...]
   argv, spec = catalog.resolve_config_flag(argv)   # --config=c100 -> the shipped file
+  config = catalog.recipe('c10_r20:tiny')          # the library's recipe=
+  config = catalog.fields_config(['--config=c100']) # what `nrnp fields` lists (`listing`)
 
 A recipe is a module of this package with a `get_config(arg)`; `--config` takes its bare
 name (from any directory) or a path to a config file. Imports only the standard library,
-ml_collections and `nrnp.errors`, so a bad flag is reported before JAX is imported.
+ml_collections, `nrnp.errors` and `listing`, so a bad flag is reported before JAX is
+imported.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ import difflib
 import importlib.util
 import os
 import pathlib
-import re
 
 import ml_collections
 
 from nrnp import errors
+from nrnp.configs import listing
 
 HERE = pathlib.Path(__file__).resolve().parent
-_NOT_RECIPES = {'__init__', 'catalog'}
+_NOT_RECIPES = {'__init__', 'catalog', 'listing'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +49,9 @@ class ConfigSpec:
 USAGE = """\
 usage: nrnp --config=RECIPE[:tiny] [--workdir=DIR] [--config.SECTION.FIELD=VALUE ...]
             [--overwrite] [--debug]
-       nrnp fields          list every config field with its default and meaning
+       nrnp fields [--config=RECIPE]
+                            list every config field with its value (the recipe's, else
+                            the default) and meaning
        nrnp --help
 
 Compresses a trained CNN's conv weights into a small predictor MLP (NeRN and the
@@ -97,26 +101,15 @@ def recipes() -> list[tuple[str, str]]:
     return sorted(out, key=lambda item: item[0] != 'default')
 
 
-def fields() -> list[tuple[str, str, str]]:
-    """(dotted name, default as written, meaning) of every field in `default.py`.
+def fields_config(args: list[str]) -> ml_collections.ConfigDict | None:
+    """The config `nrnp fields [--config=RECIPE[:arg]]` lists (None: the defaults as written).
 
-    Read from the source, where each field is declared once with a one-line comment
-    (comment lines just above a field are part of its meaning).
+    Raises:
+      errors.ConfigError: another argument, or a --config that names no config.
     """
-    out, pending = [], []
-    for line in (HERE / 'default.py').read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith('def _tiny'):
-            break
-        if stripped.startswith('#'):
-            pending.append(stripped.lstrip('# ').strip())
-            continue
-        m = re.match(r'c\.([\w.]+) = (.*?)(?:\s+#\s*(.*))?$', stripped)
-        if m and not m.group(2).startswith('ml_collections.ConfigDict'):
-            meaning = ' '.join([*pending, m.group(3) or '']).strip()
-            out.append((m.group(1), m.group(2), meaning))
-        pending = [] if stripped else pending
-    return out
+    if [a for a in args if not a.startswith('--config')] or len(args) > 2:
+        raise errors.ConfigError(f'nrnp fields takes only --config=RECIPE, got {args}')
+    return load(resolve_config_flag(args)[1]) if args else None
 
 
 def _split(value: str) -> tuple[str, str]:
@@ -143,17 +136,32 @@ def resolve_config_flag(argv: list[str]) -> tuple[list[str], ConfigSpec]:
         )
     path, arg = _split(argv[index].removeprefix('--config='))
     if not os.path.isfile(path):
-        shipped = HERE / f'{pathlib.Path(path).name.removesuffix(".py")}.py'
-        if os.sep in path or path.endswith('.py') or not shipped.is_file() or path in _NOT_RECIPES:
-            names = ', '.join(n for n, _ in recipes())
-            raise errors.ConfigError(
-                f'--config={path}: no such config file and no recipe of that name; recipes: '
-                f'{names} (or a path to a config file)'
-            )
-        path = str(shipped)
+        path = _shipped(path, f'--config={path}: no such config file and no recipe of that name')
     spec = ConfigSpec(os.path.abspath(path), arg)
     argv[index] = f'--config={spec.path}' + (f':{arg}' if arg else '')
     return argv, spec
+
+
+def _shipped(name: str, problem: str) -> str:
+    """The file of the shipped recipe `name`; errors.ConfigError (`problem`, the recipes)."""
+    shipped = HERE / f'{pathlib.Path(name).name.removesuffix(".py")}.py'
+    if os.sep in name or name.endswith('.py') or not shipped.is_file() or name in _NOT_RECIPES:
+        names = ', '.join(n for n, _ in recipes())
+        raise errors.ConfigError(f'{problem}; recipes: {names} (or a path to a config file)')
+    return str(shipped)
+
+
+def recipe(name: str) -> ml_collections.ConfigDict:
+    """The config of the recipe `name` ('c10_r20', 'c10_r20:tiny' or a config file), as
+    `--config=` gives it: the library's `recipe=`.
+
+    Raises:
+      errors.ConfigError: no recipe of that name (naming them), or a bad argument.
+    """
+    path, arg = _split(name)
+    if not os.path.isfile(path):
+        path = _shipped(path, f'recipe={name!r}: no config file and no recipe of that name')
+    return load(ConfigSpec(os.path.abspath(path), arg))
 
 
 def _line_in(exc: BaseException, path: str) -> str:
@@ -272,7 +280,7 @@ def check_field(config: ml_collections.ConfigDict, dotted: str, style: str = 'cl
     names = dotted.split('.')
     for depth, name in enumerate(names):
         if not isinstance(node, ml_collections.ConfigDict) or name not in node:
-            known = [n for n, _, _ in fields()]
+            known = [n for n, _, _ in listing.fields()]
             close = difflib.get_close_matches(dotted, known, n=1, cutoff=0.6)
             hint = f'; did you mean {field_name(close[0], style)!r}?' if close else ''
             raise errors.ConfigError(

@@ -13,10 +13,10 @@ sets `config.reconstruct.steps`.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 
 import flax.linen as nn
@@ -27,8 +27,15 @@ import ml_collections
 from nrnp import errors
 from nrnp.artifact import compressed
 from nrnp.configs import catalog
-from nrnp.configs import default as defaults
-from nrnp.pipeline import compression, library_checks, library_data, problem, validation, workdirs
+from nrnp.pipeline import (
+    compression,
+    library_checks,
+    library_data,
+    library_settings,
+    problem,
+    validation,
+    workdirs,
+)
 from nrnp.pipeline.description import RunDescription
 from nrnp.training import sharding
 
@@ -40,6 +47,7 @@ def compress(
     data: Iterable | None = None,
     test_data: tuple | None = None,
     config: ml_collections.ConfigDict | None = None,
+    recipe: str | None = None,
     workdir: str | os.PathLike | None = None,
     overwrite: bool = False,
     input_shape: tuple[int, ...] | None = None,
@@ -72,10 +80,15 @@ def compress(
         normalised with `data.mean`/`data.std`, float ones taken as normalised) or an nrnp
         `Dataset`, for the top-1 of the original and rebuilt networks (per phase, and in
         `metrics`).
-      config: a ConfigDict (default: `nrnp.configs.default.get_config()`); not modified.
-        The `kernels`, `encoding`, `predictor`, `reconstruct`, `distill`, `recalibrate`,
-        `seed`, `cycles`, `num_devices`, `*_every` fields apply, and `data.eval_batch_size`,
-        `data.mean`, `data.std`, `data.augment`, `data.pad`, `data.on_device` for arrays.
+      config: a ConfigDict; not modified. Without it or `recipe`, the images' shape
+        chooses (`library_settings`): 8x8x1 the digits default, 32x32x3 the default with
+        `c10_r20`'s data section (CIFAR normalisation, logged); uint8 images of another
+        shape are refused. The `kernels`, `encoding`, `predictor`, `reconstruct`,
+        `distill`, `recalibrate`, `seed`, `cycles`, `num_devices`, `*_every` fields apply,
+        and `data.eval_batch_size`, `data.mean`, `data.std`, `data.augment`, `data.pad`,
+        `data.on_device` for arrays.
+      recipe: a shipped recipe's name ('c10_r20', 'c10_r20:tiny'; `nrnp --help` lists
+        them) or a config file, instead of `config`.
       workdir: None: checkpoints go to a temporary directory, deleted at the end.
         Given: checkpoints, TensorBoard events and metrics.jsonl stay there, and a
         rerun with the same arguments resumes; a workdir holding another run
@@ -85,7 +98,8 @@ def compress(
       input_shape: `(H, W, C)` of one input image, for data-free BatchNorm re-estimation
         when neither `data` nor `test_data` shows it (default: 32 x 32 x the first conv's
         input channels, logged).
-      log: progress sink (None: silent).
+      log: progress sink: `print` (the default) prints `[HH:MM:SS] message` lines, as
+        the command line does; another callable gets the bare messages; None: silent.
       **overrides: config fields as `section__field=value`, e.g.
         `predictor__hidden=180`, `reconstruct__steps=20000`, `kernels__dense=True`.
 
@@ -99,7 +113,8 @@ def compress(
 
     Raises:
       errors.BadInput (a ValueError) before any training: an unknown override or a
-        config value out of range (`errors.ConfigError`, naming the keyword), variables
+        config value out of range (`errors.ConfigError`, naming the keyword), uint8 images
+        whose channels or size the config's normalisation does not fit, variables
         that are not a dict of numeric arrays (naming the leaf), kernels settings that
         represent nothing (naming the options that would), a one-pass or empty `data`
         or batches of different shapes, a model that cannot be applied as documented, to
@@ -109,9 +124,9 @@ def compress(
       errors.NonFiniteError: NaN or inf in the variables.
       TypeError: an override of the wrong type.
     """
-    log = log or (lambda message: None)
+    log = _stamped if log is print else log or (lambda message: None)
     description, frozen = describe(
-        variables, model, data, test_data, config, input_shape, log, overrides
+        variables, model, data, test_data, config, input_shape, log, overrides, recipe
     )
     with _workdir(description, workdir, overwrite, data, test_data):
         outcome = compression.run(compression.prepare(description))
@@ -120,14 +135,13 @@ def compress(
     return result
 
 
-def describe(variables, model, data, test_data, config, input_shape, log, overrides):
+def describe(variables, model, data, test_data, config, input_shape, log, overrides, recipe=None):
     """The run `compress`'s arguments describe (its workdir still unset), and whether the
     caller's variables were a FrozenDict."""
-    if config is not None:
-        catalog.check_complete(config, 'config=')
-    config = copy.deepcopy(defaults.get_config() if config is None else config)
+    config = library_settings.settings(config, recipe, data, test_data, input_shape, log)
     catalog.apply_overrides(config, overrides)
     validation.check(config, style='library')
+    library_settings.check_images(config, data, test_data)
     variables, bare, frozen = library_checks.split_variables(variables)
     library_checks.check_leaves(variables)  # every leaf a numeric array
     problem.layout_of(variables['params'], config.kernels, style='library')  # or the options
@@ -168,6 +182,11 @@ def _workdir(description: RunDescription, workdir, overwrite: bool, data, test_d
         yield description
     finally:
         claim.release()
+
+
+def _stamped(message: str) -> None:
+    """The default log: `[HH:MM:SS] message`, as the command line prints it."""
+    print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
 def _sows_features(model, variables: dict, input_shape: tuple[int, ...]) -> bool:

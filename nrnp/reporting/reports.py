@@ -130,9 +130,10 @@ def markdown(report: dict) -> str:
             f'| {i} | {p["kind"]} | {_fmt(p.get("hidden"))} | {p["steps"]} | '
             f'{_fmt(p.get("seconds"), 1)} | {_fmt(p.get("top1"))} | {_fmt(p.get("rmse"), 6)} |'
         )
+    lines += ['', '![top-1 of the rebuilt network after each phase](report.png)']  # job writes it
     if r.get('notes'):
         lines += ['', '## Notes', ''] + [f'- {n}' for n in r['notes']]
-    if r.get('config'):
+    if r.get('config'):  # last: the long part
         lines += ['', '## Config', '', '```', r['config'].rstrip(), '```']
     return '\n'.join(lines) + '\n'
 

@@ -188,8 +188,18 @@ def train(ctx: Context, settings: Settings, index, first, carry: Carry, stop, sa
         carry = _start(ctx, phase, carry, tx).placed(ctx.mesh)
     problem = dataclasses.replace(ctx.problem, target=carry.round_target)
     run, inputs = phase_steps.make_step(ctx, settings, phase, first, problem, tx, carry.state)
+    later = {}  # the steps of each kind the run trains after this phase: its ETA
+    for after in settings.phases[index + 1 :]:
+        later[after.kind] = later.get(after.kind, 0) + after.steps
     progress = progress_lines.Progress(
-        phase.steps, phase.label, ctx.log, every=settings.log_every, first=first
+        phase.steps,
+        phase.label,
+        ctx.log,
+        settings.log_every,
+        first=first,
+        kind=phase.kind,
+        later=later,
+        costs=settings.step_costs,
     )
     cpu_mesh = ctx.mesh is not None and ctx.mesh.size > 1 and jax.devices()[0].platform == 'cpu'
     clock = timing.PhaseClock(first, lookahead=not cpu_mesh)
@@ -203,7 +213,7 @@ def train(ctx: Context, settings: Settings, index, first, carry: Carry, stop, sa
         with clock.device():
             state, metrics = run(state, *args)
         clock.stepped(k, metrics)
-        if k % log_every == 0 or k == phase.steps:
+        if k % log_every == 0 or k == phase.steps or progress.due():  # or every 10 s
             _log_step(ctx, phase, k, state, clock.wait(metrics), clock, progress)
         if k < phase.steps and not stop.requested:
             frozen = _between_steps(ctx, settings, phase, k, state, carry, clock, evals) or frozen
@@ -252,7 +262,7 @@ def _frozen(ctx: Context, batch_stats):
 def _log_step(ctx: Context, phase: Phase, k: int, state, metrics: dict, clock, progress):
     """Step k's metrics (the step's own learning rate among them): checked, shown, written."""
     _check_finite(ctx, metrics, phase, k)
-    progress.update(k, dict(metrics), force=True)
+    progress.update(k, dict(metrics), force=True, timed=clock.timed(k))
     prefix = phase_steps.metric_prefix(phase.kind)
     ctx.metrics.write(int(state.step), {**metrics, f'{prefix}/steps_per_second': clock.rate(k)})
 

@@ -172,6 +172,8 @@ class Settings:
       loss_weights: distillation's (kd, feature maps, reconstruction) weights.
       log_every, checkpoint_every, eval_every: cadences in steps (0: never).
       recalibrate_every: re-estimate BatchNorm every N distillation steps (0: never).
+      step_costs: seconds per step of each kind, as this process measured them so far
+        (the progress lines' whole-run ETA; filled as the run goes).
     """
 
     phases: tuple[Phase, ...]
@@ -185,6 +187,7 @@ class Settings:
     checkpoint_every: int = 1000
     eval_every: int = 0
     recalibrate_every: int = 0
+    step_costs: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
     def optimizer(self, index: int | None = None) -> optim.PhaseSwitch:
         """Phase `index`'s optimizer: `optim.phase_switch` over one optimizer per kind.

@@ -71,6 +71,12 @@ class PhaseClock:
         self.last_step, self.last_time = k, now
         return rate
 
+    def timed(self, k: int) -> tuple[int, float]:
+        """(steps after the compiling first one up to `k`, their seconds: compilation,
+        evaluations and saves excluded), for a rate that holds after compilation."""
+        seconds = time.time() - self.start - self.compile_seconds - self.apart_seconds
+        return k - self.first - 1, max(seconds, 0.0)
+
     @contextlib.contextmanager
     def apart(self, evaluation: bool = False):
         """Excludes the enclosed time (an evaluation, a save) from the step rates."""
