@@ -201,7 +201,7 @@ def run_row(args, shared: str, variant: dict) -> list[dict]:
     recon = {
         **row,
         'name': variant['name'].replace('_distill', '_recon'),
-        'series': series.replace('distill', 'recon'),
+        'series': (series + quantized).replace('distill', 'recon'),
         'steps': row['steps'] - args.distill_steps,
         'top1': phases[last]['top1'],
         'rmse': phases[last]['rmse'],
