@@ -17,8 +17,9 @@ The fingerprint holds the resolved config (less the fields that cannot change a 
 logging, checkpoint and evaluation cadence, device count), the identity of the inputs
 (the teacher checkpoint's sha256, the data source) and the nrnp version. The same
 fingerprint resumes; one that differs only in fields later phases read (`BRANCHABLE`: the
-distillation and re-estimation sections, `keep`) branches off the run held there (the
-loop reuses the phases the two share, `training.loop`); any other difference is refused
+distillation and re-estimation sections, `predictor.quantize_fraction`, `keep`) branches
+off the run held there (the loop reuses the phases the two share, `training.loop`); any
+other difference is refused
 before anything is written, naming the fields that differ (unless the earlier start
 failed before writing any result: a checkpoint step, the artefact or the report).
 `overwrite=True` deletes nrnp's own files of the old run (never anything else) and starts
@@ -45,8 +46,8 @@ from nrnp.training.loop import PHASES_DIR
 from nrnp.version import __version__
 
 RUN_FILE = 'run.json'
-# Fields only later phases read (`training.schedule.READS`) or only the artefact's choice of
-# phase: a run changing nothing else branches off the run its workdir holds.
+# Sections and fields only later phases read (`training.schedule.READS`) or only the
+# artefact's choice of phase: a run changing nothing else branches off the run held there.
 BRANCHABLE = (*sorted({s for sections in schedule.READS.values() for s in sections}), 'keep')
 # Fields that change how a run is watched or placed, not what it computes.
 IGNORED = (
@@ -113,7 +114,7 @@ def digest(fp: dict) -> str:
 
 def branchable(name: str) -> bool:
     """Whether a config field is one a later run in the same workdir may change."""
-    return name.split('.')[0] in BRANCHABLE
+    return any(name == b or name.startswith(b + '.') for b in BRANCHABLE)
 
 
 def _fixed(fp: dict) -> dict:

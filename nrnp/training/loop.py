@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 
 from nrnp import files, signals
 from nrnp.errors import Preempted, WorkdirError
@@ -25,7 +27,7 @@ from nrnp.training import checkpoints, interrupts, keeping, phases, rounds, shar
 from nrnp.training.phases import Carry, Context
 from nrnp.training.schedule import Phase, Settings, first_hidden
 
-PHASES_DIR = 'phases'  # W/phases/<n>: the carry after the first n phases (every boundary)
+PHASES_DIR = 'phases'  # W/phases/<id>: the carry after the first n phases (`boundary_id`)
 
 
 def run_schedule(ctx: Context, settings: Settings) -> tuple[Carry, list[dict]]:
@@ -52,7 +54,7 @@ def run_schedule(ctx: Context, settings: Settings) -> tuple[Carry, list[dict]]:
         ckpt.save(int(carry.state.step), carry.arrays(), meta)
         ctx.saved['step'] = int(carry.state.step)
         if boundary and bounds is not None:
-            bounds.save(phase_index, carry.arrays(), meta)
+            bounds.save(boundary_id(layout, phase_index), carry.arrays(), meta)
 
     with interrupts.catch(ctx.log) as stop:
         for index, phase in enumerate(settings.phases):
@@ -82,6 +84,13 @@ def _layout(settings: Settings) -> list[dict]:
     """The schedule as checkpoints record it: each phase and the branchable fields it reads."""
     reads = settings.reads or ({},) * len(settings.phases)
     return [{**dataclasses.asdict(p), 'reads': r} for p, r in zip(settings.phases, reads)]
+
+
+def boundary_id(layout: list[dict], n: int) -> int:
+    """The W/phases step of the boundary after the first n phases of `layout`: n, then a
+    digest of those phases (so the boundaries of every branch of a workdir stay apart)."""
+    digest = hashlib.sha256(json.dumps(layout[:n], sort_keys=True).encode()).hexdigest()
+    return n * 10**10 + int(digest[:8], 16)
 
 
 def _usable(meta: dict, layout: list[dict]) -> bool:
@@ -137,17 +146,18 @@ def _restore(ctx: Context, settings: Settings, ckpt, bounds) -> tuple[Carry, dic
 
 
 def _branch(ctx: Context, layout, ckpt, bounds, like, fresh: Carry) -> tuple[Carry, dict]:
-    """The carry after the most phases this schedule shares with the workdir's earlier
-    run (its boundary checkpoint in W/phases), that run's checkpoints deleted; or a fresh
-    start when it shares none."""
-    shared = 0
-    for n in reversed(bounds.steps()):
-        meta = bounds.meta(n)
-        if meta is not None and n <= len(layout) and _usable(meta, layout):
+    """The carry after the most phases this schedule shares with a run the workdir held
+    (their boundary checkpoint in W/phases), the latest run's checkpoints deleted; or a
+    fresh start when it shares none."""
+    shared, held = 0, set(bounds.steps())
+    for n in range(len(layout), 0, -1):
+        step = boundary_id(layout, n)
+        meta = bounds.meta(step) if step in held else None
+        if meta is not None and meta['phase'] == n and _usable(meta, layout):
             shared = n
             break
     ckpt.clear()  # the earlier run's positions: this run's own replace them
-    restored = bounds.restore(shared, like) if shared else None
+    restored = bounds.restore(boundary_id(layout, shared), like) if shared else None
     if restored is None:
         ctx.log('no phase of the earlier run in this workdir is shared: starting afresh')
         return fresh, {'phase': 0, 'step': 0, 'records': []}

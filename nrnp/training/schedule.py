@@ -157,10 +157,14 @@ FINAL_LEARNING_RATE = 1e-6  # where the reconstruction and distillation cosines 
 QUANTIZE_LEARNING_RATE = 1e-4
 QUANTIZE_FINAL = 0.01  # the quantize phase's cosine ends at this fraction of its peak
 TRAINED = ('reconstruct', 'quantize', 'distill')  # the kinds that train: one optimizer each
-# The config sections each phase kind reads that a workdir's later runs may change
-# (`pipeline.workdirs.BRANCHABLE`): a run whose earlier phases read none of the changed
-# fields reuses them (`loop`). Every other field is read by the first phase already.
-READS = {'distill': ('distill', 'recalibrate'), 'recalibrate': ('recalibrate',)}
+# The config sections (or fields) each phase kind reads that a workdir's later runs may
+# change (`pipeline.workdirs.BRANCHABLE`): a run whose earlier phases read none of the
+# changed fields reuses them (`loop`). Every other field is read by the first phase already.
+READS = {
+    'distill': ('distill', 'recalibrate'),
+    'recalibrate': ('recalibrate',),
+    'quantize': ('predictor.quantize_fraction',),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,9 +256,11 @@ def settings(config, batch_norm: bool = True) -> Settings:
 
 
 def phase_reads(config, phase: Phase) -> dict:
-    """The fields of the `READS` sections `phase` reads, with their values."""
-    return {
-        f'{section}.{key}': list(value) if isinstance(value, tuple) else value
-        for section in READS.get(phase.kind, ())
-        for key, value in config[section].items()
-    }
+    """The fields of the `READS` sections (or fields) `phase` reads, with their values."""
+    out = {}
+    for name in READS.get(phase.kind, ()):
+        section, _, field = name.partition('.')
+        fields = {field: config[section][field]} if field else dict(config[section].items())
+        for key, value in fields.items():
+            out[f'{section}.{key}'] = list(value) if isinstance(value, tuple) else value
+    return out
