@@ -208,9 +208,64 @@ def test_other_schedule_in_the_same_workdir_is_refused(reference, tmp_path):
     workdir = str(tmp_path / 'copy')
     shutil.copytree(reference[0], workdir)
     c = _config()
-    c.distill.steps = 7
-    with pytest.raises(errors.WorkdirError, match=r'distill.steps: 6 -> 7'):
+    c.reconstruct.steps = 41  # an earlier phase: nothing can be reused
+    with pytest.raises(errors.WorkdirError, match=r'reconstruct.steps: 40 -> 41'):
         job.run(c, workdir, echo=lambda s: None)
+
+
+def test_a_changed_keep_reuses_every_phase_of_the_finished_run(reference, tmp_path):
+    import shutil
+
+    workdir = str(tmp_path / 'copy')
+    shutil.copytree(reference[0], workdir)
+    c = _config()
+    c.keep = 'last'  # read by no phase: all six are shared
+    logs = []
+    report = job.run(c, workdir, echo=logs.append)
+    labels = [p['label'] for p in reference[1]['phases'][1:]]
+    assert report['reused'] == labels and len(labels) == 6
+    assert any("only in later phases (keep: 'best' -> 'last')" in line for line in logs)
+    assert not any(' done: ' in line for line in logs), logs  # no phase ran again
+    for old, new in zip(reference[1]['phases'], report['phases'], strict=True):
+        assert (old['top1'], old['rmse'], old.get('heldout')) == (
+            new['top1'],
+            new['rmse'],
+            new.get('heldout'),
+        )
+    assert report['kept_phase'] == 'distill c2' and report['kept_reason'] == "keep='last'"
+    assert report['top1_reconstructed'] == report['phases'][-1]['top1']
+    assert 'reused from the earlier run' in open(os.path.join(workdir, 'report.md')).read()
+
+
+@pytest.mark.slow
+def test_branching_off_a_finished_run_equals_a_fresh_run(tmp_path):
+    c = _config()
+    c.cycles = 1  # reconstruct, recalibrate, distill
+    workdir = str(tmp_path / 'branched')
+    job.run(c, workdir, echo=lambda s: None)
+    c.distill.steps = 3
+    logs = []
+    branched = job.run(c, workdir, echo=logs.append)
+    shared = ['reconstruct c1 round 1', 'recalibrate c1 after round 1']
+    assert branched['reused'] == shared
+    assert any(f'reused: {", ".join(shared)} from the earlier run' in line for line in logs)
+    assert [line for line in logs if ' done: ' in line][0].split('] ')[1].startswith('distill')
+    fresh = job.run(c, str(tmp_path / 'fresh'), echo=lambda s: None)
+    assert [p['top1'] for p in branched['phases']] == [p['top1'] for p in fresh['phases']]
+    a, b = (nrnp.load(os.path.join(w, 'compressed.nrnp')) for w in (workdir, tmp_path / 'fresh'))
+    jax.tree.map(np.testing.assert_array_equal, a.predictor_params, b.predictor_params)
+
+
+def test_finished_run_reruns_at_once_keeping_its_report(reference):
+    workdir, report = reference
+    md = open(os.path.join(workdir, 'report.md')).read()
+    logs = []
+    again = job.run(_config(), workdir, echo=logs.append)
+    assert again == json.load(open(os.path.join(workdir, 'report.json')))
+    assert again['wall_seconds'] == report['wall_seconds']  # the run's, not the rerun's
+    assert open(os.path.join(workdir, 'report.md')).read() == md
+    assert any('finished: its report stands' in line for line in logs), logs
+    assert not any('eval/top1_original' in line for line in logs)  # nothing evaluated
 
 
 def test_schedule_building():

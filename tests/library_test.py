@@ -155,7 +155,9 @@ def test_vgg_with_data_distills_and_evaluates(tmp_path):
     assert any('fm_weight -> 0' in line for line in logs)
     assert comp.config['distill']['fm_weight'] == 0.0
     assert 0 <= comp.metrics['top1_original'] <= 100
-    assert comp.metrics['top1_reconstructed'] == comp.history[-1]['top1']
+    kept = [r for r in comp.history if r.get('label') == comp.metrics['kept_phase']]
+    assert len(kept) == 1 and comp.metrics['top1_reconstructed'] == kept[0]['top1']
+    assert all(r['heldout'] is not None for r in comp.history[1:])  # scored on `data`
     assert comp.history[0]['top1'] is None  # the untrained predictor only with eval_init
     assert all(r['top1'] is not None for r in comp.history[1:])
     loaded, _ = check_roundtrip(comp, variables, tmp_path)

@@ -103,3 +103,21 @@ def test_places_that_cannot_hold_a_workdir_are_named(tmp_path):
         locks.check_location('/proc/nrnp/w', fix)
     locks.check_location(str(tmp_path / 'a' / 'b'), fix)
     assert sorted(os.listdir(tmp_path)) == ['afile']  # the probe leaves nothing behind
+
+
+def test_a_change_of_later_phases_only_branches_any_other_is_refused(tmp_path):
+    config = {'seed': 0, 'predictor.hidden': 16, 'predictor.quantize_fraction': 0.1}
+    config.update({'distill.steps': 10, 'recalibrate.images': 256, 'keep': 'best'})
+    workdirs.claim(str(tmp_path), {**FP, 'config': config}).release()
+    os.makedirs(tmp_path / 'checkpoints' / '5')  # a result: the workdir holds a run
+    later = {'distill.steps': 0, 'predictor.quantize_fraction': 0.0, 'keep': 'last'}
+    claim = workdirs.claim(str(tmp_path), {**FP, 'config': {**config, **later}})
+    claim.release()
+    assert claim.status == 'branch'
+    assert claim.changed == [
+        'distill.steps: 10 -> 0',
+        "keep: 'best' -> 'last'",
+        'predictor.quantize_fraction: 0.1 -> 0.0',
+    ]
+    with pytest.raises(errors.WorkdirError, match=r'predictor.hidden: 16 -> 32'):
+        workdirs.claim(str(tmp_path), {**FP, 'config': {**config, 'predictor.hidden': 32}})

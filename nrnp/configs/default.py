@@ -197,6 +197,9 @@ def _run(c: ml_collections.ConfigDict) -> None:
     c.log_every = 200  # progress line every N steps (and at least every 10 s)
     c.eval_every = 0  # also evaluate the rebuilt net every N steps (0 = per phase only)
     c.eval_init = False  # also measure the untrained predictor's top-1 (an extra test pass)
+    # 'best': the artefact holds the phase whose net agrees best with the original's
+    # predictions on held-out training images (never the test set); 'last': the last phase
+    c.keep = 'best'
 
 
 def _tiny(c: ml_collections.ConfigDict) -> None:

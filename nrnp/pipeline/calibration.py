@@ -53,15 +53,18 @@ def _local_rows(batch: np.ndarray) -> np.ndarray:
     return batch[jax.process_index() * local : (jax.process_index() + 1) * local]
 
 
-def split_images(config, train) -> Callable[[int, int], list[np.ndarray]]:
+def split_images(config, train, tail: bool = False) -> Callable[[int, int], list[np.ndarray]]:
     """`(batches, batch_size) -> this process's rows of each batch` from the training split:
-    a seeded subset, normalised, centre-cropped where the split is not resized on reading."""
+    a seeded subset, normalised, centre-cropped where the split is not resized on reading.
+    `tail`: from the other end of the same seeded order (the held-out images the kept
+    phase is chosen on: disjoint from the calibration images while the split holds both)."""
     resized = config.data.augment == 'random_resized_crop'  # such splits keep their sizes
     crop = 'center' if resized or config.data.eval_crop == 'center' else 'none'
 
     def images(count: int, size: int) -> list[np.ndarray]:
         order = np.random.default_rng([config.seed, 0xCA1]).permutation(len(train))
-        subset = dataset.take(train, np.sort(order[: count * size]))
+        chosen = order[len(order) - count * size :] if tail else order[: count * size]
+        subset = dataset.take(train, np.sort(chosen))
         settings = dict(
             batch_size=size,
             mean=tuple(config.data.mean),
@@ -78,17 +81,19 @@ def split_images(config, train) -> Callable[[int, int], list[np.ndarray]]:
     return images
 
 
-def array_images(batches: list) -> Callable[[int, int], list[np.ndarray]]:
-    """The same from the library's data: its first images, re-cut into equal batches."""
+def array_images(batches: list, tail: bool = False) -> Callable[[int, int], list[np.ndarray]]:
+    """The same from the library's data: its first images (`tail`: its last ones), re-cut
+    into equal batches."""
 
     def images(count: int, size: int) -> list[np.ndarray]:
         held, total = [], 0
-        for batch in batches:
+        for batch in reversed(list(batches)) if tail else batches:
             held.append(np.asarray(batch[0] if isinstance(batch, tuple) else batch, np.float32))
             total += len(held[-1])
             if total >= count * size:
                 break
-        whole = np.concatenate(held)[: count * size]
+        whole = np.concatenate(held[::-1] if tail else held)
+        whole = whole[len(whole) - count * size :] if tail else whole[: count * size]
         return [_local_rows(whole[i * size : (i + 1) * size]) for i in range(count)]
 
     images.available = sum(len(b[0] if isinstance(b, tuple) else b) for b in batches)

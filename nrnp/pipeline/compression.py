@@ -16,6 +16,7 @@ reconstruction rounds measures the network rebuilt from exactly those stored val
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,10 @@ from nrnp.pipeline import calibration, problem, stored
 from nrnp.pipeline.description import RunDescription
 from nrnp.reporting import metrics
 from nrnp.reporting.reports import percent
-from nrnp.training import distillation, loop, phases, reconstruction, schedule
+from nrnp.training import distillation, evaluation, keeping, loop, phases, reconstruction, schedule
+
+HELDOUT = 1000  # training images each phase's net is scored on (the kept phase's choice)
+HELDOUT_BATCH = 250
 
 
 @dataclasses.dataclass
@@ -56,14 +60,16 @@ class Plan:
 
 @dataclasses.dataclass
 class Outcome:
-    """What `run` returns: its plan, the final `PredictorState`, the records ('init' first,
-    then one per phase, the last of which measured the network the artefact rebuilds) and
-    the target's variables with the BatchNorm statistics the run ends with."""
+    """What `run` returns: its plan, the kept phase's predictor params, the records ('init'
+    first, then one per phase; `records[kept['index']]` measured the network the artefact
+    rebuilds), the target's variables with the kept phase's BatchNorm statistics, and
+    `kept` (`training.keeping.choice`: which phase, why, every phase's held-out score)."""
 
     plan: Plan
-    state: reconstruction.PredictorState
+    pparams: dict
     records: list
     variables: dict
+    kept: dict
 
 
 def prepare(d: RunDescription) -> Plan:
@@ -101,10 +107,13 @@ def run(plan: Plan) -> Outcome:
         carry, records = loop.run_schedule(plan.ctx, plan.settings)
     finally:
         plan.ctx.metrics.close()
+    kept = keeping.choice(plan.description.config.keep, carry, records)
+    pparams, batch_stats = keeping.kept_arrays(kept, carry, records)
+    plan.description.log(f'kept: {kept["phase"]} ({kept["reason"]})')
     variables = plan.description.variables
-    if carry.batch_stats is not None:  # the re-estimated statistics replace the stored
-        variables = {**variables, 'batch_stats': jax.device_get(carry.batch_stats)}
-    return Outcome(plan, carry.state, [plan.init, *records], variables)
+    if batch_stats is not None:  # the re-estimated statistics replace the stored
+        variables = {**variables, 'batch_stats': jax.device_get(batch_stats)}
+    return Outcome(plan, pparams, [plan.init, *records], variables, kept)
 
 
 def store(outcome: Outcome) -> compressed.Compressed:
@@ -114,10 +123,11 @@ def store(outcome: Outcome) -> compressed.Compressed:
         outcome.variables,
         plan.prep,
         plan.description.config,
-        outcome.state.pparams,
+        outcome.pparams,
         outcome.records,
         plan.top1_original,
         bare=plan.description.bare,
+        kept=outcome.kept['index'],
     )
 
 
@@ -145,15 +155,16 @@ def _context(d: RunDescription, prep, settings, reestimate, writer) -> phases.Co
         pmodel = reconstruction.predictor_for(prep.pmodel, pparams)  # rounds change widths
         return predictor.reconstruct(pmodel, prep.layout, pparams, prep.encoded, kept['params'])
 
-    def evaluate(pparams, batch_stats=None):
-        if d.data.top1 is None:
-            return None
+    def rebuilt(pparams, batch_stats=None):  # the network the artefact would rebuild
         stats = (
             {}
             if batch_stats is None
             else {'batch_stats': stored.as_stored(batch_stats, config=d.config)}
         )
-        return d.data.top1({**kept, **stats, 'params': rebuild(pparams)})
+        return {**kept, **stats, 'params': rebuild(pparams)}
+
+    def evaluate(pparams, batch_stats=None):
+        return None if d.data.top1 is None else d.data.top1(rebuilt(pparams, batch_stats))
 
     distills = any(p.kind == 'distill' for p in settings.phases)
     setup, frozen = distillation_setup(d, prep) if distills else (None, None)
@@ -177,7 +188,29 @@ def _context(d: RunDescription, prep, settings, reestimate, writer) -> phases.Co
         reestimate=reestimate,
         rebuild=rebuild,
         temporary=d.temporary,
+        score=_heldout_score(d, rebuilt),
     )
+
+
+def _heldout_score(d: RunDescription, rebuilt) -> Callable | None:
+    """`(pparams, batch_stats) -> percent`: the rebuilt network's top-1 agreement with the
+    original network on `HELDOUT` training images (`Data.heldout_images`, never the test
+    images; the original's predictions made once, on first use); None without them."""
+    images = d.data.heldout_images
+    if images is None or d.model is None:
+        return None
+    count, size = calibration.batch_plan(HELDOUT, HELDOUT_BATCH, images.available, d.mesh)
+    made = {}
+
+    def score(pparams, batch_stats=None):
+        if not made:
+            made['batches'] = images(count, size)
+            made['classes'] = evaluation.predictions(d.model, d.variables, made['batches'])
+        variables = rebuilt(pparams, batch_stats)
+        return evaluation.agreement(d.model, variables, made['batches'], made['classes'], d.mesh)
+
+    score.images = count * size
+    return score
 
 
 def _init_record(ctx: phases.Context, prep, schedule_phases, eval_init: bool) -> dict:

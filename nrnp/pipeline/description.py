@@ -32,6 +32,8 @@ class Data:
       calibration_images: `(batches, batch_size) -> [images]` of unlabeled training images
         for BatchNorm re-estimation (`calibration.split_images`, `array_images`), or None:
         noise or synthetic images.
+      heldout_images: the same, from the other end of the training images: what the run
+        scores each phase's net on to choose the one it keeps (`training.keeping`), or None.
     """
 
     input_shape: tuple[int, ...] | None = None
@@ -40,6 +42,7 @@ class Data:
     train_batches: Callable | None = None
     device_batches: object = None
     calibration_images: Callable | None = None
+    heldout_images: Callable | None = None
 
 
 @dataclasses.dataclass

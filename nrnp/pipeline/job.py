@@ -9,6 +9,7 @@ runs too); then `compressed.nrnp`, `report.json`, `report.md` and `report.png` a
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -57,7 +58,9 @@ def run(
     """Runs the configured compression and writes `workdir/report.{json,md}`.
 
     The workdir is claimed first (`workdirs.claim`): a new run writes its fingerprint,
-    the same run resumes, another run's workdir is refused before anything is written
+    the same run resumes (a finished one returns its report at once, unchanged), a run
+    changing only later phases' settings branches off the one held there (reusing the
+    phases they share), another run's workdir is refused before anything is written
     unless `overwrite`.
 
     Returns:
@@ -70,12 +73,33 @@ def run(
     try:
         log = Logger(workdir, echo)
         _log_claim(log, config, workdir, claim)
-        return _run(config, workdir, log, start)
+        report = finished(workdir, fingerprint) if claim.status == 'resume' else None
+        if report is not None:
+            log(f'{workdir} holds this run, finished: its report stands (nothing is redone)')
+            for line in reports.summary(report, workdir):
+                log(line)
+            return report
+        branch = claim.status == 'branch'
+        return _run(config, workdir, log, start, workdirs.digest(fingerprint), branch)
     finally:
         claim.release()
 
 
-def _run(config, workdir: str, log, start: float) -> dict:
+def finished(workdir: str, fingerprint: dict) -> dict | None:
+    """The report of the run `fingerprint` names when `workdir` holds it finished (its
+    report.json names that run and its artefact is there), else None."""
+    path = os.path.join(workdir, 'report.json')
+    if not os.path.exists(os.path.join(workdir, 'compressed.nrnp')):
+        return None
+    try:
+        with open(path, **files.ENCODING) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return report if report.get('run') == workdirs.digest(fingerprint) else None
+
+
+def _run(config, workdir: str, log, start: float, run_id: str, branch: bool) -> dict:
     description, source = describe(config, workdir, log)
     outcome = compression.run(compression.prepare(description))
     artifact = compression.store(outcome)
@@ -103,7 +127,14 @@ def _run(config, workdir: str, log, start: float) -> dict:
         wall_seconds=time.time() - start,
         devices=[str(d) for d in jax.devices()],
         config=config.to_json_best_effort(indent=2),
+        kept=outcome.kept,
     )
+    report['run'] = run_id  # a rerun of this run finds it finished (`finished`)
+    done = outcome.plan.ctx.saved.get('finished', 0) if branch else 0
+    reused = [r.get('label', r['kind']) for r in outcome.records[1 : 1 + done]]
+    if reused:
+        report['reused'] = reused
+        report['notes'] = [f'reused from the earlier run in this workdir: {", ".join(reused)}']
     if jax.process_index() == 0:
         with errors.writing(workdir, 'the report in'):
             reports.write_report(workdir, report)
@@ -113,13 +144,21 @@ def _run(config, workdir: str, log, start: float) -> dict:
     return report
 
 
+_STATUS = {'new': 'new run', 'resume': 'resuming', 'branch': 'branching off the run held there'}
+
+
 def _log_claim(log, config, workdir: str, claim) -> None:
     log(
         f'nrnp: {config.teacher.model} on {cli_data.dataset_label(config)}, workdir {workdir} '
-        f'({"resuming" if claim.status == "resume" else "new run"}), devices {jax.devices()}'
+        f'({_STATUS[claim.status]}), devices {jax.devices()}'
     )
     if claim.lock is not None and not claim.lock.held:
         log(f'warning: {workdir} cannot be locked (its file system has no locks): start one run')
+    if claim.status == 'branch':
+        log(
+            f'{workdir} holds a run differing only in later phases ({"; ".join(claim.changed)}): '
+            'the phases the two share are reused'
+        )
     if claim.removed:
         log(f'removed what an interrupted run left: {", ".join(claim.removed[:5])}')
 
@@ -160,6 +199,7 @@ def describe(config, workdir: str, log) -> tuple[RunDescription, str]:
     if config.distill.steps or calibration.needs_train_split(config, variables):
         train = train_split()
         data.calibration_images = calibration.split_images(config, train)
+        data.heldout_images = calibration.split_images(config, train, tail=True)
         where = ''
         if config.distill.steps:
             data.train_batches, data.device_batches = cli_data.distillation_images(

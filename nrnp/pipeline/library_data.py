@@ -88,7 +88,12 @@ def _training_data(config, data, model, variables: dict, mesh, log) -> Data:
         library_checks.check_model(model, variables, first)
         warn_few_classes(data, model, variables, log)
         images = calibration.array_images(data)
-        return Data((1, *first.shape[1:]), train_batches=batches, calibration_images=images)
+        return Data(
+            (1, *first.shape[1:]),
+            train_batches=batches,
+            calibration_images=images,
+            heldout_images=calibration.array_images(data, tail=True),
+        )
     if held.images.dtype != np.uint8 and config.data.augment == 'random_resized_crop':
         raise errors.BadInput(
             "float images cannot go through data__augment='random_resized_crop': pass uint8 "
@@ -103,7 +108,8 @@ def _training_data(config, data, model, variables: dict, mesh, log) -> Data:
         f'(data__augment={config.data.augment!r}, {where})'
     )
     images = calibration.split_images(config, held)
-    return Data((1, *held.images.shape[1:]), None, 0, batches, device, images)
+    heldout = calibration.split_images(config, held, tail=True)
+    return Data((1, *held.images.shape[1:]), None, 0, batches, device, images, heldout)
 
 
 def warn_few_classes(data, model, variables: dict, log, limit: int = 2048) -> None:

@@ -54,7 +54,15 @@ def _half(value):
 
 
 def make_artifact(
-    variables, prep, config, pparams, history, top1_original=None, *, bare: bool = False
+    variables,
+    prep,
+    config,
+    pparams,
+    history,
+    top1_original=None,
+    *,
+    bare: bool = False,
+    kept: int = -1,
 ) -> compressed.Compressed:
     """The `Compressed` artefact of a finished run (shared by `compress` and the CLI).
 
@@ -69,6 +77,8 @@ def make_artifact(
       history: the run's phase records ('init' first).
       top1_original: the original network's top-1, when measured.
       bare: the user passed bare params (reconstruct() then returns bare params).
+      kept: the index in `history` of the phase whose net `pparams` (and the BatchNorm
+        statistics of `variables`) are: its top-1 and RMSE are the artefact's.
     """
     flat = trees.flatten_variables(variables)
     represented = {('params', *layer.path) for layer in prep.layout.layers}
@@ -113,7 +123,8 @@ def make_artifact(
         history=history,
         metrics={
             'top1_original': top1_original,
-            'top1_reconstructed': history[-1]['top1'],
-            'reconstruction_rmse': history[-1]['rmse'],
+            'top1_reconstructed': history[kept]['top1'],
+            'reconstruction_rmse': history[kept]['rmse'],
+            'kept_phase': history[kept].get('label', history[kept]['kind']),
         },
     )

@@ -42,6 +42,7 @@ CHOICES = {  # the enumerated fields and their choices (`nrnp.choices`)
     'recalibrate.mode': choices.RECALIBRATE_MODES,
     'recalibrate.source': choices.CALIBRATION_SOURCES,
     'recalibrate.when': choices.RECALIBRATE_WHEN,
+    'keep': choices.KEEP,
 }
 AT_LEAST = {  # field: smallest allowed value
     **dict.fromkeys(

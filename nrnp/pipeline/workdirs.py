@@ -4,7 +4,7 @@ computes, stored in `W/run.json`.
   locks.check_location(workdir, fix)  # before any work: can it be created and written?
   fp = fingerprint(config, inputs={'teacher': 'sha256:..', 'data': '...'})
   claim = claim(workdir, fp, overwrite=False, style='cli')  # locks; new run, resume, or refused
-  claim.status                      # 'new' or 'resume'; claim.release() at the end
+  claim.status                      # 'new', 'resume' or 'branch'; claim.release() at the end
 
 `claim` first takes an exclusive `fcntl.flock` on `W/.lock` (which holds the owner's pid,
 host and start time): a second run in the same workdir is refused at once, naming the
@@ -16,11 +16,15 @@ never leaves a stale lock. Under the lock, temporary files an interrupted run le
 The fingerprint holds the resolved config (less the fields that cannot change a result:
 logging, checkpoint and evaluation cadence, device count), the identity of the inputs
 (the teacher checkpoint's sha256, the data source) and the nrnp version. The same
-fingerprint resumes; a different one is refused before anything is written, naming the
-fields that differ (unless the earlier start failed before writing any result: a
-checkpoint step, the artefact or the report). `overwrite=True` deletes nrnp's own files
-of the old run (never anything else) and starts again; the decoded-image cache and a
-trained teacher, which are keyed on their own inputs, stay.
+fingerprint resumes; one that differs only in fields later phases read (`BRANCHABLE`: the
+distillation and re-estimation sections, `predictor.quantize_fraction`, `keep`) branches
+off the run held there (the loop reuses the phases the two share, `training.loop`); any
+other difference is refused
+before anything is written, naming the fields that differ (unless the earlier start
+failed before writing any result: a checkpoint step, the artefact or the report).
+`overwrite=True` deletes nrnp's own files of the old run (never anything else) and starts
+again; the decoded-image cache and a trained teacher, which are keyed on their own
+inputs, stay.
 """
 
 from __future__ import annotations
@@ -37,9 +41,14 @@ import ml_collections
 
 from nrnp import errors, files
 from nrnp.pipeline.locks import WorkdirLock, location_fix
+from nrnp.training import schedule
+from nrnp.training.loop import PHASES_DIR
 from nrnp.version import __version__
 
 RUN_FILE = 'run.json'
+# Sections and fields only later phases read (`training.schedule.READS`) or only the
+# artefact's choice of phase: a run changing nothing else branches off the run held there.
+BRANCHABLE = (*sorted({s for sections in schedule.READS.values() for s in sections}), 'keep')
 # Fields that change how a run is watched or placed, not what it computes.
 IGNORED = (
     'log_every',
@@ -58,6 +67,7 @@ IGNORED = (
 RUN_OUTPUTS = (
     RUN_FILE,
     'checkpoints',
+    PHASES_DIR,
     'compressed.nrnp',
     'report.json',
     'report.md',
@@ -75,6 +85,7 @@ STALE = {
     '': r'^\..+\.tmp-\d+$|\.orbax-checkpoint-tmp',
     'cache': r'\.tmp(-\d+)?$',
     'checkpoints': r'\.orbax-checkpoint-tmp',
+    PHASES_DIR: r'\.orbax-checkpoint-tmp',
     'teacher_checkpoints': r'\.orbax-checkpoint-tmp',
 }
 
@@ -94,6 +105,22 @@ def fingerprint(config, inputs: dict) -> dict:
     """The identity of a run: config fields (less IGNORED), input identities, nrnp version."""
     fields = {k: v for k, v in _flat(config).items() if k not in IGNORED}
     return {'nrnp': __version__, 'config': fields, 'inputs': dict(inputs)}
+
+
+def digest(fp: dict) -> str:
+    """The sha256 of a fingerprint (a finished run's report names its run by it)."""
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+
+
+def branchable(name: str) -> bool:
+    """Whether a config field is one a later run in the same workdir may change."""
+    return any(name == b or name.startswith(b + '.') for b in BRANCHABLE)
+
+
+def _fixed(fp: dict) -> dict:
+    """`fp` less the `BRANCHABLE` fields."""
+    config = {k: v for k, v in fp.get('config', {}).items() if not branchable(k)}
+    return {**fp, 'config': config}
 
 
 def file_identity(path: str) -> str:
@@ -162,7 +189,9 @@ class Claim:
     """What `claim` returns.
 
     Attributes:
-      status: 'new' (fingerprint written) or 'resume' (it matches).
+      status: 'new' (fingerprint written), 'resume' (it matches) or 'branch' (it differs
+        only in `BRANCHABLE` fields: the new one written, the loop reuses what it can).
+      changed: the differences of a 'branch' ('field: old -> new').
       lock: the workdir's lock (None when not taken: processes other than 0).
       removed: the stale temporary files and directories deleted under the lock.
     """
@@ -170,6 +199,7 @@ class Claim:
     status: str
     lock: WorkdirLock | None
     removed: list[str]
+    changed: list[str] = dataclasses.field(default_factory=list)
 
     def release(self) -> None:
         if self.lock is not None:
@@ -219,13 +249,13 @@ def claim(
         os.makedirs(workdir, exist_ok=True)
         held = WorkdirLock(workdir, style) if lock else None
     try:
-        status = _claim_locked(workdir, fp, overwrite, how, fix)
+        status, changed = _claim_locked(workdir, fp, overwrite, how, fix)
         removed = _remove_stale(workdir) if lock and clean else []
     except BaseException:
         if held is not None:
             held.release()
         raise
-    return Claim(status, held, removed)
+    return Claim(status, held, removed, changed)
 
 
 def _remove_stale(workdir: str) -> list[str]:
@@ -236,7 +266,7 @@ def _remove_stale(workdir: str) -> list[str]:
     return removed
 
 
-def _claim_locked(workdir: str, fp: dict, overwrite: bool, how: str, fix: str) -> str:
+def _claim_locked(workdir: str, fp: dict, overwrite: bool, how: str, fix: str):
     path = os.path.join(workdir, RUN_FILE)
     results = _has_results(workdir)
     if os.path.exists(path) and not results:  # an earlier start failed before any result
@@ -251,8 +281,10 @@ def _claim_locked(workdir: str, fp: dict, overwrite: bool, how: str, fix: str) -
             raise errors.WorkdirError(f'{path} is unreadable ({e}); {how}') from None
         diff = differences(old, fp)
         if not diff:
-            return 'resume'
-        if not overwrite:
+            return 'resume', []
+        if not overwrite and not differences(_fixed(old), _fixed(fp)):
+            status = 'branch'
+        elif not overwrite:
             shown = '\n  '.join(diff[:8]) + (
                 f'\n  ... {len(diff) - 8} more' if len(diff) > 8 else ''
             )
@@ -269,4 +301,4 @@ def _claim_locked(workdir: str, fp: dict, overwrite: bool, how: str, fix: str) -
         if overwrite:
             _remove_outputs(workdir)
         files.atomic_write(path, json.dumps(fp, indent=1, sort_keys=True) + '\n')
-    return status
+    return status, diff if status == 'branch' else []

@@ -46,9 +46,13 @@ def build(
     wall_seconds: float,
     devices: list[str],
     config: str,
+    kept: dict | None = None,
 ) -> dict:
     """report.json's dictionary: every number of a finished run (the phase records, the
-    artefact's `size_report`, the config as JSON text), under the keys the docs list."""
+    artefact's `size_report`, the config as JSON text), under the keys the docs list.
+    `kept`: the phase the artefact holds (`training.keeping.choice`; None: the last)."""
+    kept = kept or {'index': len(records) - 1}
+    k = kept['index']
     return {
         'target': target,
         'target_source': target_source,
@@ -56,8 +60,11 @@ def build(
         'test_split': test_split,
         'test_images': test_images,
         'top1_original': top1_original,
-        'top1_reconstructed': records[-1]['top1'],
+        'top1_reconstructed': records[k]['top1'],
         'top1_reconstructed_best_seen': best_seen(records),
+        'kept_phase': kept.get('phase'),
+        'kept_reason': kept.get('reason'),
+        'heldout_scores': kept.get('scores'),
         'represented_params': int(layout.num_params),
         'represented_layers': len(layout.layers),
         'num_kernels': int(layout.num_kernels),
@@ -67,7 +74,7 @@ def build(
         'ratio': predictor_params / layout.num_params,
         'ordering': ordering,
         'ordering_seconds': ordering_seconds,
-        'reconstruction_rmse': records[-1]['rmse'],
+        'reconstruction_rmse': records[k]['rmse'],
         'quantize': quantize,
         'artifact': artifact,
         **{k: sizes[k] for k in SIZE_KEYS},
@@ -146,6 +153,8 @@ def _summary_table(r: dict) -> list[str]:
         f'| top-1 original | {_fmt(r.get("top1_original"))} % |',
         f'| top-1 rebuilt (final) | {_fmt(r.get("top1_reconstructed"))} % |',
     ]
+    if r.get('kept_phase'):
+        lines.append(f'| kept phase | {r["kept_phase"]}: {r.get("kept_reason")} |')
     recal = [p for p in r.get('phases', []) if p.get('kind') == 'recalibrate']
     if recal:
         last = recal[-1]

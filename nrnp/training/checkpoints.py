@@ -35,11 +35,11 @@ class RunCheckpointer:
 
     Args:
       directory: where the steps go (created).
-      max_to_keep: how many steps orbax keeps.
+      max_to_keep: how many steps orbax keeps (None: all; the phase boundaries).
       log: sink of the one-line warnings about checkpoints set aside.
     """
 
-    def __init__(self, directory: str, max_to_keep: int = 2, log: Callable = print):
+    def __init__(self, directory: str, max_to_keep: int | None = 2, log: Callable = print):
         self.directory = os.path.abspath(directory)
         self.log = log
         options = ocp.CheckpointManagerOptions(
@@ -111,34 +111,69 @@ class RunCheckpointer:
           ValueError: a verified checkpoint does not match `like` (another config).
         """
         while (step := self._verified_latest()) is not None:
-            try:
-                meta = self._read_meta(step)
-            except Exception as e:  # noqa: BLE001
-                self._set_aside(step, f'its metadata cannot be read ({_brief(e)})')
-                continue
-            try:
-                target = like(meta) if callable(like) else like
-            except ValueError:
-                raise  # a refusal: another run's checkpoint
-            except Exception as e:  # noqa: BLE001 (a damaged meta)
-                self._set_aside(step, f'its metadata does not describe a run ({_brief(e)})')
-                continue
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-            args = ocp.args.Composite(
-                arrays=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-            )
-            try:
-                restored = self.manager.restore(step, args=args)
-            except Exception as e:  # noqa: BLE001
-                if isinstance(e, ValueError | KeyError | TypeError):  # verified: intact
-                    raise ValueError(
-                        f'the checkpoint {self.directory}/{step} is intact but does not match '
-                        f'this run (another config?): {_brief(e)}. Use a new --workdir.'
-                    ) from e
-                self._set_aside(step, f'it cannot be restored ({_brief(e)})')
-                continue
-            return restored['arrays'], restored['meta']
+            restored = self._restore_step(step, like)
+            if restored is not None:
+                return restored
         return None
+
+    def restore(self, step: int, like) -> tuple[dict, dict] | None:
+        """(arrays, meta) of checkpoint `step` (as `restore_latest`), or None when it is
+        missing or damaged (then set aside)."""
+        if step not in self.manager.all_steps() or step in self._bad:
+            return None
+        problem = files.verify(os.path.join(self.directory, str(step)))
+        if problem:
+            self._set_aside(step, problem)
+            return None
+        return self._restore_step(step, like)
+
+    def meta(self, step: int) -> dict | None:
+        """The JSON `meta` of checkpoint `step` (verified; arrays not read), or None."""
+        where = os.path.join(self.directory, str(step))
+        if step in self._bad or files.verify(where):
+            return None
+        try:
+            return self._read_meta(step)
+        except Exception:  # noqa: BLE001 (unreadable: not usable)
+            return None
+
+    def steps(self) -> list[int]:
+        """The saved steps not set aside, ascending."""
+        return sorted(s for s in self.manager.all_steps() if s not in self._bad)
+
+    def clear(self) -> None:
+        """Deletes every checkpoint (another run's, when a run branches off it)."""
+        for step in self.manager.all_steps():
+            self.manager.delete(step)
+
+    def _restore_step(self, step: int, like) -> tuple[dict, dict] | None:
+        try:
+            meta = self._read_meta(step)
+        except Exception as e:  # noqa: BLE001
+            self._set_aside(step, f'its metadata cannot be read ({_brief(e)})')
+            return None
+        try:
+            target = like(meta) if callable(like) else like
+        except ValueError:
+            raise  # a refusal: another run's checkpoint
+        except Exception as e:  # noqa: BLE001 (a damaged meta)
+            self._set_aside(step, f'its metadata does not describe a run ({_brief(e)})')
+            return None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        args = ocp.args.Composite(
+            arrays=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+        )
+        try:
+            restored = self.manager.restore(step, args=args)
+        except Exception as e:  # noqa: BLE001
+            if isinstance(e, ValueError | KeyError | TypeError):  # verified: intact
+                raise ValueError(
+                    f'the checkpoint {self.directory}/{step} is intact but does not match '
+                    f'this run (another config?): {_brief(e)}. Use a new --workdir.'
+                ) from e
+            self._set_aside(step, f'it cannot be restored ({_brief(e)})')
+            return None
+        return restored['arrays'], restored['meta']
 
     def close(self):
         self.manager.close()

@@ -3,6 +3,7 @@
 images, labels = batching.normalise(test.images, mean, std), test.labels
 acc = top1(model, variables, images, labels, batch_size=500)   # percent
 acc = top1_batches(model, variables, batching.eval_batches(test, 500, mean, std))  # streamed
+same = agreement(model, rebuilt, batches, predictions(model, original, batches))  # label-free
 """
 
 from __future__ import annotations
@@ -112,6 +113,23 @@ def top1(
     """
     batches = array_batches(images, labels, batch_size, mesh)
     return top1_batches(model, variables, batches, mesh)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(model, variables, images):
+    return jnp.argmax(model.apply(variables, images, train=False), axis=-1).astype(jnp.int32)
+
+
+def predictions(model, variables, batches: list) -> list[np.ndarray]:
+    """The top-1 class of every image of `batches` (`[b, H, W, C]` float32, normalised)."""
+    return [np.asarray(_predict(model, variables, x)) for x in batches]
+
+
+def agreement(model, variables, batches: list, classes: list, mesh=None) -> float:
+    """Percent of the images of `batches` whose top-1 class is `classes`' (`predictions`
+    of another network on the same batches): a label-free score."""
+    rows = ((x, y, np.ones(len(x), bool)) for x, y in zip(batches, classes, strict=True))
+    return top1_batches(model, variables, rows, mesh)
 
 
 def round_batch(batch_size: int, mesh) -> int:

@@ -18,31 +18,43 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 
 from nrnp import files, signals
 from nrnp.errors import Preempted, WorkdirError
-from nrnp.training import checkpoints, interrupts, phases, rounds, sharding
+from nrnp.training import checkpoints, interrupts, keeping, phases, rounds, sharding
 from nrnp.training.phases import Carry, Context
 from nrnp.training.schedule import Phase, Settings, first_hidden
 
+PHASES_DIR = 'phases'  # W/phases/<id>: the carry after the first n phases (`boundary_id`)
+
 
 def run_schedule(ctx: Context, settings: Settings) -> tuple[Carry, list[dict]]:
-    """Runs (or resumes) `settings.phases`.
+    """Runs (or resumes, or branches off an earlier run's phases) `settings.phases`.
 
     Returns:
-      (final `Carry`, list of per-phase records with kind, steps, seconds, top1, rmse, the
-       predictor's hidden width and intermediate evals).
+      (final `Carry`, list of per-phase records with kind, label, steps, seconds, top1,
+       rmse, held-out score, the predictor's hidden width and intermediate evals).
     """
     ckpt = checkpoints.RunCheckpointer(f'{ctx.workdir}/checkpoints', log=ctx.log)
-    carry, position = _restore(ctx, settings, ckpt)
+    bounds = None
+    if not ctx.temporary:
+        where = f'{ctx.workdir}/{PHASES_DIR}'
+        bounds = checkpoints.RunCheckpointer(where, max_to_keep=None, log=ctx.log)
+    carry, position = _restore(ctx, settings, ckpt, bounds)
     records, layout = list(position['records']), _layout(settings)
+    ctx.saved['finished'] = position['phase']  # phases done before this call
     ctx = _placed(ctx)
     carry = carry.placed(ctx.mesh)
 
-    def save(phase_index, step_in_phase, carry):
+    def save(phase_index, step_in_phase, carry, boundary=False):
         meta = {'phase': phase_index, 'step': step_in_phase, 'records': records}
-        ckpt.save(int(carry.state.step), carry.arrays(), {**meta, 'schedule': layout})
+        meta.update(kept=carry.kept, schedule=layout)
+        ckpt.save(int(carry.state.step), carry.arrays(), meta)
         ctx.saved['step'] = int(carry.state.step)
+        if boundary and bounds is not None:
+            bounds.save(boundary_id(layout, phase_index), carry.arrays(), meta)
 
     with interrupts.catch(ctx.log) as stop:
         for index, phase in enumerate(settings.phases):
@@ -53,45 +65,74 @@ def run_schedule(ctx: Context, settings: Settings) -> tuple[Carry, list[dict]]:
                 carry, record = phases.run_phase(
                     ctx, settings, index, first, carry, records, stop, save
                 )
-            records.append({**record, 'hidden': phase.hidden})
-            save(index + 1, 0, carry)
+                record = {**record, 'hidden': phase.hidden, 'label': phase.label}
+                carry = keeping.after_phase(ctx, phase, index, carry, record, records)
+            records.append(record)
+            save(index + 1, 0, carry, boundary=True)
             if stop.requested:
                 raise Preempted(
                     f'{stop.requested}: checkpoint written after {phase.label} in '
                     f'{ctx.workdir}; run the same command again to resume'
                 )
     ckpt.close()
+    if bounds is not None:
+        bounds.close()
     return carry, records
 
 
 def _layout(settings: Settings) -> list[dict]:
-    return [dataclasses.asdict(p) for p in settings.phases]
+    """The schedule as checkpoints record it: each phase and the branchable fields it reads."""
+    reads = settings.reads or ({},) * len(settings.phases)
+    return [{**dataclasses.asdict(p), 'reads': r} for p, r in zip(settings.phases, reads)]
 
 
-def _restore(ctx: Context, settings: Settings, ckpt) -> tuple[Carry, dict]:
-    """The run's starting `Carry` and position: fresh, or from its newest checkpoint."""
-    schedule = list(settings.phases)
+def boundary_id(layout: list[dict], n: int) -> int:
+    """The W/phases step of the boundary after the first n phases of `layout`: n, then a
+    digest of those phases (so the boundaries of every branch of a workdir stay apart)."""
+    digest = hashlib.sha256(json.dumps(layout[:n], sort_keys=True).encode()).hexdigest()
+    return n * 10**10 + int(digest[:8], 16)
+
+
+def _usable(meta: dict, layout: list[dict]) -> bool:
+    """Whether a checkpoint's position lies in phases this schedule shares with its run's."""
+    done = meta['phase'] + (1 if meta['step'] else 0)
+    old = list(meta.get('schedule') or [])
+    return done <= len(layout) and not files.differences(
+        {'schedule': old[:done]}, {'schedule': layout[:done]}
+    )
+
+
+def _restore(ctx: Context, settings: Settings, ckpt, bounds) -> tuple[Carry, dict]:
+    """The run's starting `Carry` and position: fresh, from its newest checkpoint, or from
+    the boundary after the phases it shares with the run the workdir held (`_branch`)."""
+    schedule, layout = list(settings.phases), _layout(settings)
     width = first_hidden(schedule, ctx.pmodel.hidden)  # ctx.pmodel: the final width
     tx = settings.optimizer()  # any phase's: they share one state structure
-    state = rounds.fresh_state(
-        ctx.pmodel.clone(hidden=width), ctx.input_dim, ctx.predictor_seed, tx
+    carry = Carry(
+        rounds.fresh_state(ctx.pmodel.clone(hidden=width), ctx.input_dim, ctx.predictor_seed, tx),
+        ctx.problem.target,
+        ctx.batch_stats,
     )
-    carry = Carry(state, ctx.problem.target, ctx.batch_stats)
-    layout = _layout(settings)
 
     def like(meta):  # the checkpoint's arrays, as its position in the schedule shapes them
-        changed = files.differences({'schedule': meta.get('schedule')}, {'schedule': layout})
-        if changed:
+        if not _usable(meta, layout):
+            changed = files.differences({'schedule': meta.get('schedule')}, {'schedule': layout})
             raise WorkdirError(
                 f'{ctx.workdir} holds a run with another schedule ({"; ".join(changed[:4])}); '
                 'use a new --workdir'
             )
         held = rounds.held_width(schedule, meta)
-        if held == width:
-            return carry.arrays()
-        fresh = rounds.fresh_state(ctx.pmodel.clone(hidden=held), ctx.input_dim, 0, tx)
-        return dataclasses.replace(carry, state=fresh).arrays()
+        fresh = lambda h: rounds.fresh_state(ctx.pmodel.clone(hidden=h), ctx.input_dim, 0, tx)
+        arrays = dataclasses.replace(carry, state=carry.state if held == width else fresh(held))
+        if meta.get('kept') is not None:  # the best phase's net: of the final width
+            arrays.best = {'pparams': fresh(ctx.pmodel.hidden).pparams}
+            if ctx.batch_stats is not None:
+                arrays.best['batch_stats'] = ctx.batch_stats
+        return arrays.arrays()
 
+    meta = ckpt.latest_meta()
+    if (meta is None or not _usable(meta, layout)) and bounds is not None and bounds.steps():
+        return _branch(ctx, layout, ckpt, bounds, like, carry)
     restored = ckpt.restore_latest(like)
     if restored is None:
         return carry, {'phase': 0, 'step': 0, 'records': []}
@@ -101,7 +142,30 @@ def _restore(ctx: Context, settings: Settings, ckpt) -> tuple[Carry, dict]:
         f'resuming from checkpoint {ckpt.latest_step()}: phase {position["phase"]}, '
         f'step {position["step"]} of it'
     )
-    return Carry.of(arrays), position
+    return Carry.of(arrays, position.get('kept')), position
+
+
+def _branch(ctx: Context, layout, ckpt, bounds, like, fresh: Carry) -> tuple[Carry, dict]:
+    """The carry after the most phases this schedule shares with a run the workdir held
+    (their boundary checkpoint in W/phases), the latest run's checkpoints deleted; or a
+    fresh start when it shares none."""
+    shared, held = 0, set(bounds.steps())
+    for n in range(len(layout), 0, -1):
+        step = boundary_id(layout, n)
+        meta = bounds.meta(step) if step in held else None
+        if meta is not None and meta['phase'] == n and _usable(meta, layout):
+            shared = n
+            break
+    ckpt.clear()  # the earlier run's positions: this run's own replace them
+    restored = bounds.restore(boundary_id(layout, shared), like) if shared else None
+    if restored is None:
+        ctx.log('no phase of the earlier run in this workdir is shared: starting afresh')
+        return fresh, {'phase': 0, 'step': 0, 'records': []}
+    arrays, meta = restored
+    records = meta['records'][:shared]
+    labels = ', '.join(r.get('label', r['kind']) for r in records)
+    ctx.log(f'reused: {labels} from the earlier run in {ctx.workdir}')
+    return Carry.of(arrays, meta.get('kept')), {'phase': shared, 'step': 0, 'records': records}
 
 
 def _placed(ctx: Context) -> Context:

@@ -67,7 +67,10 @@ class Context:
       reestimate: the run's `recalibration.Reestimation` (None: no re-estimation).
       rebuild: `pparams -> params` of the rebuilt network (what `reestimate` measures).
       temporary: the workdir is deleted after the run (its checkpoints are not kept).
-      saved: the newest checkpoint step of this run (set by the loop).
+      saved: set by the loop: 'step', the newest checkpoint step of this run, and
+        'finished', how many phases were done before this call (resumed or reused).
+      score: `(pparams as stored, batch_stats) -> percent` on held-out training images
+        (never the test set), what `keeping` chooses the kept phase by; None: no images.
     """
 
     pmodel: predictor.Predictor
@@ -90,6 +93,7 @@ class Context:
     rebuild: Callable | None = None
     temporary: bool = False
     saved: dict = dataclasses.field(default_factory=dict)
+    score: Callable | None = None
 
     def seen(self, kind: str, pparams):
         """The predictor a phase of `kind` is measured as: as trained for reconstruction,
@@ -114,29 +118,38 @@ class Carry:
       round_target: `[N, 9]` rows the current reconstruction round fits.
       batch_stats: the rebuilt network's BatchNorm statistics (the stored ones until a
         'recalibrate' phase re-estimates them; None without BatchNorm).
+      best: the best-scoring phase's `{'pparams', 'batch_stats'}` so far (`keeping`).
+      kept: that phase's index in the schedule (None: none yet); checkpointed in the meta.
     """
 
     state: reconstruction.PredictorState
     round_target: object
     batch_stats: dict | None = None
+    best: dict | None = None
+    kept: int | None = None
 
     def arrays(self) -> dict:
         out = {'state': self.state, 'round_target': self.round_target}
+        out.update({} if self.best is None else {'best': self.best})
         return out if self.batch_stats is None else {**out, 'batch_stats': self.batch_stats}
 
     @classmethod
-    def of(cls, arrays: dict) -> Carry:
-        return cls(arrays['state'], arrays['round_target'], arrays.get('batch_stats'))
+    def of(cls, arrays: dict, kept: int | None = None) -> Carry:
+        stats, best = arrays.get('batch_stats'), arrays.get('best')
+        return cls(arrays['state'], arrays['round_target'], stats, best, kept)
 
     def placed(self, mesh) -> Carry:
         """On the mesh: the state as `sharding.place_state`, the rest replicated."""
         if mesh is None:
             return self
         stats = None if self.batch_stats is None else sharding.replicate(self.batch_stats, mesh)
+        best = None if self.best is None else sharding.replicate(self.best, mesh)
         return Carry(
             sharding.place_state(self.state, mesh),
             sharding.replicate(self.round_target, mesh),
             stats,
+            best,
+            self.kept,
         )
 
 

@@ -157,6 +157,14 @@ FINAL_LEARNING_RATE = 1e-6  # where the reconstruction and distillation cosines 
 QUANTIZE_LEARNING_RATE = 1e-4
 QUANTIZE_FINAL = 0.01  # the quantize phase's cosine ends at this fraction of its peak
 TRAINED = ('reconstruct', 'quantize', 'distill')  # the kinds that train: one optimizer each
+# The config sections (or fields) each phase kind reads that a workdir's later runs may
+# change (`pipeline.workdirs.BRANCHABLE`): a run whose earlier phases read none of the
+# changed fields reuses them (`loop`). Every other field is read by the first phase already.
+READS = {
+    'distill': ('distill', 'recalibrate'),
+    'recalibrate': ('recalibrate',),
+    'quantize': ('predictor.quantize_fraction',),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +182,7 @@ class Settings:
       recalibrate_every: re-estimate BatchNorm every N distillation steps (0: never).
       step_costs: seconds per step of each kind, as this process measured them so far
         (the progress lines' whole-run ETA; filled as the run goes).
+      reads: per phase, the `READS` fields it reads and their values (`phase_reads`).
     """
 
     phases: tuple[Phase, ...]
@@ -188,6 +197,7 @@ class Settings:
     eval_every: int = 0
     recalibrate_every: int = 0
     step_costs: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    reads: tuple[dict, ...] = ()
 
     def optimizer(self, index: int | None = None) -> optim.PhaseSwitch:
         """Phase `index`'s optimizer: `optim.phase_switch` over one optimizer per kind.
@@ -231,9 +241,9 @@ class Settings:
 
 def settings(config, batch_norm: bool = True) -> Settings:
     """The loop's `Settings` from `config` (`build_schedule(config, batch_norm)`'s phases)."""
-    d = config.distill
+    d, phases = config.distill, tuple(build_schedule(config, batch_norm))
     return Settings(
-        phases=tuple(build_schedule(config, batch_norm)),
+        phases=phases,
         reconstruct_optimizer=config.reconstruct.optimizer,
         reconstruct_learning_rate=config.reconstruct.learning_rate,
         distill_learning_rate=d.learning_rate,
@@ -244,4 +254,16 @@ def settings(config, batch_norm: bool = True) -> Settings:
         checkpoint_every=config.checkpoint_every,
         eval_every=config.eval_every,
         recalibrate_every=config.recalibrate.every,
+        reads=tuple(phase_reads(config, p) for p in phases),
     )
+
+
+def phase_reads(config, phase: Phase) -> dict:
+    """The fields of the `READS` sections (or fields) `phase` reads, with their values."""
+    out = {}
+    for name in READS.get(phase.kind, ()):
+        section, _, field = name.partition('.')
+        fields = {field: config[section][field]} if field else dict(config[section].items())
+        for key, value in fields.items():
+            out[f'{section}.{key}'] = list(value) if isinstance(value, tuple) else value
+    return out
