@@ -522,7 +522,7 @@ def test_load_rebuilds_the_weights_the_run_evaluated(tmp_path, monkeypatch):
             a[k].dtype == b[k].dtype and np.array_equal(bits(a[k]), bits(b[k])) for k in a
         )
 
+    # the test-set evaluation that reported its top-1 (held-out agreement scores too)
     matches = [top1 for v, top1 in evaluated if same(v)]
-    assert matches, 'no evaluation saw the weights the artefact rebuilds'
-    assert matches[-1] == comp.metrics['top1_reconstructed']
+    assert comp.metrics['top1_reconstructed'] in matches, (matches, comp.metrics)
     assert not same(variables)  # the rebuild is the compressed net, not the original
