@@ -181,6 +181,8 @@ def test_crash_and_resume_across_width_changes_is_bit_exact(
 
     def save_then_crash(self, step, arrays, meta):
         real(self, step, arrays, meta)
+        if os.path.basename(self.directory) != 'checkpoints':
+            return  # W/phases: the boundaries a later branch starts from
         count['n'] += 1
         if count['n'] == crash_after:
             raise KeyboardInterrupt('simulated kill')

@@ -88,9 +88,11 @@ def _layout(settings: Settings) -> list[dict]:
 
 def boundary_id(layout: list[dict], n: int) -> int:
     """The W/phases step of the boundary after the first n phases of `layout`: n, then a
-    digest of those phases (so the boundaries of every branch of a workdir stay apart)."""
+    digest of those phases (so the boundaries of every branch of a workdir stay apart).
+    Below 2**31: orbax hands multi-process steps to a C++ int (a colliding digest is
+    harmless, `_branch` checks the boundary's schedule before using it)."""
     digest = hashlib.sha256(json.dumps(layout[:n], sort_keys=True).encode()).hexdigest()
-    return n * 10**10 + int(digest[:8], 16)
+    return n * 10**7 + int(digest[:8], 16) % 10**7
 
 
 def _usable(meta: dict, layout: list[dict]) -> bool:
