@@ -23,6 +23,7 @@ import numpy as np
 
 from nrnp import errors
 from nrnp.nets import trees
+from nrnp.pipeline import pixels
 
 
 def split_variables(variables) -> tuple[dict, bool, bool]:
@@ -161,11 +162,10 @@ def check_model(model, variables: dict, images: np.ndarray, what: str = 'data ba
             'statistics when train=False)'
         ) from None
     except Exception as e:  # noqa: BLE001 (flax's ScopeParamShapeError, XLA shape errors)
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise errors.BadInput(
             f'the model cannot be applied to {what} of shape {tuple(images.shape)} '
-            f'({type(e).__name__}: {first}); give images [B, H, W, C] of the size and '
-            'channels the model was built for'
+            f'({type(e).__name__}: {pixels.first_line(e, 300)}); give images [B, H, W, C] '
+            'of the size and channels the model was built for'
         ) from None
     out = np.asarray(out, np.float32)
     if out.ndim != 2 or out.shape[0] != x.shape[0]:

@@ -115,15 +115,20 @@ def check_sizes(shapes: dict) -> None:
         )
 
 
+def first_line(e: BaseException, limit: int) -> str:
+    """The first line of an exception's message (at most `limit` characters), or its type."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 def check_input_shape(model, variables: dict, input_shape: tuple[int, ...]) -> None:
     """Refuses an `input_shape` `(1, H, W, C)` the model cannot be applied to (traced only)."""
     try:
         x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
         jax.eval_shape(lambda x: model.apply(variables, x, train=False), x)
     except Exception as e:  # noqa: BLE001 (flax's ScopeParamShapeError, XLA shape errors)
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise errors.BadInput(
             f'input_shape={tuple(input_shape[1:])} does not fit the model '
-            f'({type(e).__name__}: {first}); give (H, W, C) of the images the model was '
-            'built for'
+            f'({type(e).__name__}: {first_line(e, 200)}); give (H, W, C) of the images the '
+            'model was built for'
         ) from None
