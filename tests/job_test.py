@@ -233,6 +233,9 @@ def test_a_changed_keep_reuses_every_phase_of_the_finished_run(reference, tmp_pa
             new.get('heldout'),
         )
     assert report['kept_phase'] == 'distill c2' and report['kept_reason'] == "keep='last'"
+    # the original's top-1 is the earlier run's, not measured again
+    assert report['top1_original'] == reference[1]['top1_original']
+    assert any('eval/top1_original' in line and 'the earlier run' in line for line in logs)
     assert report['top1_reconstructed'] == report['phases'][-1]['top1']
     assert 'reused from the earlier run' in open(os.path.join(workdir, 'report.md')).read()
 

@@ -83,7 +83,10 @@ def prepare(d: RunDescription) -> Plan:
     writer = metrics.MetricWriter(d.workdir, enabled=not d.temporary and jax.process_index() == 0)
     try:
         top1_original = None
-        if d.data.top1 is not None:
+        if d.data.top1 is not None and d.top1_original is not None:
+            top1_original = d.top1_original
+            log(f'eval/top1_original {top1_original:.2f} % (the earlier run in the workdir)')
+        elif d.data.top1 is not None:
             top1_original = d.data.top1(variables)
             log(f'eval/top1_original {top1_original:.2f} %')
             writer.write(0, {'eval/top1_original': top1_original})

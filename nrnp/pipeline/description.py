@@ -60,6 +60,8 @@ class RunDescription:
       log: progress sink.
       bare: the caller passed bare params (the artefact then rebuilds bare params).
       temporary: the workdir is deleted afterwards (no metrics, messages do not point at it).
+      top1_original: the original's top-1 on these test images when an earlier run in the
+        workdir measured it (a branch: same target, same test data), else None (measured).
     """
 
     config: ml_collections.ConfigDict
@@ -71,3 +73,4 @@ class RunDescription:
     log: Callable[[str], None] = print
     bare: bool = False
     temporary: bool = False
+    top1_original: float | None = None

@@ -9,6 +9,7 @@ runs too); then `compressed.nrnp`, `report.json`, `report.md` and `report.png` a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -85,6 +86,16 @@ def run(
         claim.release()
 
 
+def _earlier_top1(workdir: str) -> float | None:
+    """The original's top-1 in the report of the run `workdir` held (None: none there)."""
+    try:
+        with open(os.path.join(workdir, 'report.json'), **files.ENCODING) as f:
+            value = json.load(f).get('top1_original')
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
 def finished(workdir: str, fingerprint: dict) -> dict | None:
     """The report of the run `fingerprint` names when `workdir` holds it finished (its
     report.json names that run and its artefact is there), else None."""
@@ -101,6 +112,9 @@ def finished(workdir: str, fingerprint: dict) -> dict | None:
 
 def _run(config, workdir: str, log, start: float, run_id: str, branch: bool) -> dict:
     description, source = describe(config, workdir, log)
+    if branch:  # same target and test data: the original's top-1 is the earlier run's
+        earlier = _earlier_top1(workdir)
+        description = dataclasses.replace(description, top1_original=earlier)
     outcome = compression.run(compression.prepare(description))
     artifact = compression.store(outcome)
     path = os.path.join(workdir, 'compressed.nrnp')
