@@ -60,6 +60,7 @@ AT_LEAST = {  # field: smallest allowed value
             'distill.kd_weight',
             'distill.fm_weight',
             'distill.reconstruction_weight',
+            'distill.warmup_steps',
             'recalibrate.images',
             'recalibrate.every',
             'recalibrate.synthetic_steps',

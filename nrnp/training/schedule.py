@@ -175,6 +175,7 @@ class Settings:
       phases: the schedule (`build_schedule`).
       reconstruct_optimizer: 'ranger', 'adam' or 'adamw'.
       reconstruct_learning_rate, distill_learning_rate: the cosines' peaks.
+      distill_warmup: linear warm-up steps of the distillation learning rate.
       reconstruct_batch_size: kernels per reconstruction step (capped at the table).
       reconstruct_magnitude_fraction: share of norm-weighted reconstruction batches.
       loss_weights: distillation's (kd, feature maps, reconstruction) weights.
@@ -189,6 +190,7 @@ class Settings:
     reconstruct_optimizer: str = 'ranger'
     reconstruct_learning_rate: float = 5e-3
     distill_learning_rate: float = 1e-4
+    distill_warmup: int = 0
     reconstruct_batch_size: int = 4096
     reconstruct_magnitude_fraction: float = 0.2
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 0.0)
@@ -232,6 +234,7 @@ class Settings:
             steps=steps['distill'],
             learning_rate=self.distill_learning_rate,
             final_learning_rate=FINAL_LEARNING_RATE,
+            warmup=self.distill_warmup,
             **DISTILL_OPTIMIZER,
         )
         return optim.phase_switch(
@@ -247,6 +250,7 @@ def settings(config, batch_norm: bool = True) -> Settings:
         reconstruct_optimizer=config.reconstruct.optimizer,
         reconstruct_learning_rate=config.reconstruct.learning_rate,
         distill_learning_rate=d.learning_rate,
+        distill_warmup=d.warmup_steps,
         reconstruct_batch_size=config.reconstruct.batch_size,
         reconstruct_magnitude_fraction=config.reconstruct.magnitude_fraction,
         loss_weights=(d.kd_weight, d.fm_weight, d.reconstruction_weight),
