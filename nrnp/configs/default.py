@@ -122,7 +122,7 @@ def _representation(c: ml_collections.ConfigDict) -> None:
     # entropy-coded; biases and copied leaves float16) or 'lowbit' (core.quantize.LOWBIT).
     # Evaluation, re-estimation and distillation see the predictor as stored (docs/method.md).
     c.predictor.quantize = 'int6'
-    c.predictor.quantize_group = 16  # inputs per scale group of an int mode (0: per column)
+    c.predictor.quantize_group = 8  # inputs per scale group of an int mode (0: per column)
     c.predictor.quantize_edge_bits = 0  # bits of the first and last Dense (0: the mode's)
     # A 'quantize' phase (reconstruction loss through the rounding; Adam, cosine from 1e-4)
     # after the rounds of a run without distillation (which trains through the rounding
@@ -201,6 +201,9 @@ def _run(c: ml_collections.ConfigDict) -> None:
     # 'best': the artefact holds the phase whose net agrees best with the original's
     # predictions on held-out training images (never the test set); 'last': the last phase
     c.keep = 'best'
+    # Minutes of wall time for the run (0: the steps as set): a short probe times the steps,
+    # then reconstruct.steps and distill.steps (the caps) are set to fit (pipeline.budgets).
+    c.budget = 0.0
 
 
 def _tiny(c: ml_collections.ConfigDict) -> None:

@@ -1,6 +1,6 @@
 """Predictor weights at a smaller width: bf16, or 2- to 8-bit integers with per-group scales.
 
-  scheme = Scheme('int5', group=16)              # how the artefact stores the predictor
+  scheme = Scheme('int5', group=8)               # how the artefact stores the predictor
   leaf = quantize_leaf(w, scheme)                # a QuantizedLeaf: what the artefact keeps
   w_q = dequantize_leaf(leaf)                    # float32 again: what the artefact rebuilds with
   pparams_fq = fake_quantize_tree(pparams, scheme)   # in a jitted step: same values, STE gradient
@@ -18,7 +18,7 @@ with two-level scales, and biases (under 1 % of a predictor) as float16:
 Each group takes the multiplier of least squared error (an exhaustive search over the M
 steps the file can hold: MSE-optimal clipping), so a group of small weights gets a fine
 step and an outlier costs only its own group. A group costs SCALE_BITS bits instead of a
-float: at 16 inputs a group, 0.25 bits per weight. `group=0` gives one group per column.
+float: at 8 inputs a group (the default), 0.5 bits per weight. `group=0` gives one group per column.
 
 Float32 products only (`q * (S * MULTIPLIERS[m])`), so numpy (the reader) and XLA (the
 training step) compute the dequantized weights bit for bit alike; the codes themselves are
@@ -59,7 +59,7 @@ class Scheme:
     """
 
     mode: str = 'none'
-    group: int = 16
+    group: int = 8
     edge_bits: int = 0
 
     def __post_init__(self):

@@ -85,7 +85,9 @@ def prepare(d: RunDescription) -> Plan:
         top1_original = None
         if d.data.top1 is not None and d.top1_original is not None:
             top1_original = d.top1_original
-            log(f'eval/top1_original {top1_original:.2f} % (the earlier run in the workdir)')
+            probed = d.budget is not None and d.budget.get('top1_original') == top1_original
+            whence = 'the budget probe' if probed else 'the earlier run in the workdir'
+            log(f'eval/top1_original {top1_original:.2f} % ({whence})')
         elif d.data.top1 is not None:
             top1_original = d.data.top1(variables)
             log(f'eval/top1_original {top1_original:.2f} %')

@@ -62,6 +62,7 @@ class RunDescription:
       temporary: the workdir is deleted afterwards (no metrics, messages do not point at it).
       top1_original: the original's top-1 on these test images when an earlier run in the
         workdir measured it (a branch: same target, same test data), else None (measured).
+      budget: what `budgets.resolve` chose for `config.budget` (None: no budget).
     """
 
     config: ml_collections.ConfigDict
@@ -74,3 +75,4 @@ class RunDescription:
     bare: bool = False
     temporary: bool = False
     top1_original: float | None = None
+    budget: dict | None = None

@@ -23,7 +23,7 @@ from nrnp.core import kernels
 from nrnp.data.dataset import balanced_subset, check_same_classes
 from nrnp.errors import ConfigError, DataError
 from nrnp.nets import models
-from nrnp.pipeline import calibration, cli_data, compression, targets, workdirs
+from nrnp.pipeline import budgets, calibration, cli_data, compression, targets, workdirs
 from nrnp.pipeline.description import Data, RunDescription
 from nrnp.reporting import plots, reports
 from nrnp.training import sharding
@@ -115,7 +115,7 @@ def _run(config, workdir: str, log, start: float, run_id: str, branch: bool) -> 
     if branch:  # same target and test data: the original's top-1 is the earlier run's
         earlier = _earlier_top1(workdir)
         description = dataclasses.replace(description, top1_original=earlier)
-    outcome = compression.run(compression.prepare(description))
+    outcome = compression.run(compression.prepare(budgets.resolve(description)))
     artifact = compression.store(outcome)
     path = os.path.join(workdir, 'compressed.nrnp')
     if jax.process_index() == 0:
@@ -140,7 +140,7 @@ def _run(config, workdir: str, log, start: float, run_id: str, branch: bool) -> 
         sizes=artifact.size_report(),
         wall_seconds=time.time() - start,
         devices=[str(d) for d in jax.devices()],
-        config=config.to_json_best_effort(indent=2),
+        config=outcome.plan.description.config.to_json_best_effort(indent=2),
         kept=outcome.kept,
     )
     report['run'] = run_id  # a rerun of this run finds it finished (`finished`)
@@ -149,6 +149,11 @@ def _run(config, workdir: str, log, start: float, run_id: str, branch: bool) -> 
     if reused:
         report['reused'] = reused
         report['notes'] = [f'reused from the earlier run in this workdir: {", ".join(reused)}']
+    chosen = outcome.plan.description.budget
+    if chosen is not None:
+        report['budget'] = chosen
+        took = f'; the whole run took {report["wall_seconds"] / 60:.1f} min (data loading included)'
+        report.setdefault('notes', []).append(budgets.describe(chosen) + took)
     if jax.process_index() == 0:
         with errors.writing(workdir, 'the report in'):
             reports.write_report(workdir, report)

@@ -28,6 +28,7 @@ from nrnp import errors
 from nrnp.artifact import compressed
 from nrnp.configs import catalog
 from nrnp.pipeline import (
+    budgets,
     compression,
     library_checks,
     library_data,
@@ -129,7 +130,7 @@ def compress(
         variables, model, data, test_data, config, input_shape, log, overrides, recipe
     )
     with _workdir(description, workdir, overwrite, data, test_data):
-        outcome = compression.run(compression.prepare(description))
+        outcome = compression.run(compression.prepare(budgets.resolve(description)))
     result = compression.store(outcome)
     result.frozen = frozen
     return result

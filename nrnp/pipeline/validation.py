@@ -61,6 +61,7 @@ AT_LEAST = {  # field: smallest allowed value
             'distill.fm_weight',
             'distill.reconstruction_weight',
             'distill.warmup_steps',
+            'budget',
             'recalibrate.images',
             'recalibrate.every',
             'recalibrate.synthetic_steps',
