@@ -21,6 +21,7 @@ from nrnp.configs import default
 from nrnp.data import batching, dataset
 from nrnp.nets import models
 from nrnp.pipeline import targets
+from nrnp.reporting import progress
 from nrnp.training import classifier, evaluation, sharding
 
 MODEL = models.build_model('smallcnn', 4, widths=(4, 8, 8))
@@ -89,7 +90,8 @@ def test_weight_decay_only_on_kernels():
     assert int(new.step) == 1
 
 
-def test_sgd_recipe_learns_and_logs_progress():
+def test_sgd_recipe_learns_and_logs_progress(monkeypatch):
+    monkeypatch.setattr(progress, 'SECONDS', 1e9)  # lines by steps only
     logs = []
     # No flip here: it would swap the classes (left and right quadrants) of these images.
     recipe = _recipe(steps=60, learning_rate=0.1, weight_decay=5e-4, augment='none')
@@ -101,6 +103,14 @@ def test_sgd_recipe_learns_and_logs_progress():
     test = _images(200, seed=1)
     x = batching.normalise(test.images, (0.3,), (0.3,))
     assert evaluation.top1(MODEL, variables, x, test.labels) > 90.0
+
+
+def test_teacher_training_logs_every_few_seconds_too(monkeypatch):
+    monkeypatch.setattr(progress, 'SECONDS', 0.0)  # every step is "a while" later
+    logs = []
+    _train(_recipe(steps=5, augment='none'), log=logs.append, log_every=1000)
+    shown = [s.split()[2] for s in logs if s.startswith('teacher training ') and 'ETA' in s]
+    assert shown == ['1/5', '2/5', '3/5', '4/5', '5/5']
 
 
 def test_step_schedule_and_adam():

@@ -236,8 +236,8 @@ def _batches(dataset, recipe: Recipe, first: int, mean, std):
 
 def _steps(state, step_fn, batches, recipe: Recipe, first: int, mesh, ckpt, meta, every, log):
     """Steps `first + 1 .. recipe.steps`: the losses checked, logged (every `every[0]`
-    steps) and checkpointed (`ckpt`, every `every[1]` steps) as `train_classifier` says;
-    returns the last state."""
+    steps and every `progress_lines.SECONDS` of wall time) and checkpointed (`ckpt`, every
+    `every[1]` steps) as `train_classifier` says; returns the last state."""
     log_every, checkpoint_every = every
     progress = progress_lines.Progress(
         recipe.steps, 'teacher training', log, log_every, first=first
@@ -257,7 +257,7 @@ def _steps(state, step_fn, batches, recipe: Recipe, first: int, mesh, ckpt, meta
             elif losses:
                 losses[-1].block_until_ready()  # the previous step
             losses.append(metrics['train/loss'])
-            logging = step % log_every == 0 or step == recipe.steps
+            logging = step % log_every == 0 or step == recipe.steps or progress.due()
             saving = step == recipe.steps or step % checkpoint_every == 0 or stop.requested
             if logging or saving:
                 _check_finite(losses, checked, last_saved)
