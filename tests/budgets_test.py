@@ -50,7 +50,7 @@ def test_a_short_budget_splits_in_the_recipes_proportions():
 
 
 def test_too_few_distillation_steps_are_dropped_for_reconstruction():
-    chosen = budgets.plan(_config(1.0, quantize='none'), FIGURES, (10_000, 100))
+    chosen = budgets.plan(_config(1.0, quantize='none'), FIGURES, (10_000, 20))
     r, d = chosen['steps']
     assert d == 0 and 'lower top-1' in chosen['note']
     outside = 10 + budgets.STORE_SECONDS + 2 + 3 * 1.6  # no distillation compilation
