@@ -236,7 +236,7 @@ CONFIG_FILES = {
     'sections.py': (
         'import ml_collections as mc\ndef get_config():\n    return mc.ConfigDict({"seed": 0})\n',
         'get_config() lacks the sections data, distill, encoding, kernels, predictor, '
-        'recalibrate, reconstruct, teacher and the fields checkpoint_every',
+        'recalibrate, reconstruct, teacher and the fields budget, checkpoint_every',
     ),
 }
 
