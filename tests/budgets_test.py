@@ -115,6 +115,8 @@ def test_the_library_runs_the_steps_the_budget_chose():
         distill__steps=0,
         log=logs.append,
     )
+    probed = [line for line in logs if line.startswith('budget probe: reconstruct')]
+    assert any(' done: ' in line for line in probed)  # the probe's phases say when they end
     chosen = [line for line in logs if 'measured reconstruction' in line]
     assert chosen and 'reconstruct.steps 120 -> 120' in chosen[0]  # 5 min fit 120 steps
     assert [r['steps'] for r in art.history if r['kind'] == 'reconstruct'] == [120]

@@ -122,7 +122,7 @@ def probe(d: RunDescription) -> dict:
         config=config,
         data=dataclasses.replace(d.data, top1=None, heldout_images=None),
         workdir=tempfile.mkdtemp(prefix='nrnp-probe-'),
-        log=lambda message: None,
+        log=lambda message: _probe_line(d.log, message),
         temporary=True,
         top1_original=None,
     )
@@ -192,6 +192,12 @@ def plan(config, figures: dict, caps: tuple[int, int]) -> dict:
         'figures': {k: v for k, v in figures.items() if k != 'top1_original'},
         **({'top1_original': figures['top1_original']} if 'top1_original' in figures else {}),
     }
+
+
+def _probe_line(log, message: str) -> None:
+    """The probe's progress and phase-end lines, marked as the probe's (the rest unsaid)."""
+    if 'step/s' in message or ' done: ' in message:
+        log(f'budget probe: {message}')
 
 
 def _stored(workdir: str, minutes: float, caps: tuple[int, int]) -> dict | None:
