@@ -105,6 +105,36 @@ def test_places_that_cannot_hold_a_workdir_are_named(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['afile']  # the probe leaves nothing behind
 
 
+def test_processes_starting_together_do_not_trip_over_each_others_directories(
+    tmp_path, monkeypatch
+):
+    # Two processes of one run (tests/multiprocess_test.py) probe the same missing workdir:
+    # the other makes it between our looking and our mkdir, then removes it (its probe
+    # done) before our probe file is written.
+    mkdir, calls = os.mkdir, []
+
+    def racing_mkdir(path, *args):
+        calls.append(path)
+        if len(calls) == 1:
+            mkdir(path)  # the other process's
+            raise FileExistsError(17, 'File exists', path)
+        return mkdir(path, *args)
+
+    real_open = open
+
+    def racing_open(path, *args, **kwargs):
+        if str(path).endswith(f'.probe-{os.getpid()}') and len(calls) == 1:
+            os.rmdir(os.path.dirname(path))  # the other removes what it made
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(locks.os, 'mkdir', racing_mkdir)
+    monkeypatch.setattr('builtins.open', racing_open)
+    workdir = tmp_path / 'w'
+    locks.check_location(str(workdir), locks.location_fix('cli'))  # no StorageError
+    assert calls == [str(workdir), str(workdir)]  # made again on the second try
+    assert os.listdir(tmp_path) == []  # and removed: it was ours then
+
+
 def test_a_change_of_later_phases_only_branches_any_other_is_refused(tmp_path):
     config = {'seed': 0, 'predictor.hidden': 16, 'predictor.quantize_fraction': 0.1}
     config.update({'distill.steps': 10, 'recalibrate.images': 256, 'keep': 'best'})

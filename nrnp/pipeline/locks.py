@@ -26,6 +26,7 @@ import time
 from nrnp import errors, files
 
 LOCK_FILE = '.lock'
+RACES = 3  # tries of check_location when the processes of one run start together
 
 
 def location_fix(style: str, default_workdir: bool = False) -> str:
@@ -56,21 +57,40 @@ def check_location(workdir: str, fix: str) -> None:
     created, probe = [], os.path.join(workdir, f'.probe-{os.getpid()}')
     try:
         with errors.writing(workdir, 'the workdir', fix):
-            missing, path = [], workdir
-            while not os.path.lexists(path):
-                missing.append(path)
-                path = os.path.dirname(path)
-            for path in reversed(missing):
-                os.mkdir(path)
-                created.append(path)
-            with open(probe, 'wb'):
-                pass
+            for attempt in range(RACES):
+                try:
+                    _make_and_probe(workdir, probe, created)
+                    break
+                except (FileExistsError, FileNotFoundError):
+                    # The processes of one run start together: another made (or removed,
+                    # after its own probe) a directory between our looking and our writing.
+                    if attempt == RACES - 1:
+                        raise
     finally:
         with contextlib.suppress(OSError):
             os.remove(probe)
         for path in reversed(created):
             with contextlib.suppress(OSError):
                 os.rmdir(path)
+
+
+def _make_and_probe(workdir: str, probe: str, created: list) -> None:
+    """Creates the missing directories up to `workdir` (adding them to `created`) and
+    writes the empty file `probe` in it."""
+    missing, path = [], workdir
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for path in reversed(missing):
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise
+            continue  # another process made it: it is not ours to remove
+        created.append(path)
+    with open(probe, 'wb'):
+        pass
 
 
 def _try_flock(fd: int) -> bool | None:
