@@ -76,10 +76,8 @@ def resolve(d: RunDescription) -> RunDescription:
             max(int(s * scale), 1) for s in config.reconstruct.round_steps
         )
     d.log(describe(chosen))
-    top1 = chosen.get('top1_original')
-    return dataclasses.replace(
-        d, config=config, budget=chosen, top1_original=d.top1_original or top1
-    )
+    top1 = d.top1_original if d.top1_original is not None else chosen.get('top1_original')
+    return dataclasses.replace(d, config=config, budget=chosen, top1_original=top1)
 
 
 def describe(chosen: dict) -> str:

@@ -61,9 +61,9 @@ def check_location(workdir: str, fix: str) -> None:
                 try:
                     _make_and_probe(workdir, probe, created)
                     break
-                except (FileExistsError, FileNotFoundError):
-                    # The processes of one run start together: another made (or removed,
-                    # after its own probe) a directory between our looking and our writing.
+                except FileNotFoundError:
+                    # The processes of one run start together: another removed (after its
+                    # own probe) a directory it had made between our mkdir and our probe.
                     if attempt == RACES - 1:
                         raise
     finally:
