@@ -15,8 +15,9 @@ never leaves a stale lock. Under the lock, temporary files an interrupted run le
 
 The fingerprint holds the resolved config (less the fields that cannot change a result:
 logging, checkpoint and evaluation cadence, device count), the identity of the inputs
-(the teacher checkpoint's sha256, the data source) and the nrnp version. The same
-fingerprint resumes; one that differs only in fields later phases read (`BRANCHABLE`: the
+(the teacher checkpoint's sha256, the data source) and the nrnp version; a local teacher
+file or image folder counts by that identity, not by how its path is spelt (`BY_CONTENT`:
+'../shared/x' and '/work/shared/x' are one run). The same fingerprint resumes; one that differs only in fields later phases read (`BRANCHABLE`: the
 distillation and re-estimation sections, `predictor.quantize_fraction`, `keep`) branches
 off the run held there (the loop reuses the phases the two share, `training.loop`); any
 other difference is refused
@@ -146,12 +147,34 @@ def folder_identity(root: str) -> str:
     return f'{count} files, sha256 of names+sizes {digest.hexdigest()[:16]}'
 
 
+# Path fields whose input entry identifies the content (`input_identities`: a file's
+# sha256, an image folder's absolute path and listing): how the path is spelt
+# ('../shared/x' or '/work/shared/x') does not change the run.
+BY_CONTENT = {
+    'teacher.checkpoint': ('teacher', 'sha256'),
+    'data.image_folder': ('data', 'image folder '),
+    'distill.teacher_checkpoint': ('distill_teacher', 'sha256'),
+}
+
+
 def differences(old: dict, new: dict) -> list[str]:
     """'field: old -> new' for every entry that differs between two fingerprints
-    (`files.differences`, the one same-run rule)."""
+    (`files.differences`, the one same-run rule); a `BY_CONTENT` path counts only
+    through its input's identity."""
     out = files.differences({'nrnp version': old.get('nrnp')}, {'nrnp version': new.get('nrnp')})
-    out += files.differences(old.get('config', {}), new.get('config', {}))
+    out += files.differences(_spelt_free(old), _spelt_free(new))
     return out + files.differences(old.get('inputs', {}), new.get('inputs', {}), 'input ')
+
+
+def _spelt_free(fp: dict) -> dict:
+    """`fp`'s config less the `BY_CONTENT` paths its inputs identify by content."""
+    inputs = fp.get('inputs', {})
+
+    def by_content(field: str) -> bool:
+        entry, prefix = BY_CONTENT.get(field, ('', None))
+        return prefix is not None and str(inputs.get(entry, '')).startswith(prefix)
+
+    return {k: v for k, v in fp.get('config', {}).items() if not by_content(k)}
 
 
 def _remove_outputs(workdir: str) -> None:
