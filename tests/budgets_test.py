@@ -1,6 +1,8 @@
 """`budget`: steps planned from measured costs, kept for a resumed run, used by the run."""
 
 import json
+import time
+import types
 
 import numpy as np
 import pytest
@@ -121,3 +123,26 @@ def test_the_library_runs_the_steps_the_budget_chose():
     assert chosen and 'reconstruct.steps 120 -> 120' in chosen[0]  # 5 min fit 120 steps
     assert [r['steps'] for r in art.history if r['kind'] == 'reconstruct'] == [120]
     assert np.isfinite(art.history[-1]['rmse'])
+
+
+def test_the_probe_times_an_evaluation_when_the_top1_is_known_and_every_round(monkeypatch):
+    records = [
+        {'kind': 'reconstruct', 'steps_per_second': 100.0, 'compile_seconds': 2.0},
+        {'kind': 'reconstruct', 'steps_per_second': 50.0, 'compile_seconds': 3.0},
+        {'kind': 'recalibrate', 'seconds': 0.5},
+    ]
+    probed = []
+    monkeypatch.setattr(budgets.compression, 'prepare', lambda d: probed.append(d) or d)
+    outcome = types.SimpleNamespace(records=records)
+    monkeypatch.setattr(budgets.compression, 'run', lambda d: outcome)
+    config = _config(5, distill=0)
+    config.reconstruct.round_hidden = (16, 8)  # two rounds, though reconstruct.rounds is 1
+    evaluated = []
+    data = Data(top1=lambda v: evaluated.append(v) or time.sleep(0.05) or 70.0)
+    d = RunDescription(config, None, {}, data, '', None, top1_original=81.0)  # a branch
+    figures = budgets.probe(d)
+    assert len(evaluated) == 1 and figures['evaluation'] >= 0.05  # timed, not taken as 0 s
+    assert 'top1_original' not in figures  # the known 81.0 stays the run's
+    assert probed[0].config.reconstruct.steps == 2 * budgets.PROBE_STEPS['reconstruct']
+    assert figures['reconstruct'] == pytest.approx((0.01 + 0.02) / 2)  # the rounds' mean
+    assert figures['reconstruct_compile'] == 5.0  # each round compiles its width

@@ -4,7 +4,8 @@
 
 With `config.budget` > 0 (minutes), the run first times a few steps of each phase it
 will train (`probe`: a throwaway run of `PROBE_STEPS` per phase in a temporary
-directory, no evaluation) and one pass over the test images, then `plan` sets
+directory, no evaluation) and one pass over the test images (timed also when the
+original's top-1 is known, as in a branch: the run evaluates as often), then `plan` sets
 `reconstruct.steps` and `distill.steps` (the config's values are the caps: a budget
 never lengthens a recipe) so that compilations, steps, evaluations and re-estimations fit:
 
@@ -35,6 +36,7 @@ from nrnp import errors, files
 from nrnp.errors import ConfigError
 from nrnp.pipeline import compression
 from nrnp.pipeline.description import RunDescription
+from nrnp.training import schedule
 
 FILE = 'budget.json'
 PROBE_STEPS = {'reconstruct': 30, 'distill': 4}  # timed steps per phase kind (after compiling)
@@ -103,14 +105,17 @@ def probe(d: RunDescription) -> dict:
     nothing: costs do not depend on the weights or on the step counts.
     """
     figures = {'evaluation': 0.0}
-    if d.data.top1 is not None and d.top1_original is None:
+    if d.data.top1 is not None:  # timed even when known (a branch): the run evaluates too
         start = time.time()
-        figures['top1_original'] = d.data.top1(d.variables)
+        top1 = d.data.top1(d.variables)
         figures['evaluation'] = time.time() - start
+        if d.top1_original is None:
+            figures['top1_original'] = top1
     config = d.config.copy_and_resolve_references()
     config.budget = 0
     config.cycles = 1
-    config.reconstruct.steps = PROBE_STEPS['reconstruct'] * max(config.reconstruct.rounds, 1)
+    rounds = len(schedule.rounds_of(config))  # round_hidden/round_steps may set them
+    config.reconstruct.steps = PROBE_STEPS['reconstruct'] * rounds
     config.reconstruct.round_steps = ()
     config.distill.steps = PROBE_STEPS['distill'] if d.config.distill.steps else 0
     config.checkpoint_every = 10**9
@@ -128,13 +133,16 @@ def probe(d: RunDescription) -> dict:
         outcome = compression.run(compression.prepare(quiet))
     finally:
         shutil.rmtree(quiet.workdir, ignore_errors=True)
+    seconds: dict[str, list[float]] = {}
     for record in outcome.records:
         kind = record['kind']
         if kind in ('reconstruct', 'quantize', 'distill') and record.get('steps_per_second'):
-            figures[kind] = 1.0 / record['steps_per_second']
-            figures[f'{kind}_compile'] = float(record.get('compile_seconds') or 0.0)
+            seconds.setdefault(kind, []).append(1.0 / record['steps_per_second'])
+            compile_seconds = float(record.get('compile_seconds') or 0.0)  # one per round
+            figures[f'{kind}_compile'] = figures.get(f'{kind}_compile', 0.0) + compile_seconds
         elif kind == 'recalibrate':
             figures['recalibrate'] = float(record.get('seconds') or 0.0)
+    figures.update({kind: float(np.mean(s)) for kind, s in seconds.items()})  # rounds' mean
     return figures
 
 
