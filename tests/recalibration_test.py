@@ -9,6 +9,7 @@ import pytest
 
 import nrnp
 from nrnp.configs import default
+from nrnp.data import dataset
 from nrnp.nets import batchnorm
 from nrnp.pipeline import calibration
 from nrnp.training import recalibration, schedule
@@ -259,3 +260,22 @@ def test_data_free_compression_recalibrates_on_noise_and_no_batchnorm_is_a_note(
     plain = NoBN().init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     nrnp.compress(plain, NoBN(), log=lines.append, **FAST)
     assert any('no BatchNorm running statistics' in line for line in lines)
+
+
+def test_distillation_never_draws_the_held_out_images():
+    config = default.get_config()
+    rng = np.random.default_rng(0)
+    n = 4 * calibration.HELDOUT
+    images = rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)  # distinct images
+    train = dataset.Dataset(images, np.zeros(n, np.int32), 10, [str(i) for i in range(10)])
+    pool = calibration.without_heldout(config, train)
+    assert len(pool) == n - calibration.HELDOUT
+    held = calibration.split_images(config, train, tail=True)(4, calibration.HELDOUT // 4)
+    std, mean = np.asarray(config.data.std), np.asarray(config.data.mean)
+    held = np.rint((np.concatenate(held) * std + mean) * 255).astype(np.uint8)  # unnormalised
+    seen = {image.tobytes() for image in pool.images}
+    assert len(held) == calibration.HELDOUT
+    assert not any(image.tobytes() in seen for image in held)
+    assert len(seen | {image.tobytes() for image in held}) == n  # together: all of train
+    few = dataset.take(train, np.arange(n - 1))  # fewer than 4 x HELDOUT: shared
+    assert calibration.without_heldout(config, few) is few

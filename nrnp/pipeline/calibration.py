@@ -28,6 +28,8 @@ from nrnp.errors import ConfigError
 from nrnp.nets import batchnorm
 from nrnp.training import evaluation, recalibration
 
+HELDOUT = 1000  # training images each phase's net is scored on (the kept phase's choice)
+
 
 def needs_train_split(config, variables: dict) -> bool:
     """Whether the CLI's re-estimation reads the training split."""
@@ -79,6 +81,17 @@ def split_images(config, train, tail: bool = False) -> Callable[[int, int], list
 
     images.available = len(train)
     return images
+
+
+def without_heldout(config, train, held: int = HELDOUT):
+    """`train` less the last `held` images of `split_images`' seeded order (what its
+    `tail=True` draws the held-out images from), so that distillation never trains on the
+    images that choose the kept phase; all of `train` when it holds fewer than `4 * held`
+    images (too few to spare: the held-out score then shares them)."""
+    if len(train) < 4 * held:
+        return train
+    order = np.random.default_rng([config.seed, 0xCA1]).permutation(len(train))
+    return dataset.take(train, np.sort(order[: len(train) - held]))
 
 
 def array_images(batches: list, tail: bool = False) -> Callable[[int, int], list[np.ndarray]]:

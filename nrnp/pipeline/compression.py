@@ -33,7 +33,6 @@ from nrnp.reporting import metrics
 from nrnp.reporting.reports import percent
 from nrnp.training import distillation, evaluation, keeping, loop, phases, reconstruction, schedule
 
-HELDOUT = 1000  # training images each phase's net is scored on (the kept phase's choice)
 HELDOUT_BATCH = 250
 
 
@@ -199,12 +198,13 @@ def _context(d: RunDescription, prep, settings, reestimate, writer) -> phases.Co
 
 def _heldout_score(d: RunDescription, rebuilt) -> Callable | None:
     """`(pparams, batch_stats) -> percent`: the rebuilt network's top-1 agreement with the
-    original network on `HELDOUT` training images (`Data.heldout_images`, never the test
+    original network on `calibration.HELDOUT` training images (`Data.heldout_images`, never the test
     images; the original's predictions made once, on first use); None without them."""
     images = d.data.heldout_images
     if images is None or d.model is None:
         return None
-    count, size = calibration.batch_plan(HELDOUT, HELDOUT_BATCH, images.available, d.mesh)
+    held = calibration.HELDOUT
+    count, size = calibration.batch_plan(held, HELDOUT_BATCH, images.available, d.mesh)
     made = {}
 
     def score(pparams, batch_stats=None):

@@ -221,8 +221,9 @@ def describe(config, workdir: str, log) -> tuple[RunDescription, str]:
         data.heldout_images = calibration.split_images(config, train, tail=True)
         where = ''
         if config.distill.steps:
+            pool = calibration.without_heldout(config, train)
             data.train_batches, data.device_batches = cli_data.distillation_images(
-                config, train, mesh
+                config, pool, mesh
             )
             where = ', drawn on the device' if data.device_batches else ', host pipeline'
         log(f'train split {config.data.train_split!r}: {len(train)} images ({how}{where})')

@@ -101,7 +101,8 @@ def _training_data(config, data, model, variables: dict, mesh, log) -> Data:
         )
     pixels.check_images(held.images, 'data')
     library_checks.check_model(model, variables, normalised(config, held.images[:8]))
-    batches, device = cli_data.distillation_images(config, held, mesh)
+    pool = calibration.without_heldout(config, held)
+    batches, device = cli_data.distillation_images(config, pool, mesh)
     where = 'drawn on the device' if device else 'host pipeline'
     log(
         f'data: {len(held)} images, shuffled batches of {config.distill.batch_size} '

@@ -17,12 +17,12 @@ The fingerprint holds the resolved config (less the fields that cannot change a 
 logging, checkpoint and evaluation cadence, device count), the identity of the inputs
 (the teacher checkpoint's sha256, the data source) and the nrnp version; a local teacher
 file or image folder counts by that identity, not by how its path is spelt (`BY_CONTENT`:
-'../shared/x' and '/work/shared/x' are one run). The same fingerprint resumes; one that differs only in fields later phases read (`BRANCHABLE`: the
-distillation and re-estimation sections, `predictor.quantize_fraction`, `keep`) branches
-off the run held there (the loop reuses the phases the two share, `training.loop`); any
-other difference is refused
-before anything is written, naming the fields that differ (unless the earlier start
-failed before writing any result: a checkpoint step, the artefact or the report).
+'../shared/x' and '/work/shared/x' are one run). The same fingerprint resumes; one that
+differs only in fields later phases read (`BRANCHABLE`: the distillation and
+re-estimation sections, `predictor.quantize_fraction`, `keep`) branches off the run held
+there (the loop reuses the phases the two share, `training.loop`); any other difference
+is refused before anything is written, naming the fields that differ (unless the earlier
+start failed before writing any result: a checkpoint step, the artefact or the report).
 `overwrite=True` deletes nrnp's own files of the old run (never anything else) and starts
 again; the decoded-image cache and a trained teacher, which are keyed on their own
 inputs, stay.
