@@ -26,7 +26,9 @@ uint8 members (`storage` has the byte layout):
   ordering   per represented layer l, its permutation (kernel slot f * S + c gets coordinate
              (p // S, p % S), p = positions[l][f * S + c], S = the layer's channel slots:
              I, or ceil(I / 9) for grouped 1x1 rows) as `permutation_codec` bytes
-             (about log2(n!) / n bits per kernel; absent for ordering 'none')
+             (about log2(n!) / n bits per kernel; absent for ordering 'none'); for
+             'separable' (codec `storage.SEPARABLE_CODEC`) its two factors, the filter
+             permutation [O] then the channel-slot one [S] (p = f_pos * S + c_pos)
   copied     every leaf of header['leaves'] that is not represented (BatchNorm, dense, ...),
              raw little-endian bytes at its stored dtype, in header order
 
@@ -82,7 +84,7 @@ class Compressed:
         leaves of a quantized artefact, `LeafSpec.stored` 'float16') rounded to float16 and
         back on construction, the values the file holds.
       layout: the kernel table layout of the represented params.
-      ordering: 'none' | 'infilter' | 'crossfilter'.
+      ordering: 'none' | 'infilter' | 'crossfilter' | 'separable'.
       positions: per represented layer `[O * I]` unsigned ints (empty for 'none').
       encoding: {'kind', 'levels', 'base', 'features', 'scale', 'seed'}.
       predictor_settings: {'hidden', 'layers', 'init', 'residual', 'input_dim', 'quantize',
@@ -251,7 +253,7 @@ class Compressed:
             'leaves': [self._leaf_header(leaf) for leaf in self.leaves],
             'layout': [dataclasses.asdict(layer) for layer in self.layout.layers],
             'ordering': self.ordering,
-            'ordering_codec': storage.ORDERING_CODEC,
+            'ordering_codec': storage.ordering_codec(self.ordering),
             'encoding': self.encoding,
             'predictor': {**self.predictor_settings, 'quantize': self.quantize},
             'predictor_leaves': storage.predictor_entries(self.predictor_storage),
@@ -273,7 +275,13 @@ class Compressed:
             'predictor': predictor_blob,
         }
         if self.ordering != 'none':
-            out['ordering'] = storage.pack_orderings(self.positions)
+            out['ordering'] = (
+                storage.pack_separable(
+                    self.positions, [x.channel_slots for x in self.layout.layers]
+                )
+                if self.ordering == 'separable'
+                else storage.pack_orderings(self.positions)
+            )
         out['copied'] = storage.pack_leaves(
             [
                 np.asarray(self.copied[leaf.path]).astype(leaf.stored or leaf.dtype)

@@ -203,10 +203,11 @@ def _parts_v2(path, header, members, leaves, layers):
             raise ArtifactError(f'{path}: missing array {key!r}')
         if members[key].dtype != np.uint8 or members[key].ndim != 1:
             raise ArtifactError(f'{path}: array {key!r} is not a byte blob ([bytes] uint8)')
-    if header['ordering'] != 'none' and header.get('ordering_codec') != storage.ORDERING_CODEC:
+    codec = header.get('ordering_codec')
+    known = (storage.ORDERING_CODEC, storage.SEPARABLE_CODEC)
+    if header['ordering'] != 'none' and codec not in known:
         raise ArtifactError(
-            f'{path}: unknown ordering codec {header.get("ordering_codec")!r} '
-            f'(this nrnp reads {storage.ORDERING_CODEC!r})'
+            f'{path}: unknown ordering codec {codec!r} (this nrnp reads {", ".join(known)})'
         )
     kept = [leaf for leaf in leaves if not leaf.represented]
     try:
@@ -220,7 +221,11 @@ def _parts_v2(path, header, members, leaves, layers):
         positions = []
         if header['ordering'] != 'none':
             sizes = [layer.kernel_slots for layer in layers]
-            perms = storage.unpack_orderings(members['ordering'], sizes)
+            if codec == storage.SEPARABLE_CODEC:
+                shapes = [(layer.filters, layer.channel_slots) for layer in layers]
+                perms = storage.unpack_separable(members['ordering'], shapes)
+            else:
+                perms = storage.unpack_orderings(members['ordering'], sizes)
             positions = [p.astype(coordinates.position_dtype(n)) for p, n in zip(perms, sizes)]
     except (ValueError, KeyError, TypeError) as e:
         raise ArtifactError(f'{path}: {e}') from e

@@ -24,6 +24,10 @@ from nrnp.artifact import coding
 from nrnp.core import permutation_codec, quantize
 
 ORDERING_CODEC = 'lehmer-mixed-radix-64'  # permutation_codec, named in the header
+# The 'separable' ordering as its two factors per layer (filters [O], channel slots [S]):
+# about log2(O!) + log2(S!) bits instead of log2((O * S)!) (671 B against 37,085 B for
+# ResNet20). Files that stored it whole (ORDERING_CODEC) still read.
+SEPARABLE_CODEC = 'lehmer-mixed-radix-64-separable'
 
 
 def encode_header(header: dict) -> np.ndarray:
@@ -245,6 +249,53 @@ def pack_orderings(positions: list[np.ndarray]) -> np.ndarray:
     """Per represented layer a permutation `[O * I]` -> `[bytes]` uint8 (`permutation_codec`)."""
     parts = [permutation_codec.encode(p) for p in positions]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+
+
+def ordering_codec(ordering: str) -> str:
+    """The codec a new file stores `ordering` with."""
+    return SEPARABLE_CODEC if ordering == 'separable' else ORDERING_CODEC
+
+
+def pack_separable(positions: list[np.ndarray], slots: list[int]) -> np.ndarray:
+    """Per layer its filter and channel-slot permutations (`[O]`, `[S]`), from positions
+    `[O * S]` of the form `filter_pos[f] * S + channel_pos[c]` at slot `f * S + c`.
+
+    Raises:
+      ValueError: positions that do not factor so (not a 'separable' ordering).
+    """
+    parts = []
+    for i, (flat, s) in enumerate(zip(positions, slots)):
+        flat = np.asarray(flat, np.int64).reshape(-1, s)  # [O, S]
+        fpos, cpos = flat[:, 0] // s, flat[0] % s
+        if not np.array_equal(flat, fpos[:, None] * s + cpos[None, :]):
+            raise ValueError(f'the ordering of layer {i} is not separable')
+        parts += [permutation_codec.encode(fpos), permutation_codec.encode(cpos)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+
+
+def unpack_separable(blob: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Inverse of `pack_separable` for layers of `(O, S)` slots: `[O * S]` int64 positions.
+
+    Raises:
+      ValueError: a blob of the wrong length, or bytes that encode no permutation.
+    """
+    out, at = [], 0
+    for i, (filters, slots) in enumerate(shapes):
+        factors = []
+        for n, what in ((filters, 'filters'), (slots, 'channels')):
+            nbytes = permutation_codec.encoded_nbytes(n)
+            raw = _read(blob, at, nbytes, f'ordering of layer {i} ({what})')
+            try:
+                factors.append(permutation_codec.decode(raw, n))
+            except ValueError as e:
+                raise ValueError(
+                    f'ordering of layer {i} ({what}) is not a permutation code ({e})'
+                ) from e
+            at += nbytes
+        out.append((factors[0][:, None] * slots + factors[1][None, :]).reshape(-1))
+    if at != blob.size:
+        raise ValueError(f'the ordering blob has {blob.size} bytes, its layers take {at}')
+    return out
 
 
 def unpack_orderings(blob: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
