@@ -202,7 +202,7 @@ def run_row(args, shared: str, variant: dict) -> list[dict]:
         **row,
         'name': variant['name'].replace('_distill', '_recon'),
         'series': (series + quantized).replace('distill', 'recon'),
-        'steps': row['steps'] - args.distill_steps,
+        'steps': sum(p['steps'] for p in phases[: last + 1]),  # the run's own, not --steps
         'top1': phases[last]['top1'],
         'rmse': phases[last]['rmse'],
         'wall_seconds': None,
