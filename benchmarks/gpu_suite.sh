@@ -16,7 +16,7 @@
 #
 # Stages (each under `timeout`, so one stuck stage cannot eat the budget):
 #   1. benchmarks/steps.py for ResNet20 h=180, ResNet56 h=320, ResNet18 h=1256 (65,536 kernels)
-#   2. benchmarks/e2e.py: the full ResNet20 recipe (20,000 + 2,000 steps) alone on the GPU,
+#   2. benchmarks/e2e.py: the full ResNet20 recipe (20,000 + 300 steps) alone on the GPU,
 #      its wall time, CLI/bare step-rate ratios and host ms per step (goal: < 60 s in all)
 #   3. the fidelity grid, concurrently: ResNet20 at widths x bit widths ($SUITE_WIDTHS, default
 #      100 140 180; $SUITE_BITS, default int8 int6 int4: predictor.quantize) and ResNet56 h=320

@@ -10,7 +10,7 @@ them pointwise, in 42,496 kernel rows):
 What its teacher reached and what a shortened run (`--config.teacher.checkpoint=W/teacher
 --config.reconstruct.steps=8000 --config.distill.steps=30`) measured on the 2-core CPU are
 in docs/results.md ("Bottleneck ResNet50 and MobileNetV2"). The full recipe (20,000 +
-2,000 steps) needs a GPU.
+300 steps) needs a GPU.
 
 `--config=c10_resnet50:tiny` is the smoke-test size (a 20-step teacher).
 """
